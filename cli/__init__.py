@@ -1,0 +1,1 @@
+"""The `videomini` command line (typer)."""

@@ -1,0 +1,1 @@
+"""End-to-end jobs composed from the library: ask, index, search."""

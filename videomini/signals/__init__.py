@@ -1,0 +1,1 @@
+"""Offline signals: speech, on-screen text, text embeddings."""
