@@ -1,0 +1,288 @@
+"""Official LLaVA-Mini checkpoints (local folders or hub ids) -> LlavaMini, tokenizer, image processor.
+
+An official checkpoint folder holds `config.json` (`model_type` `llava_mini_llama`, the Llama keys and the
+`mm_*` keys), the weights as one `model.safetensors` or shards + `model.safetensors.index.json`, a tokenizer,
+and names its vision tower in `mm_vision_tower` (a hub id such as `openai/clip-vit-large-patch14-336`, or a
+path). Weights are read with safetensors only (never pickle) and no remote code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+MODEL_TYPE = "llava_mini_llama"
+DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
+INDEX_FILE = "model.safetensors.index.json"
+WEIGHTS_FILE = "model.safetensors"
+# Key prefixes of the official state dict -> our modules. The checkpoint's copy of the vision tower is ignored
+# (the official loader loads the tower from `mm_vision_tower`), as are rotary caches of old exports.
+_PREFIX_MAP = (("model.mm_projector.", "mm_projector."), ("model.compressor.", "compressor."),
+               ("model.prefusion_layers.", "prefusion_layers."), ("model.", "llm.model."),
+               ("lm_head.", "llm.lm_head."))
+_IGNORED_PREFIXES = ("model.vision_tower.",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason."""
+
+
+class LoadedModel(NamedTuple):
+    model: Any  # videomini.model.LlavaMini
+    tokenizer: Any
+    image_processor: Any
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 on CUDA (as released), float32 on CPU (bf16 matmuls are slow and inexact there)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    if dtype not in names:
+        raise CheckpointError(f"unknown dtype {dtype!r} (use bf16, fp16 or fp32)")
+    return names[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resolving a model id or path to a local folder
+# ---------------------------------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(id_or_path: str | os.PathLike, what: str = "model") -> Path:
+    """A local folder, else a hub id through huggingface_hub's cache (downloaded when the hub is reachable)."""
+    name = os.fspath(id_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{name}: not a folder (a {what} checkpoint is a folder with config.json)")
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise CheckpointError(f"{name}: {what} folder not found")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    fix = (f"download it where the hub is reachable (`hf download {name}`) and copy the Hugging Face cache "
+           f"(HF_HOME), or pass a local folder (--model PATH or VIDEOMINI_MODEL=PATH)")
+    if offline:
+        raise CheckpointError(f"{name}: {what} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {fix}")
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({reason[:120]}): {fix}") from None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder}: no config.json (not a LLaVA-Mini checkpoint folder)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if config.get("model_type") != MODEL_TYPE:
+        raise CheckpointError(f"{folder}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
+    return config
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's safetensors files: shards named by the index json, or the single file."""
+    index = folder / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = sorted({folder / shard for shard in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{folder}: shards named in {INDEX_FILE} are missing: {', '.join(missing)}")
+        return files
+    single = folder / WEIGHTS_FILE
+    if single.is_file():
+        return [single]
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise CheckpointError(f"{folder}: only pickle weights (.bin/.pt) found; videomini loads safetensors only")
+    raise CheckpointError(f"{folder}: no {WEIGHTS_FILE} or {INDEX_FILE}")
+
+
+def _map_key(key: str) -> str | None:
+    if key.startswith(_IGNORED_PREFIXES) or key.endswith("rotary_emb.inv_freq"):
+        return None
+    for old, new in _PREFIX_MAP:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def resolve_vision_tower(name: str, checkpoint: Path, override: str | os.PathLike | None = None) -> Path:
+    """`mm_vision_tower`: relative to the checkpoint folder, then as a path, then as a hub id; or the override."""
+    if override is not None:
+        return resolve_checkpoint(override, what="vision tower")
+    for candidate in (checkpoint / name, Path(name).expanduser()):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return resolve_checkpoint(name, what="vision tower")
+
+
+def _tower_has_projection(tower: Path) -> bool:
+    try:
+        files = [tower / WEIGHTS_FILE] if (tower / WEIGHTS_FILE).is_file() else weight_files(tower)
+    except CheckpointError:
+        return False
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            if any(k.endswith("visual_projection.weight") for k in f.keys()):
+                return True
+    return False
+
+
+def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
+    """CLIP vision tower + its image processor. A full CLIP checkpoint (with `visual_projection`) is loaded
+    with the projection so that the same pass yields the CLIP image embedding used for retrieval."""
+    from transformers import CLIPImageProcessorPil, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    from transformers.utils import logging as hf_logging
+
+    cls = CLIPVisionModelWithProjection if _tower_has_projection(tower) else CLIPVisionModel
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text-tower keys are expected to go unused
+    hf_logging.disable_progress_bar()
+    try:
+        model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({str(e).splitlines()[0][:160]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    # PIL backend named explicitly: bit-identical to the reference, and an installed torchvision cannot switch it
+    try:
+        processor = CLIPImageProcessorPil.from_pretrained(str(tower))
+    except OSError:
+        raise CheckpointError(f"{tower}: no preprocessor_config.json for the CLIP image processor") from None
+    return model.to(device).eval(), processor
+
+
+def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | torch.device | None = None,
+               dtype: str | torch.dtype | None = None, vision_tower: str | os.PathLike | None = None) -> LoadedModel:
+    """Load an official LLaVA-Mini checkpoint -> (model, tokenizer, image_processor).
+
+    `device` defaults to CUDA when present, else CPU; `dtype` to bf16 on CUDA and float32 on CPU (weights stored in
+    bf16 are upcast). `vision_tower` overrides the checkpoint's `mm_vision_tower`.
+    """
+    from transformers import GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from videomini.model import LlavaMini, LlavaMiniConfig, sincos_pos_embed_2d
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = parse_dtype(dtype, device)
+    folder = resolve_checkpoint(id_or_path)
+    config = read_config(folder)
+    mm_config = LlavaMiniConfig.from_dict(config)
+    llm_config = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
+    llm_config._attn_implementation = "sdpa"
+    tower_path = resolve_vision_tower(mm_config.mm_vision_tower, folder, vision_tower)
+    tower, image_processor = load_vision_tower(tower_path, dtype, device)
+
+    with torch.device("meta"):
+        model = LlavaMini(mm_config, llm_config, vision_tower=nn.Identity())
+    model.vision_tower = tower
+    expected = {k for k in model.state_dict() if not k.startswith("vision_tower.")}
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        for key, tensor in load_file(str(file), device="cpu").items():
+            mapped = _map_key(key)
+            if mapped is not None and mapped in expected:
+                state[mapped] = tensor.to(device=device, dtype=dtype)
+    if "compressor.pos_embed" not in state:  # fixed sin-cos table: derivable when an export drops it
+        state["compressor.pos_embed"] = torch.from_numpy(
+            sincos_pos_embed_2d(mm_config.mm_hidden_size, mm_config.compressor_size)).to(device, dtype)
+    if "llm.lm_head.weight" not in state and llm_config.tie_word_embeddings:
+        state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")
+    missing = sorted(expected - state.keys())
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
+        raise CheckpointError(f"{folder}: weights missing from the checkpoint: {shown}")
+    model.load_state_dict(state, strict=False, assign=True)
+    # non-persistent buffers (RoPE inverse frequencies) were created on meta: build them on the device
+    with torch.device(device):
+        model.prefusion_rotary = LlamaRotaryEmbedding(config=llm_config)
+        model.llm.model.rotary_emb = LlamaRotaryEmbedding(config=llm_config)
+    model.to(device)
+    if (folder / "generation_config.json").is_file():
+        model.llm.generation_config = GenerationConfig.from_pretrained(str(folder))
+    model.name_or_path = os.fspath(id_or_path)
+    model.checkpoint_dir = folder
+    model.vision_tower_dir = tower_path
+    model.eval()
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0][:160]})") from None
+    return LoadedModel(model, tokenizer, image_processor)
+
+
+def save_pretrained(model: Any, folder: str | os.PathLike, tokenizer: Any = None, image_processor: Any = None,
+                    max_shard_size: str | int = "5GB", dtype: torch.dtype | None = torch.bfloat16,
+                    save_vision_tower: bool = True) -> Path:
+    """Write `model` in the official format: config.json + (sharded) safetensors (+ tokenizer, vision tower).
+
+    The vision tower goes to `<folder>/vision_tower` and `mm_vision_tower` names it relatively, unless
+    `save_vision_tower` is False (then `mm_vision_tower` keeps the configured id or path).
+    """
+    from dataclasses import asdict
+
+    from huggingface_hub import save_torch_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mm = asdict(model.config)
+    if save_vision_tower:
+        model.vision_tower.save_pretrained(str(folder / "vision_tower"), safe_serialization=True)
+        source = getattr(model, "vision_tower_dir", None)
+        if image_processor is not None:
+            image_processor.save_pretrained(str(folder / "vision_tower"))
+        elif source is not None and (Path(source) / "preprocessor_config.json").is_file():
+            shutil.copy(Path(source) / "preprocessor_config.json", folder / "vision_tower")
+        mm["mm_vision_tower"] = "vision_tower"
+    config = model.llm_config.to_dict()
+    config.update({k: v for k, v in mm.items() if v is not None})
+    config.update(model_type=MODEL_TYPE, architectures=["LlavaMiniLlamaForCausalLM"], use_mm_proj=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    inverse = [(new, old) for old, new in _PREFIX_MAP]
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith("vision_tower.") or key.endswith("rotary_emb.inv_freq") or key.startswith("prefusion_rotary"):
+            continue
+        for new, old in inverse:
+            if key.startswith(new):
+                state[old + key[len(new):]] = tensor.detach().to(dtype) if dtype else tensor.detach()
+                break
+    save_torch_state_dict(state, str(folder), max_shard_size=max_shard_size)
+    model.llm.generation_config.save_pretrained(str(folder))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
