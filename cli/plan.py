@@ -1,0 +1,104 @@
+"""`videomini plan`: how many frames of video a model holds on a device (weights, KV cache, context cap)."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from videomini.cli.main import app
+
+DEFAULT_MODEL = "ICTNLP/llava-mini-llama-3.1-8b"
+_PLANNED_WITHOUT_GPU = "24GB"
+
+
+def _human(n: int) -> str:
+    if n >= 10**9:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 10**6:
+        return f"{n / 1e6:.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.4g} KiB"
+    return f"{n} B"
+
+
+@app.command()
+def plan(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A known model id, a hub id in the cache, or a "
+                              "local checkpoint folder (its config.json)."),
+    gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="Device memory to plan for, e.g. 24GB, 80GiB "
+                                          "(default: the CUDA device's, else 24GB)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Plan for this device's memory (cuda, cuda:1, "
+                                         "cpu = RAM available now) instead of --gpu-mem."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weights dtype: bf16, fp16, fp32 or int8."),
+    prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="Tokens reserved for the prompt."),
+    answer_tokens: int = typer.Option(512, "--answer-tokens", help="Tokens reserved for the answer."),
+    fps: float = typer.Option(1.0, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
+) -> None:
+    """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""
+    from videomini.memory import device_memory, normalize_dtype, parse_size, plan_memory
+
+    notes: list[str] = []
+    try:
+        if gpu_mem is not None:
+            try:
+                memory = parse_size(gpu_mem)
+            except ValueError as e:
+                raise ValueError(f"--gpu-mem: {e}") from None
+        elif device is not None:
+            memory = device_memory(device)
+        else:
+            import torch
+
+            if torch.cuda.is_available():
+                memory = device_memory("cuda")
+            else:
+                memory = parse_size(_PLANNED_WITHOUT_GPU)
+                notes.append(f"no CUDA device here: planned for {_PLANNED_WITHOUT_GPU} (pass --gpu-mem or --device)")
+        if fps <= 0:
+            raise ValueError(f"--fps: must be positive, got {fps}")
+        try:
+            normalize_dtype(dtype)
+        except ValueError as e:
+            raise ValueError(f"--dtype: {e}") from None
+        result = plan_memory(model, memory, dtype=dtype, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+    except (ValueError, OSError) as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1)
+    result.notes[:0] = notes
+    hours = result.max_frames / fps / 3600
+
+    if as_json:
+        typer.echo(json.dumps({**result.to_dict(), "fps": fps, "hours_of_video": hours}, indent=2))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Memory plan: {result.model} ({result.dtype} weights, {result.kv_dtype} KV cache)")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_column("size", justify="right")
+    for part, size in result.weights_bytes.items():
+        table.add_row(f"weights: {part}", f"{result.parameters[part]:,}", _human(size))
+    table.add_row("weights: total", f"{sum(result.parameters.values()):,}", _human(result.total_weights_bytes),
+                  end_section=True)
+    table.add_row("device memory", "", _human(result.device_memory_bytes))
+    table.add_row("activation overhead", "", _human(result.activation_overhead_bytes))
+    table.add_row(f"prompt + answer KV ({result.prompt_tokens_reserved:,} tokens)", "", _human(result.prompt_kv_bytes))
+    table.add_row(f"KV per frame ({result.tokens_per_frame} token{'s' * (result.tokens_per_frame != 1)})", "",
+                  f"{result.kv_bytes_per_frame:,} B" + (f" ({_human(result.kv_bytes_per_frame)})"
+                                                         if result.kv_bytes_per_frame >= 1024 else ""),
+                  end_section=True)
+    table.add_row("frames that fit in memory", f"{result.frames_fit_memory:,}", "")
+    table.add_row("context length (positions)", f"{result.context_length:,}", "")
+    table.add_row("frames that fit in the context", f"{result.frames_fit_context:,}", "")
+    table.add_row(f"[bold]frame budget[/bold] (limited by {result.limited_by})", f"[bold]{result.max_frames:,}[/bold]",
+                  f"{hours:.2f} h at {fps:g} fps")
+    console = Console()
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", style="dim", highlight=False)
