@@ -92,6 +92,8 @@ def make_tiny_checkpoint(folder: Path, *, compressor_size: int = 1, prefusion_la
         from transformers import CLIPVisionModelWithProjection
 
         tower = CLIPVisionModelWithProjection.from_pretrained(str(tower_dir))
+        for name in TOKENIZER_FILES:  # the text tower's tokenizer (the real CLIP folder has its own)
+            shutil.copy(GOLDEN / "llavamini_tiny" / name, tower_dir / name)
     else:
         tower = CLIPVisionModel(CLIPVisionConfig(**vision))
         tower.save_pretrained(str(tower_dir))

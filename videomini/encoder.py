@@ -1,0 +1,167 @@
+"""Batched frames -> frame tokens (+ CLIP embeddings, + the running fused-text sum) on the device.
+
+One vision-tower pass per batch yields both the patch features LLaVA-Mini compresses and, when the tower has
+a projection (a full CLIP checkpoint), the CLIP image embedding used for retrieval. Decoding runs ahead in the
+decoder's prefetch thread, so it overlaps with the compute here.
+
+Preprocessing follows the reference's video path: each frame is resized to the tower's crop size with
+`F.interpolate` (nearest, no aspect preservation), then rescaled and normalised with the CLIP mean/std —
+done in torch on the device (the processor's resize and crop are the identity at that size). High-resolution
+checkpoints (`resolution_ratio` 2) cut each frame into r*r crops + the whole and run the CLIP processor on each,
+as the reference does. Still images go through the CLIP processor (shortest-edge resize + centre crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+
+REFERENCE_VIDEO_SIZE = 336  # the reference squashes every video frame to 336 x 336 before the CLIP processor
+
+
+@dataclass
+class EncodedBatch:
+    """One batch of frames, encoded. Tensors on the CPU; `fused_text_sum` is float32 (L, H) over this batch."""
+
+    frame_tokens: torch.Tensor  # (B, C*C, H), model dtype
+    timestamps_s: np.ndarray  # (B,) float64
+    clip_embeddings: torch.Tensor | None = None  # (B, D) float32, L2-normalised
+    fused_text_sum: torch.Tensor | None = None  # (L, H) float32
+    frames: np.ndarray | None = None  # the decoded frames, when asked to keep them (thumbnails, tests)
+
+
+def split_image(image: Image.Image, ratio: int) -> list[Image.Image]:
+    """The reference's high-resolution split: r*r row-major crops, then the whole image."""
+    if ratio == 1:
+        return [image]
+    width, height = image.size
+    w, h = width // ratio, height // ratio
+    crops = [image.crop((j * w, i * h, (j + 1) * w, (i + 1) * h)) for i in range(ratio) for j in range(ratio)]
+    return crops + [image]
+
+
+class FrameEncoder:
+    """Frames (uint8 RGB) -> frame tokens for one LLaVA-Mini model; batch size bounds the memory."""
+
+    def __init__(self, model: Any, image_processor: Any, batch_size: int = 16):
+        self.model = model
+        self.image_processor = image_processor
+        self.batch_size = batch_size
+        self.device = model.device
+        crop = image_processor.crop_size
+        self.size = (crop["height"], crop["width"])
+        self.ratio = model.config.resolution_ratio
+        # the processor's resize + crop are the identity on squashed frames only when the tower is 336 px
+        self.torch_path = (self.ratio == 1 and self.size == (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE)
+                           and image_processor.size.get("shortest_edge", REFERENCE_VIDEO_SIZE) == REFERENCE_VIDEO_SIZE)
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(image_processor.image_mean, dtype=torch.float32, device=self.device).view(shape)
+        self.std = torch.tensor(image_processor.image_std, dtype=torch.float32, device=self.device).view(shape)
+        self.rescale = float(image_processor.rescale_factor)
+
+    # -- preprocessing ----------------------------------------------------------------------------------------
+    def squash(self, frames: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> (B, 3, 336, 336) uint8 on the device: nearest resize, as the reference's video path."""
+        pixels = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        pixels = pixels.permute(0, 3, 1, 2)
+        if tuple(pixels.shape[-2:]) != (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE):
+            pixels = F.interpolate(pixels.float(), size=(REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE)).to(torch.uint8)
+        return pixels
+
+    def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 video frames -> pixel_values (B, parts, 3, S, S) in float32 on the device."""
+        squashed = self.squash(frames)
+        if self.torch_path:  # rescale + normalise on the device; resize and crop are the identity here
+            pixels = (squashed.float() * self.rescale - self.mean) / self.std
+            return pixels.unsqueeze(1)
+        images = [Image.fromarray(f) for f in squashed.permute(0, 2, 3, 1).cpu().numpy()]
+        return torch.cat([self.preprocess_image(image) for image in images])
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        """A still image -> pixel_values (1, parts, 3, S, S) through the CLIP processor (as the reference)."""
+        parts = split_image(image.convert("RGB"), self.ratio)
+        if self.model.config.image_aspect_ratio == "pad":
+            parts = [_expand_to_square(p, tuple(int(x * 255) for x in self.image_processor.image_mean)) for p in parts]
+        pixel_values = self.image_processor(parts, return_tensors="pt")["pixel_values"]
+        return pixel_values.unsqueeze(0).to(self.device)
+
+    # -- encoding ---------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_pixels(self, pixel_values: torch.Tensor, timestamps_s: np.ndarray,
+                      input_ids: torch.Tensor | None = None) -> EncodedBatch:
+        encoding, fused = self.model.encode_frames(pixel_values.to(self.model.dtype), input_ids)
+        embeddings = encoding.clip_embeddings
+        return EncodedBatch(
+            frame_tokens=encoding.frame_tokens.to("cpu", non_blocking=False),
+            timestamps_s=np.asarray(timestamps_s, dtype=np.float64),
+            clip_embeddings=None if embeddings is None else embeddings.float().cpu(),
+            fused_text_sum=None if fused is None else fused.float().sum(0).cpu(),
+        )
+
+    def encode(self, frames: np.ndarray, timestamps_s: np.ndarray,
+               input_ids: torch.Tensor | None = None) -> EncodedBatch:
+        """One batch of decoded frames -> EncodedBatch (text fused per frame and summed when input_ids given)."""
+        return self.encode_pixels(self.preprocess_frames(frames), timestamps_s, input_ids)
+
+    def encode_stream(self, batches: Iterable[tuple[np.ndarray, np.ndarray]], input_ids: torch.Tensor | None = None,
+                      keep_frames: bool = False) -> Iterator[EncodedBatch]:
+        """Encode decoder batches as they arrive, re-batched to `batch_size`; nothing is kept after it is used."""
+        for frames, timestamps_s in _rebatch(batches, self.batch_size):
+            encoded = self.encode(frames, timestamps_s, input_ids)
+            if keep_frames:
+                encoded.frames = frames
+            yield encoded
+
+
+def _rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    frames_buf: list[np.ndarray] = []
+    times_buf: list[np.ndarray] = []
+    count = 0
+    for frames, times in batches:
+        frames_buf.append(frames)
+        times_buf.append(np.asarray(times, dtype=np.float64))
+        count += len(frames)
+        while count >= size:
+            all_frames, all_times = _concat(frames_buf), np.concatenate(times_buf)
+            yield all_frames[:size], all_times[:size]
+            frames_buf, times_buf = [all_frames[size:]], [all_times[size:]]
+            count -= size
+    if count:
+        yield _concat(frames_buf), np.concatenate(times_buf)
+
+
+def _concat(frames: list[np.ndarray]) -> np.ndarray:
+    """Concatenate frame batches; frames of different sizes (a stream that changes resolution) are squashed later,
+    so they are padded into a list-compatible array only when shapes agree."""
+    if len(frames) == 1:
+        return frames[0]
+    shapes = {f.shape[1:] for f in frames if len(f)}
+    if len(shapes) <= 1:
+        return np.concatenate([f for f in frames if len(f)] or frames[:1])
+    target = max(shapes)
+    return np.concatenate([_resize_batch(f, target) for f in frames if len(f)])
+
+
+def _resize_batch(frames: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if frames.shape[1:] == shape:
+        return frames
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    return F.interpolate(tensor, size=shape[:2]).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _expand_to_square(image: Image.Image, background: tuple[int, ...]) -> Image.Image:
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), background)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result

@@ -1,0 +1,72 @@
+"""CLIP text tower: embeds a question or a search query into the space of the frames' CLIP image embeddings.
+
+The released model's vision tower (`openai/clip-vit-large-patch14-336`) is a full CLIP checkpoint: the same
+folder holds the text tower and both projections. When the tower folder has no text weights, retrieval is off
+and frame selection falls back to time references and uniform coverage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from videomini.loading import WEIGHTS_FILE, weight_files
+
+
+def has_text_tower(tower_dir: str | Path) -> bool:
+    folder = Path(tower_dir)
+    try:
+        files = [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else weight_files(folder)
+    except Exception:
+        return False
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            if any(k.startswith("text_projection") for k in f.keys()):
+                return True
+    return False
+
+
+class TextTower:
+    """CLIPTextModelWithProjection + its tokenizer: text -> L2-normalised embeddings (N, D) float32."""
+
+    def __init__(self, tower_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerFast
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the vision keys of a full CLIP checkpoint go unused here
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = CLIPTextModelWithProjection.from_pretrained(str(tower_dir), dtype=dtype,
+                                                                     use_safetensors=True).to(device).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        self.tokenizer: Any = PreTrainedTokenizerFast.from_pretrained(str(tower_dir))
+        self.device = torch.device(device)
+        self.max_length = self.model.config.max_position_embeddings
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.projection_dim
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str] | str) -> torch.Tensor:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch.pop("token_type_ids", None)
+        out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+        return F.normalize(out.text_embeds.float(), dim=-1).cpu()
+
+
+def load_text_tower(tower_dir: str | Path | None, device: str | torch.device = "cpu") -> TextTower | None:
+    """The text tower next to the vision tower, or None when the checkpoint has none (retrieval off)."""
+    if tower_dir is None or not has_text_tower(tower_dir):
+        return None
+    return TextTower(tower_dir, device=device)
