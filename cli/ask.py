@@ -1,0 +1,123 @@
+"""`videomini ask VIDEO QUESTION`: an answer streamed as it is generated, then the moments it rests on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from videomini.cli.main import app
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Expected failures: one line on stderr, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def evidence_table(answer, title: str = "evidence"):
+    from rich.table import Table
+
+    from videomini.answer import format_time
+
+    table = Table(title=f"{title} ({answer.evidence[0].method if answer.evidence else 'none'})")
+    multi = len({e.video for e in answer.evidence}) > 1
+    if multi:
+        table.add_column("video")
+    for column in ("time", "from", "to", "score"):
+        table.add_column(column, justify="right")
+    for e in answer.evidence:
+        row = [format_time(e.time_s), format_time(e.start_s), format_time(e.end_s), f"{e.score:.2f}"]
+        table.add_row(*([Path(e.video).name] if multi else []), *row)
+    return table
+
+
+@app.command()
+def ask(
+    targets: list[str] = typer.Argument(..., metavar="VIDEO QUESTION",
+                                        help="A video or image and a question (with --library: the question only)."),
+    library: Optional[Path] = typer.Option(None, "--library", help="Answer over an indexed library instead."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
+                                        help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
+    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
+                                                       "with the frames given to the LLM."),
+    top_k: int = typer.Option(10, "--top-k", help="With --library: moments retrieved."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence, frames, timings)."),
+    no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
+) -> None:
+    """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
+    from rich.console import Console
+
+    from videomini.loading import CheckpointError
+    from videomini.video import VideoError
+
+    console = Console(stderr=as_json)
+    if library is not None:
+        if len(targets) != 1:
+            fail("with --library give one argument: the question")
+        from videomini.pipelines.library_ask import ask_library_cli
+
+        ask_library_cli(library, targets[0], model=model, device=device, dtype=dtype, top_k=top_k,
+                        max_new_tokens=max_new_tokens, as_json=as_json, stream=not no_stream, console=console)
+        return
+    if len(targets) != 2:
+        fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
+    video, question = Path(targets[0]), targets[1]
+    if not video.exists():
+        fail(f"{video}: no such file")
+
+    from videomini.pipelines.ask import VideoMini, default_model_id
+
+    try:
+        with console.status(f"loading {model or default_model_id()} …"):
+            vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
+    except CheckpointError as e:
+        fail(str(e), 2)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    stream = not (no_stream or as_json)
+    progress = Progress(TextColumn("[bold]decode + encode"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("frames"), TimeRemainingColumn(), console=console, transient=True,
+                        disable=as_json and not sys.stderr.isatty())
+    task = progress.add_task("frames", total=None)
+
+    def on_progress(stage: str, done: int, total: int | None) -> None:
+        progress.update(task, completed=done, total=max(total or done, done))
+
+    started_answer = []
+
+    def on_token(piece: str) -> None:
+        if stream:
+            if not started_answer:
+                progress.stop()
+                started_answer.append(True)
+            console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        with progress:
+            answer = vm.ask(video, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens,
+                            fusion=fusion, on_progress=on_progress, on_token=on_token)
+    except VideoError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), indent=2))
+        return
+    if stream:
+        console.print()
+    else:
+        console.print(answer.text, markup=False, highlight=False)
+    for note in answer.notes:
+        console.print(f"[dim]{note}[/dim]")
+    console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
+                  f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
+    if answer.evidence:
+        console.print(evidence_table(answer))

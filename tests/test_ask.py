@@ -1,0 +1,150 @@
+"""`ask` end to end on the golden tiny checkpoint: real clips, the one-pass fusion against the reference's video
+computation, frame selection under a budget and time references, a 2-hour video in bounded memory, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import make_tiny_checkpoint
+from synth import make_numbered_video, make_testsrc_video
+from videomini.cli.main import app
+from videomini.encoder import FrameEncoder
+from videomini.pipelines.ask import VideoMini
+from videomini.video import probe, reference_video_frames
+
+
+@pytest.fixture(scope="module")
+def videomini_golden(golden_model):
+    return VideoMini(*golden_model, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def minute_video(tmp_path_factory):
+    return make_numbered_video(tmp_path_factory.mktemp("v") / "minute.mp4", seconds=60, fps=2, size=(96, 64))
+
+
+def test_one_pass_fusion_equals_reference_video_computation(golden_model, golden_cases, golden_dir):
+    """Streaming in batches, fusing per frame and keeping a running float32 sum gives the reference's tensors."""
+    model, tokenizer, processor = golden_model
+    tensors, _ = golden_cases
+    frames, indices = reference_video_frames(golden_dir / "video_10f_2fps.mp4", fps=1.0)
+    assert list(indices) == [1, 3, 4, 6, 8]
+    assert np.array_equal(frames, tensors["video.source_frames_uint8"].numpy()[indices])
+    encoder = FrameEncoder(model, processor, batch_size=2)
+    assert torch.equal(encoder.preprocess_frames(frames), tensors["video.pixel_values"][0])
+    ids = tensors["video.input_ids"]
+    batches = [(frames[i: i + 3], np.arange(i, min(i + 3, 5), dtype=np.float64)) for i in range(0, 5, 3)]
+    encoded = list(encoder.encode_stream(batches, ids))
+    assert [len(e.timestamps_s) for e in encoded] == [2, 2, 1]  # re-batched to the encoder's batch size
+    fused = sum(e.fused_text_sum for e in encoded) / 5
+    assert (fused - tensors["video.fused_text_mean"][0]).abs().max() <= 1e-5
+    tokens = torch.cat([e.frame_tokens for e in encoded])
+    embeds = model.build_inputs_embeds(ids, fused, tokens)
+    assert (embeds - tensors["video.inputs_embeds"]).abs().max() <= 1e-5
+
+
+def test_ask_real_clips(videomini_golden, videos_dir):
+    for clip in sorted(videos_dir.glob("*.mp4")):
+        answer = videomini_golden.ask(clip, "What happens in this video?", max_new_tokens=6)
+        duration = probe(clip).duration_s
+        assert answer.frames_used == answer.frames_total == len(answer.frame_times_s) >= int(duration)
+        assert np.all(np.diff(answer.frame_times_s) > 0.5), clip  # 1 fps
+        assert answer.text and answer.evidence, clip
+        for e in answer.evidence:
+            assert 0.0 <= e.start_s <= e.time_s <= e.end_s <= duration + 1.0 and 0 < e.score <= 1.0
+        assert answer.evidence[0].score == 1.0 and answer.evidence[0].method == "attention"
+
+
+def test_budget_keeps_uniform_coverage(videomini_golden, minute_video):
+    answer = videomini_golden.ask(minute_video, "Describe the video.", max_frames=8, max_new_tokens=2)
+    assert answer.frames_total == 60 and answer.frames_used == 8
+    times = np.array(answer.frame_times_s)
+    assert times[0] < 8 and times[-1] > 52  # spread over the whole minute
+    assert any("fit the budget" in note for note in answer.notes)
+
+
+@pytest.mark.parametrize("question,window", [
+    ("What happens between 0:20 and 0:30?", (20, 30)),
+    ("What is shown in the first 10 seconds?", (0, 10)),
+    ("What happens at the end?", (50, 60)),
+])
+def test_selection_honours_time_references(videomini_golden, minute_video, question, window):
+    answer = videomini_golden.ask(minute_video, question, max_new_tokens=2)
+    times = np.array(answer.frame_times_s)
+    assert len(times) >= 5
+    assert np.all((times >= window[0] - 0.01) & (times <= window[1] + 0.01)), times
+    assert all(window[0] - 1 <= e.time_s <= window[1] + 1 for e in answer.evidence)
+
+
+def test_when_question_gets_times(videomini_golden, minute_video):
+    answer = videomini_golden.ask(minute_video, "When does the number change?", max_frames=10, max_new_tokens=3)
+    assert answer.times and any(note.startswith("when: ") for note in answer.notes)
+
+
+def test_clip_text_tower_drives_relevance(tmp_path, minute_video):
+    folder = make_tiny_checkpoint(tmp_path / "with_text", with_clip_text=True)
+    vm = VideoMini.from_pretrained(str(folder), device="cpu")
+    assert vm.text_tower is not None
+    answer = vm.ask(minute_video, "a frame with the number seven", max_frames=6, max_new_tokens=2)
+    assert answer.frames_used == 6 and any("question relevance" in note for note in answer.notes)
+
+
+def test_image_question_high_resolution(tmp_path):
+    from PIL import Image
+
+    folder = make_tiny_checkpoint(tmp_path / "hr", resolution_ratio=2)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(image)
+    vm = VideoMini.from_pretrained(str(folder), device="cpu")
+    assert vm.encoder.preprocess_image(Image.open(image)).shape == (1, 5, 3, 56, 56)  # 4 crops + global
+    answer = vm.ask(image, "What is in this picture?", max_new_tokens=3)
+    assert answer.frames_used == 1 and answer.text
+
+
+def test_cli_json_names_frames_and_times(golden_dir, videos_dir):
+    result = CliRunner().invoke(app, ["ask", str(videos_dir / "bikes.mp4"), "What is happening?", "--model",
+                                      str(golden_dir / "llavamini_tiny"), "--json", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["frames_used"] == len(payload["frame_times_s"]) == 10
+    assert payload["evidence"] and {"time_s", "start_s", "end_s", "score", "method"} <= payload["evidence"][0].keys()
+    assert payload["model"].endswith("llavamini_tiny") and payload["timings_s"]["total"] > 0
+
+
+def test_cli_errors_are_one_line(golden_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["ask", str(tmp_path / "missing.mp4"), "Q?"])
+    assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0 and "missing.mp4" in result.stderr
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_text("not a video")
+    result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", str(golden_dir / "llavamini_tiny")])
+    assert result.exit_code == 1 and "bogus.mp4" in result.stderr and "Traceback" not in result.output
+    result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", "ICTNLP/llava-mini-llama-3.1-8b"])
+    assert result.exit_code == 2 and "not in the Hugging Face cache" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_hour_video_in_bounded_memory(tmp_path, golden_dir):
+    """7,200 frames at 1 fps through the tiny model: finishes, uses every frame, and peak RSS stays bounded
+    (a process that kept decoded frames would hold 7,200 x 336 x 336 x 3 bytes = 2.4 GB)."""
+    video = make_testsrc_video(tmp_path / "two_hours.mp4", seconds=7200, size=(64, 48), fps=1)
+    script = (
+        "import resource, json, sys\n"
+        "from videomini.pipelines.ask import VideoMini\n"
+        f"vm = VideoMini.from_pretrained({str(golden_dir / 'llavamini_tiny')!r}, batch_size=32)\n"
+        f"a = vm.ask({str(video)!r}, 'What happens?', max_new_tokens=2)\n"
+        "print(json.dumps({'frames': a.frames_total, 'used': a.frames_used,"
+        " 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["frames"] == 7200 and result["used"] == 7200
+    assert result["rss_mb"] < 1500, result

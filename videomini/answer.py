@@ -1,0 +1,197 @@
+"""Answering: frame tokens + fused question -> generated answer (streamed) + the evidence it rests on.
+
+Evidence comes from the model's own attention: while the answer is generated, a hook keeps each layer's input
+at the position that produced each answer token; afterwards the query of that position is recomputed
+(input norm, q_proj, RoPE) and scored against the cached keys of the whole context, softmax-normalised as the
+attention itself is, and the mass that falls on each frame's token(s) is averaged over heads, layers and
+answer tokens. That is what the LLM actually looked at while answering — not a separate similarity model —
+and it needs no eager attention (SDPA stays on) and no second pass over the context. When retrieval scores
+exist (CLIP text vs frame embeddings), they are reported beside it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from videomini.prompting import stop_token_ids
+
+
+@dataclass
+class Evidence:
+    """A moment the answer rests on: [start_s, end_s] around its best frame, and a score in [0, 1]."""
+
+    start_s: float
+    end_s: float
+    time_s: float
+    score: float
+    method: str  # "attention" or "retrieval"
+    video: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    evidence: list[Evidence]
+    frames_used: int
+    frames_total: int
+    frame_times_s: list[float]
+    model: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    generated_by: str = "llava-mini"
+
+    @property
+    def times(self) -> list[float]:
+        return [e.time_s for e in self.evidence]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["evidence"] = [e.to_dict() for e in self.evidence]
+        return out
+
+
+WHEN_QUESTION = re.compile(r"^\s*(when|at what (time|point|moment)|what time|how (long|soon) until)\b", re.I)
+
+
+def is_when_question(question: str) -> bool:
+    return bool(WHEN_QUESTION.search(question))
+
+
+def format_time(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    frac = seconds - int(seconds)
+    tail = f"{secs:02d}" + (f".{int(frac * 10)}" if frac >= 0.05 else "")
+    return f"{hours}:{minutes:02d}:{tail}" if hours else f"{minutes}:{tail}"
+
+
+class _LayerInputs:
+    """Forward pre-hooks that keep, per decoder layer, the input at the last position of every call."""
+
+    def __init__(self, layers: Any):
+        self.inputs: list[list[torch.Tensor]] = [[] for _ in layers]
+        self.handles = [layer.register_forward_pre_hook(self._hook(i), with_kwargs=True)
+                        for i, layer in enumerate(layers)]
+
+    def _hook(self, index: int) -> Callable:
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            self.inputs[index].append(hidden[:, -1:].detach())
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.inference_mode()
+def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache: Any, prompt_len: int,
+                        frame_slice: slice, tokens_per_frame: int) -> np.ndarray:
+    """Mean attention mass (over layers, heads, answer tokens) from each answer token's query to each frame.
+
+    `layer_inputs[l][s]` is layer l's input at the position that produced answer token s (step 0 = last prompt
+    position, step s = position prompt_len + s - 1). Returns (n_frames,) summing to <= 1 (the rest is text).
+    """
+    layers = llm.model.layers
+    steps = len(layer_inputs[0])
+    if steps == 0:
+        return np.zeros((frame_slice.stop - frame_slice.start) // tokens_per_frame)
+    positions = torch.arange(prompt_len - 1, prompt_len - 1 + steps, device=llm.device)
+    total = None
+    for index, layer in enumerate(layers):
+        attn = layer.self_attn
+        hidden = torch.cat(layer_inputs[index], dim=1)  # (1, steps, H)
+        normed = layer.input_layernorm(hidden)
+        query = attn.q_proj(normed).view(1, steps, -1, attn.head_dim).transpose(1, 2)  # (1, heads, steps, d)
+        cos, sin = llm.model.rotary_emb(hidden, positions.unsqueeze(0))
+        query, _ = apply_rotary_pos_emb(query, query, cos, sin)
+        keys = cache.layers[index].keys[:, :, : prompt_len - 1 + steps]  # post-RoPE keys of the context
+        keys = repeat_kv(keys, attn.num_key_value_groups).to(query.dtype)
+        scores = (query @ keys.transpose(-1, -2)).float() * attn.scaling  # (1, heads, steps, K)
+        causal = torch.arange(keys.shape[2], device=keys.device)[None, :] > positions[:, None]
+        probs = scores.masked_fill(causal, float("-inf")).softmax(-1)
+        on_frames = probs[..., frame_slice].mean(dim=(0, 1, 2))  # (frame tokens,)
+        total = on_frames if total is None else total + on_frames
+    per_token = (total / len(layers)).cpu().numpy()
+    return per_token.reshape(-1, tokens_per_frame).sum(-1)
+
+
+def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, method: str, spacing_s: float,
+                        video: str | None = None) -> list[Evidence]:
+    """Top-k frames by score, neighbours within one frame spacing merged into [start, end] moments."""
+    if len(scores) == 0:
+        return []
+    order = np.argsort(-scores, kind="stable")
+    peak = float(scores[order[0]]) or 1.0
+    chosen = sorted(order[:top_k].tolist())
+    groups: list[list[int]] = []
+    for index in chosen:
+        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * 1.5:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    evidence = []
+    for group in groups:
+        best = max(group, key=lambda i: scores[i])
+        evidence.append(Evidence(start_s=float(times_s[group[0]]), end_s=float(times_s[group[-1]] + spacing_s),
+                                 time_s=float(times_s[best]), score=round(float(scores[best]) / peak, 4),
+                                 method=method, video=video))
+    return sorted(evidence, key=lambda e: -e.score)
+
+
+class Generator:
+    """Greedy or sampled generation with the checkpoint's stop tokens, streamed token by token, recording what
+    the evidence needs (layer inputs at the answering positions, and the KV cache)."""
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+               temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True
+               ) -> Iterator[str]:
+        """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
+                                        clean_up_tokenization_spaces=False)
+        recorder = _LayerInputs(self.model.llm.model.layers) if record_attention else None
+        self.result: dict[str, Any] = {}
+        errors: list[BaseException] = []
+        sampling = dict(temperature=temperature, top_p=top_p) if do_sample else {}
+
+        def run() -> None:
+            try:
+                out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
+                                          do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
+                                          streamer=streamer, return_dict_in_generate=True, **sampling)
+                self.result = {"ids": out.sequences, "cache": out.past_key_values}
+            except BaseException as e:  # re-raised in the caller's thread
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="videomini-generate", daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            thread.join()
+            if recorder is not None:
+                recorder.remove()
+                self.result["layer_inputs"] = recorder.inputs
+        if errors:
+            raise errors[0]
