@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "load_model", "VideoMini"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from videomini.loading import load_model
 
         return load_model
+    if name == "VideoMini":
+        from videomini.pipelines.ask import VideoMini
+
+        return VideoMini
     raise AttributeError(f"module 'videomini' has no attribute {name!r}")
