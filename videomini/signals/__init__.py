@@ -1,1 +1,75 @@
-"""Offline signals: speech, on-screen text, text embeddings."""
+"""Offline signals: speech, on-screen text, text embeddings.
+
+Each extractor turns a video (or its frames) into timestamped `TextSegment`s using models that ship inside pip
+packages, so they run on a machine with no network. The heavy imports (faster-whisper, rapidocr,
+sentence-transformers) happen only when an extractor is used: `import videomini.signals` stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "SignalError",
+    "TextSegment",
+    "TextEmbedder",
+    "bundled_minilm_path",
+    "bundled_whisper_path",
+    "ocr_video",
+    "read_text",
+    "transcribe",
+]
+
+
+class SignalError(RuntimeError):
+    """An expected failure of an extractor (missing model package, unreadable file); the message is one line."""
+
+
+@dataclass
+class TextSegment:
+    """Text heard or seen in a video between two times (seconds from the start of the file)."""
+
+    start_s: float
+    end_s: float
+    text: str
+    source: str  # "speech" | "ocr"
+    words: list[tuple[float, float, str]] | None = None  # speech only: (start_s, end_s, word)
+    score: float | None = None  # speech: mean word probability; ocr: mean box confidence
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.words is not None:
+            out["words"] = [list(word) for word in self.words]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TextSegment":
+        words = data.get("words")
+        return cls(
+            start_s=float(data["start_s"]),
+            end_s=float(data["end_s"]),
+            text=str(data["text"]),
+            source=str(data["source"]),
+            words=[(float(s), float(e), str(w)) for s, e, w in words] if words is not None else None,
+            score=None if data.get("score") is None else float(data["score"]),
+        )
+
+
+_LAZY = {
+    "transcribe": "videomini.signals.speech",
+    "bundled_whisper_path": "videomini.signals.speech",
+    "read_text": "videomini.signals.ocr",
+    "ocr_video": "videomini.signals.ocr",
+    "TextEmbedder": "videomini.signals.text",
+    "bundled_minilm_path": "videomini.signals.text",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-exports: importing the package must not import the model libraries.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'videomini.signals' has no attribute {name!r}")

@@ -1,0 +1,181 @@
+"""On-screen text → timestamped text with RapidOCR (PP-OCRv4 ONNX models shipped in `rapidocr-onnxruntime`).
+
+A caption usually stays on screen for many sampled frames, so per-frame readings are merged: consecutive frames
+whose text is the same or nearly the same (OCR jitter) become one segment covering [first seen, last seen +
+frame interval]. Merging works on per-frame readings, so callers that stream batches can read each batch with
+`frame_texts` and merge once at the end with `merge_frame_texts` (that is what `ocr_video` does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+from difflib import SequenceMatcher
+from typing import Any
+
+import numpy as np
+
+from videomini.signals import SignalError, TextSegment
+
+_INSTALL_HINT = "pip install 'videomini[ocr]'"
+_WORDY = re.compile(r"\w")  # a box with no letter or digit ("■", "|") is a shape, not text
+_engines: dict[int, Any] = {}
+_engines_lock = threading.Lock()
+
+
+def load_ocr(max_side: int = 960) -> Any:
+    """The RapidOCR engine (det + cls + rec ONNX sessions), created once per `max_side` and then shared.
+
+    RapidOCR's default detector input *upscales* the short side to 736 px: a 640x360 frame is read at 1308x736,
+    ~0.8 s per frame here, and the recogniser then drops the spaces between words ("OPEN24HOURS"). Capping the
+    long side at `max_side` instead reads small videos at native size (~0.2 s per frame, "OPEN 24 HOURS") and
+    only downscales large ones.
+    """
+    with _engines_lock:
+        if max_side not in _engines:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError:
+                raise SignalError(f"rapidocr-onnxruntime is not installed: {_INSTALL_HINT}") from None
+            _engines[max_side] = RapidOCR(det_limit_type="max", det_limit_side_len=max_side)
+        return _engines[max_side]
+
+
+def _reading_order(boxes: list[tuple[np.ndarray, str, float]]) -> list[tuple[np.ndarray, str, float]]:
+    """Top-to-bottom lines, left-to-right within a line; a box joins a line when its vertical centre lies
+    inside the line's vertical extent (robust to slightly tilted or differently sized words)."""
+    lines: list[dict[str, Any]] = []
+    for item in sorted(boxes, key=lambda b: float(b[0][:, 1].mean())):
+        ys = item[0][:, 1]
+        centre = float(ys.mean())
+        for line in lines:
+            if line["top"] <= centre <= line["bottom"]:
+                line["items"].append(item)
+                line["top"], line["bottom"] = min(line["top"], float(ys.min())), max(line["bottom"], float(ys.max()))
+                break
+        else:
+            lines.append({"top": float(ys.min()), "bottom": float(ys.max()), "items": [item]})
+    ordered = []
+    for line in lines:  # already top-to-bottom: boxes were visited by centre
+        ordered.extend(sorted(line["items"], key=lambda b: float(b[0][:, 0].min())))
+    return ordered
+
+
+def frame_texts(frames: np.ndarray, min_score: float = 0.7, max_side: int = 960) -> list[tuple[str, float]]:
+    """Per frame: (text of its confident boxes in reading order joined by spaces, mean box confidence).
+
+    A frame with no confident text gives ("", 0.0). `frames` is uint8 RGB (B, H, W, 3).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 RGB of shape (B, H, W, 3), got {frames.dtype} {frames.shape}")
+    engine = load_ocr(max_side)
+    out: list[tuple[str, float]] = []
+    for frame in frames:
+        result, _elapsed = engine(np.ascontiguousarray(frame[..., ::-1]))  # RapidOCR takes arrays as BGR
+        boxes = [(np.asarray(box, dtype=np.float32), str(text).strip(), float(score))
+                 for box, text, score in (result or []) if float(score) >= min_score and _WORDY.search(str(text))]
+        if not boxes:
+            out.append(("", 0.0))
+            continue
+        ordered = _reading_order(boxes)
+        out.append((" ".join(text for _, text, _ in ordered), float(np.mean([score for _, _, score in ordered]))))
+    return out
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+
+
+def similar_text(a: str, b: str, threshold: float = 0.8) -> bool:
+    """Same text up to case, punctuation and OCR jitter (character-level similarity ratio)."""
+    a, b = _normalise(a), _normalise(b)
+    if a == b:
+        return True
+    return bool(a and b) and SequenceMatcher(None, a, b, autojunk=False).ratio() >= threshold
+
+
+def merge_frame_texts(
+    readings: Sequence[tuple[str, float]],
+    timestamps_s: Sequence[float],
+    frame_interval_s: float | None = None,
+    similarity: float = 0.8,
+) -> list[TextSegment]:
+    """Merge runs of consecutive frames showing similar text into segments [first seen, last seen + interval].
+
+    A frame without text ends the run. The segment keeps the reading with the best confidence (the clearest
+    view of the caption) and the mean confidence of the run. `frame_interval_s` defaults to the median spacing
+    of `timestamps_s` (0 for a single frame).
+    """
+    if len(readings) != len(timestamps_s):
+        raise ValueError(f"{len(readings)} frame readings but {len(timestamps_s)} timestamps")
+    times = np.asarray(timestamps_s, dtype=np.float64)
+    if frame_interval_s is None:
+        frame_interval_s = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+    segments: list[TextSegment] = []
+    run_times: list[float] = []
+    run_scores: list[float] = []
+    best_text, best_score = "", -1.0  # the clearest reading of the current run
+
+    def close() -> None:
+        if run_times:
+            segments.append(TextSegment(start_s=run_times[0], end_s=run_times[-1] + frame_interval_s,
+                                        text=best_text, source="ocr", score=float(np.mean(run_scores))))
+            run_times.clear()
+            run_scores.clear()
+
+    for t, (text, score) in zip(times.tolist(), readings):
+        if not text or (run_times and not similar_text(best_text, text, similarity)):
+            close()
+        if not text:
+            continue
+        if not run_times or score > best_score:
+            best_text, best_score = text, score
+        run_times.append(t)
+        run_scores.append(score)
+    close()
+    return segments
+
+
+def read_text(
+    frames: np.ndarray,
+    timestamps_s: Sequence[float],
+    min_score: float = 0.7,
+    frame_interval_s: float | None = None,
+    max_side: int = 960,
+) -> list[TextSegment]:
+    """OCR a batch of uint8 RGB frames (B, H, W, 3) taken at `timestamps_s` into deduplicated text segments.
+
+    Boxes below `min_score` confidence are dropped (they are mostly texture read as letters).
+    """
+    frames = np.asarray(frames)
+    n = 1 if frames.ndim == 3 else len(frames)
+    if n != len(timestamps_s):
+        raise ValueError(f"{n} frames but {len(timestamps_s)} timestamps")
+    return merge_frame_texts(frame_texts(frames, min_score, max_side), timestamps_s, frame_interval_s)
+
+
+def ocr_video(
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    min_score: float = 0.7,
+    batch_size: int = 8,
+    max_side: int = 960,
+) -> list[TextSegment]:
+    """On-screen text of a video file sampled at `fps`, as deduplicated segments with time ranges.
+
+    Frames come from `videomini.video.sample_frames` (streamed, same timeline as the vision path); an unreadable
+    file raises its one-line `VideoError`.
+    """
+    from videomini.video import sample_frames
+
+    readings: list[tuple[str, float]] = []
+    times: list[float] = []
+    for frames, timestamps_s in sample_frames(path, fps=fps, batch_size=batch_size):
+        readings.extend(frame_texts(frames, min_score, max_side))
+        times.extend(float(t) for t in timestamps_s)
+    return merge_frame_texts(readings, times, frame_interval_s=1.0 / fps)

