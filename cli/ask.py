@@ -23,7 +23,8 @@ def evidence_table(answer, title: str = "evidence"):
 
     from videomini.answer import format_time
 
-    table = Table(title=f"{title} ({answer.evidence[0].method if answer.evidence else 'none'})")
+    methods = sorted({e.method for e in answer.evidence}) or ["none"]
+    table = Table(title=f"{title} ({', '.join(methods)})")
     multi = len({e.video for e in answer.evidence}) > 1
     if multi:
         table.add_column("video")
@@ -50,6 +51,11 @@ def ask(
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
     top_k: int = typer.Option(10, "--top-k", help="With --library: moments retrieved."),
+    signals: str = typer.Option("", "--signals", help="Comma-separated: speech, ocr — extracted and quoted into "
+                                                       "the prompt as timestamped lines."),
+    fallback: bool = typer.Option(True, "--fallback/--no-fallback",
+                                  help="When no LLaVA-Mini model can be loaded, answer from speech and on-screen "
+                                       "text (clearly labelled) instead of failing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence, frames, timings)."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
@@ -76,11 +82,17 @@ def ask(
 
     from videomini.pipelines.ask import VideoMini, default_model_id
 
+    wanted_signals = tuple(s.strip() for s in signals.split(",") if s.strip())
     try:
         with console.status(f"loading {model or default_model_id()} …"):
             vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
     except CheckpointError as e:
-        fail(str(e), 2)
+        if not fallback or not _signals_available():
+            fail(str(e), 2)
+        print(f"warning: {e}", file=sys.stderr)
+        print("warning: answering from speech and on-screen text instead (no generative model)", file=sys.stderr)
+        answer_from_signals_cli(video, question, wanted_signals or ("speech", "ocr"), fps, as_json, console)
+        return
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -105,19 +117,47 @@ def ask(
     try:
         with progress:
             answer = vm.ask(video, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens,
-                            fusion=fusion, on_progress=on_progress, on_token=on_token)
+                            fusion=fusion, on_progress=on_progress, on_token=on_token, signals=wanted_signals)
     except VideoError as e:
         fail(str(e))
+    print_answer(answer, console, as_json, streamed=stream)
+
+
+def _signals_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None
+               for name in ("faster_whisper", "rapidocr_onnxruntime", "sentence_transformers"))
+
+
+def answer_from_signals_cli(video: Path, question: str, signals: tuple[str, ...], fps: float, as_json: bool,
+                            console) -> None:
+    from videomini.pipelines.signals_answer import answer_from_signals
+    from videomini.signals import SignalError
+    from videomini.video import VideoError
+
+    try:
+        with console.status("transcribing speech and reading on-screen text …"):
+            answer = answer_from_signals(video, question, signals=signals, ocr_fps=fps)
+    except (VideoError, SignalError) as e:
+        fail(str(e))
+    print_answer(answer, console, as_json, streamed=False)
+
+
+def print_answer(answer, console, as_json: bool, streamed: bool) -> None:
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2))
         return
-    if stream:
+    if streamed:
         console.print()
     else:
         console.print(answer.text, markup=False, highlight=False)
     for note in answer.notes:
         console.print(f"[dim]{note}[/dim]")
-    console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
-                  f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
+    if answer.generated_by == "signals":
+        console.print(f"[dim]{answer.model} · {sum(answer.timings_s.values()):.1f} s[/dim]")
+    else:
+        console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
+                      f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
     if answer.evidence:
         console.print(evidence_table(answer))

@@ -69,20 +69,32 @@ class VideoMini:
     def ask(self, path: str | os.PathLike, question: str, fps: float = 1.0, max_frames: int | None = None,
             max_new_tokens: int = 256, do_sample: bool = False, fusion: str = "all", top_k_evidence: int = 5,
             on_progress: ProgressFn | None = None, on_token: Callable[[str], None] | None = None,
-            context: str | None = None) -> Answer:
+            context: str | None = None, signals: tuple[str, ...] = ()) -> Answer:
         """Answer `question` about the video or image at `path`.
 
         fusion="all" fuses the question with every sampled frame while streaming (one pass; the reference's
         computation when every frame fits); "selected" re-decodes the selected frames and fuses over them only.
+        `signals` ("speech", "ocr") are extracted first and go into the prompt as timestamped lines (`context`):
+        the prompt is fused with every frame, so it must be known before the frames stream.
         """
         if fusion not in ("all", "selected"):
             raise ValueError(f"fusion must be 'all' or 'selected', not {fusion!r}")
         started = time.perf_counter()
         path = Path(path)
-        input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
         if path.suffix.lower() in IMAGE_EXTENSIONS:
+            input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
             return self._ask_image(path, question, input_ids, max_new_tokens, do_sample, on_token, started)
         info = probe(path)
+        if signals:
+            from videomini.pipelines.signals_answer import extract_signals, signal_context
+
+            if on_progress:
+                on_progress("signals", 0, None)
+            segments = extract_signals(path, signals=signals, ocr_fps=fps)
+            grid = np.arange(0.0, max(info.duration_s, 1e-3), 1.0 / fps)
+            lines = signal_context(segments, grid, window_s=1.0 / fps)
+            context = "\n".join(filter(None, [context, lines])) or None
+        input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
         budget = self.frame_budget(input_ids.shape[1], max_new_tokens)
         if max_frames is not None:
@@ -140,6 +152,9 @@ class VideoMini:
         answer = self._generate(question, input_ids, fused_text, frame_tokens, timestamps[selected], spacing,
                                 max_new_tokens, do_sample, top_k_evidence, on_token, str(path))
         answer.frames_total = count
+        if context:
+            notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
+        answer.context = context
         answer.notes = notes + answer.notes
         answer.timings_s = {"decode_encode": round(encoded_at - started, 3),
                             "generate": round(time.perf_counter() - encoded_at, 3),

@@ -49,7 +49,8 @@ class Answer:
     model: str
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    generated_by: str = "llava-mini"
+    generated_by: str = "llava-mini"  # or "signals": no generative model, quoted speech / on-screen text
+    context: str | None = None  # timestamped signal lines that went into the prompt
 
     @property
     def times(self) -> list[float]:
