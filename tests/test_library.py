@@ -1,0 +1,433 @@
+"""The on-disk library: catalog states, durable shards, index generations, search, locking and kill -9 safety.
+Synthetic "videos" are small byte files (plan() fingerprints real files); their frames are seeded vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videomini.library import (
+    Hit,
+    IndexSpec,
+    Library,
+    LibraryBusy,
+    LibraryError,
+    build_index,
+    fingerprint,
+    index_spec_for,
+    moments,
+)
+
+D, H, T = 16, 8, 1  # embedding dim, frame-token dim, tokens per frame (tiny stand-ins for 768 / 4096 / 1)
+MTIME_NS = 1_700_000_000_000_000_000  # fixed, so fingerprints (and shard names) are the same in every tmp dir
+
+
+def make_video(folder: Path, name: str, size: int = 4096, seed: int = 0) -> Path:
+    path = folder / name
+    path.write_bytes(np.random.default_rng(seed).bytes(size))
+    os.utime(path, ns=(MTIME_NS, MTIME_NS))
+    return path
+
+
+def frames(seed: int, n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, T, H)).astype(np.float16), rng.standard_normal((n, D)).astype(np.float32),
+            np.arange(n, dtype=np.float64) * 1.0)
+
+
+def add_video(lib: Library, path: Path, frame_tokens, embeddings, timestamps_s) -> int:
+    (item,) = lib.plan([path])
+    video_id = lib.mark_running(item.path, item.fingerprint, model_id="tiny", fps=1.0)
+    lib.write_shard(video_id, frame_tokens, embeddings, timestamps_s, duration_s=float(len(timestamps_s)),
+                    model_id="tiny", fps=1.0, timings={"encode_s": 0.1})
+    lib.mark_done(video_id)
+    return video_id
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob(".tmp-*"))
+
+
+# ----------------------------------------------------------------------------------------------- basics
+
+
+def test_fingerprint_tracks_content_size_and_mtime(tmp_path):
+    path = make_video(tmp_path, "a.mp4", size=3 << 20)
+    fp = fingerprint(path)
+    assert fp == fingerprint(path) and len(fp) == 32
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # tail byte changed, same size, same mtime
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(MTIME_NS, MTIME_NS))
+    assert fingerprint(path) != fp
+    os.utime(path, ns=(MTIME_NS + 1, MTIME_NS + 1))
+    assert fingerprint(path) != fp
+    with pytest.raises(LibraryError, match="missing.mp4: cannot fingerprint"):
+        fingerprint(tmp_path / "missing.mp4")
+    with pytest.raises(LibraryError, match="not a regular file"):
+        fingerprint(tmp_path)
+
+
+def test_open_requires_a_library_and_writes_require_the_lock(tmp_path):
+    with pytest.raises(LibraryError, match="not a videomini library"):
+        Library(tmp_path / "nope")
+    with Library.create(tmp_path / "lib") as lib:
+        assert lib.rebuild_index()["n_vectors"] == 0  # an empty library publishes an empty generation
+    con = sqlite3.connect(tmp_path / "lib" / "catalog.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert dict(con.execute("SELECT key, value FROM meta"))["format_version"] == "1"
+    con.close()
+    with Library(tmp_path / "lib") as reader:
+        with pytest.raises(LibraryError, match="read-only"):
+            reader.mark_running(make_video(tmp_path, "a.mp4"))
+        assert reader.search_vectors(np.ones(D)) == []
+
+
+def test_status_transitions_and_plan_actions(tmp_path):
+    a, b, c = (make_video(tmp_path, f"{n}.mp4", seed=i) for i, n in enumerate("abc"))
+    with Library.create(tmp_path / "lib") as lib:
+        assert [i.action for i in lib.plan([a, b, a])] == ["new", "new"]  # duplicates collapse
+        vid = lib.mark_running(a)
+        assert lib.video(vid)["status"] == "running"
+        assert lib.plan([a])[0].action == "resume"
+        lib.write_shard(vid, *frames(0), duration_s=6.0, model_id="tiny", fps=1.0, timings={"decode_s": 0.5})
+        assert lib.video(a)["status"] == "running"  # durable shard alone does not make it done
+        lib.mark_done(vid)
+        row = lib.video(a)
+        assert (row["status"], row["n_frames"], row["duration_s"], row["model_id"]) == ("done", 6, 6.0, "tiny")
+        assert row["timings"] == {"decode_s": 0.5} and row["shard"].startswith(f"{vid}-")
+        assert lib.plan([a])[0].action == "unchanged"
+        assert lib.plan([a], model_id="other-model")[0].action == "changed"
+
+        lib.mark_failed(b, "decoder crashed:\n  invalid NAL unit")
+        assert lib.video(b)["error"] == "decoder crashed: invalid NAL unit"  # one line
+        assert lib.plan([b])[0].action == "skip_failed"
+        assert lib.plan([b], retry_failed=True)[0].action == "retry_failed"
+        lib.mark_running(c)
+        with pytest.raises(LibraryError, match="not running"):
+            lib.mark_done(lib.video(b)["id"])
+        with pytest.raises(LibraryError, match="missing or unreadable"):
+            lib.mark_done(lib.video(c)["id"])  # no shard written yet
+
+        # a changed file is detected and re-indexed under the same id with a new shard
+        a.write_bytes(a.read_bytes() + b"more")
+        assert lib.plan([a])[0].action == "changed"
+        old_shard = row["shard"]
+        lib.rebuild_index()
+        assert add_video(lib, a, *frames(5, n=4)) == vid
+        assert lib.video(a)["shard"] != old_shard and lib.video(a)["n_frames"] == 4
+        assert (lib.shards_dir / old_shard).exists()  # still referenced by the published index
+        lib.rebuild_index()
+        assert not (lib.shards_dir / old_shard).exists()
+        assert len(lib.load_frames(vid).timestamps_s) == 4
+
+
+def test_shard_write_is_atomic_and_roundtrips(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    a = make_video(tmp_path, "a.mp4")
+    with Library.create(tmp_path / "lib") as lib:
+        vid = lib.mark_running(a)
+        tokens, emb, ts = frames(1)
+        name = lib.write_shard(vid, torch.from_numpy(tokens.astype(np.float32)).bfloat16(), emb * 3.0, ts)
+        shard = lib.shards_dir / name
+        before = shard.read_bytes()
+
+        def crash(src, dst):  # the rename never happens: the old shard must stay intact, no temp file left
+            raise OSError("disk full")
+
+        monkeypatch.setattr(os, "replace", crash)
+        with pytest.raises(OSError, match="disk full"):
+            lib.write_shard(vid, *frames(2))
+        monkeypatch.undo()
+        assert shard.read_bytes() == before and leftovers(lib.root) == []
+        lib.mark_done(vid)
+        stored = lib.load_frames(vid)
+        assert stored.frame_tokens.dtype == np.float16 and stored.frame_tokens.shape == (6, T, H)
+        assert stored.embeddings.dtype == np.float32 and stored.timestamps_s.dtype == np.float64
+        np.testing.assert_allclose(np.linalg.norm(stored.embeddings, axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(stored.embeddings, emb / np.linalg.norm(emb, axis=1, keepdims=True), rtol=1e-6)
+        np.testing.assert_allclose(stored.frame_tokens.astype(np.float32), tokens.astype(np.float32), atol=0.02)
+
+
+def test_write_shard_rejects_bad_input(tmp_path):
+    a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
+    with Library.create(tmp_path / "lib") as lib:
+        vid = lib.mark_running(a)
+        tokens, emb, ts = frames(0)
+        with pytest.raises(LibraryError, match="a.mp4: frame counts differ"):
+            lib.write_shard(vid, tokens[:5], emb, ts)
+        with pytest.raises(LibraryError, match="not sorted"):
+            lib.write_shard(vid, tokens, emb, ts[::-1].copy())
+        with pytest.raises(LibraryError, match="non-finite"):
+            lib.write_shard(vid, tokens, np.full_like(emb, np.nan), ts)
+        lib.write_shard(vid, tokens, emb, ts)
+        vid_b = lib.mark_running(b)
+        with pytest.raises(LibraryError, match="embed_dim is 8, but this library holds embed_dim 16"):
+            lib.write_shard(vid_b, tokens, emb[:, :8], ts)
+        with pytest.raises(LibraryError, match="not running"):
+            lib.write_shard(12345, tokens, emb, ts)
+
+
+# ----------------------------------------------------------------------------------------------- search
+
+
+def test_search_finds_injected_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal(D).astype(np.float32)
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
+    with Library.create(tmp_path / "lib") as lib:
+        for i, path in enumerate(paths):
+            tokens, emb, _ = frames(10 + i, n=20)
+            ts = np.arange(20) * 0.5 + 100.0 * i  # 2 fps, offset per video
+            if i == 1:
+                emb[14] = target  # video 1 shows the answer at frame 14 = 107.0 s
+                emb[15] = target + 0.3 * rng.standard_normal(D)  # and nearly at the next frame
+            add_video(lib, path, tokens, emb, ts)
+        manifest = lib.rebuild_index()
+        assert manifest["factory"] == "Flat" and manifest["n_vectors"] == 60
+    with Library(tmp_path / "lib") as reader:  # a reader: no lock needed
+        hits = reader.search_vectors(target + 0.05 * rng.standard_normal(D), top_k=5)
+        assert isinstance(hits[0], Hit)
+        assert (hits[0].path, hits[0].timestamp_s, hits[0].frame_idx) == (str(paths[1]), 107.0, 14)
+        assert hits[0].score > 0.99 and hits[1].timestamp_s == 107.5
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        batched = reader.search_vectors(np.stack([target, -target]), top_k=3)
+        assert len(batched) == 2 and batched[0][0].frame_idx == 14 and batched[1][0].frame_idx != 14
+        best = reader.moments(hits, gap_s=1.0)[0]
+        assert (best.path, best.start_s, best.end_s, best.best_s) == (str(paths[1]), 107.0, 107.5, 107.0)
+        assert len(reader.search_vectors(target, top_k=1000)) == 60
+        with pytest.raises(LibraryError, match="holds 16-d embeddings"):
+            reader.search_vectors(np.ones(7))
+
+
+def test_moments_merge_adjacent_hits():
+    def hit(path, t, score, vid):
+        return Hit(path, t, int(t), score, vid)
+
+    hits = [hit("a", 10, 0.5, 1), hit("a", 11, 0.9, 1), hit("a", 13, 0.6, 1), hit("a", 30, 0.7, 1),
+            hit("b", 11, 0.8, 2), hit("b", 12, 0.2, 2)]
+    got = moments(hits, gap_s=2.0)
+    assert [(m.path, m.start_s, m.end_s, m.score, m.best_s, m.n_hits) for m in got] == [
+        ("a", 10, 13, 0.9, 11, 3), ("b", 11, 12, 0.8, 11, 2), ("a", 30, 30, 0.7, 30, 1)]
+    assert len(moments(hits, gap_s=0.5)) == 6 and moments([]) == []
+
+
+def test_index_factory_switches_past_the_threshold(tmp_path):
+    assert index_spec_for(10) == IndexSpec("Flat")
+    big = index_spec_for(1_000_000)
+    assert big.factory.startswith("IVF") and big.nprobe and big.factory.endswith(",Flat")
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(4)]
+    target = np.random.default_rng(7).standard_normal(D).astype(np.float32)
+    with Library.create(tmp_path / "lib", flat_max=100) as lib:
+        add_video(lib, paths[0], *frames(0, n=60))
+        assert lib.rebuild_index()["factory"] == "Flat"
+        for i, path in enumerate(paths[1:], start=1):
+            tokens, emb, ts = frames(i, n=60)
+            if i == 2:
+                emb[33] = target
+            add_video(lib, path, tokens, emb, ts)
+        manifest = lib.rebuild_index()
+        assert manifest["factory"] == index_spec_for(240, 100).factory and manifest["factory"].startswith("IVF")
+        hits = lib.search_vectors(target, top_k=3, nprobe=1_000)
+        assert (hits[0].path, hits[0].frame_idx) == (str(paths[2]), 33)
+
+
+def test_build_index_ivf_recall_is_high_on_clustered_vectors():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 32)).astype(np.float32)
+    xb = centers[rng.integers(20, size=5000)] + 0.3 * rng.standard_normal((5000, 32)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = xb[:50] + 0.05 * rng.standard_normal((50, 32)).astype(np.float32)
+    _, exact = build_index(xb, IndexSpec("Flat")).search(xq, 10)
+    _, approx = build_index(xb, IndexSpec("IVF64,Flat", nprobe=8)).search(xq, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9
+
+
+def test_remove_deletes_rows_shards_and_index_entries(tmp_path):
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
+    with Library.create(tmp_path / "lib") as lib:
+        ids = [add_video(lib, p, *frames(i)) for i, p in enumerate(paths)]
+        lib.mark_failed(make_video(tmp_path, "bad.mp4", seed=9), "not a video")
+        lib.rebuild_index()
+        shard = lib.video(ids[1])["shard"]
+        with pytest.raises(LibraryError, match="nope.mp4: not in library"):
+            lib.remove([paths[1], tmp_path / "nope.mp4"])
+        assert lib.video(ids[1]) is not None  # all-or-nothing
+        assert lib.remove([paths[1], tmp_path / "bad.mp4"]) == [str(paths[1]), str(tmp_path / "bad.mp4")]
+        assert lib.video(ids[1]) is None and not (lib.shards_dir / shard).exists()
+        hits = lib.search_vectors(frames(1)[1][0], top_k=100)
+        assert {h.video_id for h in hits} == {ids[0], ids[2]} and len(hits) == 12
+        stats = lib.stats()
+        assert (stats["videos"], stats["frames"], stats["failures"]) == (2, 12, [])
+
+
+def test_stats_reports_counts_hours_bytes_and_failures(tmp_path):
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(2)]
+    with Library.create(tmp_path / "lib") as lib:
+        for i, p in enumerate(paths):
+            add_video(lib, p, *frames(i, n=1800))  # duration_s = 1800 each
+        lib.mark_failed(make_video(tmp_path, "bad.mp4", seed=5), "zero-byte file")
+        assert not lib.index_is_current()
+        lib.rebuild_index()
+        stats = lib.stats()
+    assert stats["videos"] == 3 and stats["status"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
+    assert stats["frames"] == 3600 and stats["hours"] == pytest.approx(1.0)
+    assert stats["failures"] == [{"path": str(tmp_path / "bad.mp4"), "error": "zero-byte file"}]
+    data = [*(tmp_path / "lib" / "shards").iterdir(), *(tmp_path / "lib").glob("index*")]
+    assert stats["bytes_on_disk"] > sum(f.stat().st_size for f in data) > 3600 * (H * 2 + D * 4 * 2 + 8)
+    assert stats["index"]["n_vectors"] == 3600 and stats["index_current"] is True
+    json.dumps(stats)
+
+
+# ----------------------------------------------------------------------------------------------- concurrency
+
+
+def test_second_writer_is_refused_readers_are_not(tmp_path):
+    root = tmp_path / "lib"
+    with Library.create(root):
+        with pytest.raises(LibraryBusy) as busy:
+            Library.open(root, writer=True)
+        assert str(root) in str(busy.value) and f"pid {os.getpid()}" in str(busy.value)
+        assert "\n" not in str(busy.value)
+        with pytest.raises(LibraryBusy, match="after waiting 0.05 s"):
+            Library.open(root, writer=True, wait_s=0.05)
+        with Library.open(root) as reader:  # readers never take the lock
+            assert reader.stats()["videos"] == 0
+    with Library.open(root, writer=True, wait_s=0.05):  # released on close
+        pass
+
+
+def test_second_writer_in_another_process_is_refused(tmp_path):
+    root = tmp_path / "lib"
+    with Library.create(root):
+        code = ("import sys\nfrom videomini.library import Library, LibraryBusy\n"
+                "try:\n    Library.open(sys.argv[1], writer=True)\n"
+                "except LibraryBusy as e:\n    print(e); sys.exit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.strip() == f"{root}: library is being written by another process (pid {os.getpid()})"
+
+
+def test_reader_sees_published_generations_only(tmp_path):
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
+    with Library.create(tmp_path / "lib") as lib, Library(tmp_path / "lib") as reader:
+        add_video(lib, paths[0], *frames(0))
+        lib.rebuild_index()
+        query = frames(1)[1][2]
+        assert {h.video_id for h in reader.search_vectors(query, top_k=50)} == {1}
+        add_video(lib, paths[1], *frames(1))
+        # done in the catalog but not yet published: readers still see generation 1
+        assert {h.video_id for h in reader.search_vectors(query, top_k=50)} == {1}
+        lib.rebuild_index()
+        hits = reader.search_vectors(query, top_k=50)
+        assert hits[0].video_id == 2 and hits[0].frame_idx == 2 and len(hits) == 12
+        add_video(lib, paths[2], *frames(2))
+        lib.rebuild_index()
+        names = sorted(p.name for p in lib.root.glob("index*"))
+        assert names == ["index-000002.faiss", "index-000003.faiss", "index.json",
+                         "index_ids-000002.npy", "index_ids-000003.npy"]  # current + previous generation
+
+
+def test_open_for_writing_recovers_from_a_crash(tmp_path):
+    a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
+    root = tmp_path / "lib"
+    lib = Library.create(root)
+    va, vb = lib.mark_running(a), lib.mark_running(b)
+    lib.write_shard(va, *frames(0), duration_s=6.0)  # durable, but the process "dies" before mark_done
+    lib.db.close()
+    os.close(lib._lock_fd)  # the kernel drops the flock of a dead process
+    (root / "shards" / ".tmp-999-2-abc.safetensors").write_bytes(b"partial")
+    (root / ".tmp-999-index.json").write_bytes(b"{")
+    with Library.open(root, writer=True) as lib:
+        assert leftovers(root) == []
+        assert lib.video(va)["status"] == "done" and lib.video(va)["duration_s"] == 6.0
+        assert lib.video(vb)["status"] == "pending" and lib.plan([b])[0].action == "resume"
+
+
+# ----------------------------------------------------------------------------------------------- kill -9
+
+INDEXER = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from videomini.library import Library
+
+root, *files = sys.argv[1:]
+with Library.create(root) as lib:
+    for item in lib.plan(files):
+        if item.action in ("unchanged", "skip_failed"):
+            continue
+        seed = int(Path(item.path).stem[1:])
+        video_id = lib.mark_running(item.path, item.fingerprint, model_id="tiny", fps=1.0)
+        if seed == 3:
+            lib.mark_failed(item.path, "decoder crashed")
+            continue
+        rng = np.random.default_rng(seed)
+        n = 5 + seed
+        lib.write_shard(video_id, rng.standard_normal((n, 1, 8)).astype(np.float16),
+                        rng.standard_normal((n, 16)).astype(np.float32), np.arange(n) * 2.0,
+                        duration_s=2.0 * n, model_id="tiny", fps=0.5)
+        lib.mark_done(video_id)
+    lib.rebuild_index()
+"""
+N_VIDEOS = 6
+
+
+def run_indexer(root: Path, files: list[Path], crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "VIDEOMINI_LIBRARY_CRASH_AT"}
+    if crash_at:
+        env["VIDEOMINI_LIBRARY_CRASH_AT"] = crash_at
+    return subprocess.run([sys.executable, "-c", INDEXER, str(root), *map(str, files)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def library_state(root: Path) -> dict:
+    """Everything a user relies on, with paths made relative so two libraries can be compared."""
+    with Library(root) as lib:
+        rows = [(Path(r["path"]).name, r["fingerprint"], r["status"], r["n_frames"], r["shard"], r["error"],
+                 r["model_id"], r["fps"], r["duration_s"]) for r in lib.videos()]
+        snap = lib._load_snapshot()
+        vectors = snap.index.reconstruct_n(0, snap.index.ntotal)
+        shards = {p.name: lib.load_frames(int(p.name.split("-")[0])).embeddings.tobytes()
+                  for p in sorted(lib.shards_dir.iterdir())}
+        return {"rows": rows, "ids": snap.ids.tolist(), "vectors": vectors.tobytes(), "shards": shards,
+                "index_videos": {k: (Path(v["path"]).name, v["shard"]) for k, v in snap.videos.items()},
+                "files": sorted(p.name for p in root.rglob("*") if p.name.startswith(".tmp-"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    files = [make_video(folder, f"v{i}.mp4", seed=i) for i in range(N_VIDEOS)]
+    out = run_indexer(folder / "lib", files)
+    assert out.returncode == 0, out.stderr
+    return library_state(folder / "lib")
+
+
+_rng = random.Random(5)  # random but reproducible kill points (the n-th time a point is reached)
+KILL_POINTS = [f"shard_tmp_written:{_rng.randint(1, N_VIDEOS - 1)}", f"shard_durable:{_rng.randint(1, N_VIDEOS - 1)}",
+               f"done_committed:{_rng.randint(1, N_VIDEOS - 1)}", "index_files_written:1", "manifest_published:1",
+               f"shard_durable:{N_VIDEOS - 1}"]
+
+
+@pytest.mark.parametrize("crash_at", KILL_POINTS)
+def test_sigkilled_writer_resumes_to_the_uninterrupted_state(tmp_path, reference, crash_at):
+    files = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(N_VIDEOS)]
+    root = tmp_path / "lib"
+    killed = run_indexer(root, files, crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with Library(root) as reader:  # a reader can open the crashed library without recovering it
+        reader.stats()
+    resumed = run_indexer(root, files)
+    assert resumed.returncode == 0, resumed.stderr
+    assert library_state(root) == reference
