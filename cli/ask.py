@@ -69,10 +69,8 @@ def ask(
     if library is not None:
         if len(targets) != 1:
             fail("with --library give one argument: the question")
-        from videomini.pipelines.library_ask import ask_library_cli
-
-        ask_library_cli(library, targets[0], model=model, device=device, dtype=dtype, top_k=top_k,
-                        max_new_tokens=max_new_tokens, as_json=as_json, stream=not no_stream, console=console)
+        ask_library_cli(library, targets[0], model, device, dtype, top_k, max_frames, max_new_tokens, as_json,
+                        not (no_stream or as_json), console)
         return
     if len(targets) != 2:
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
@@ -120,6 +118,29 @@ def ask(
                             fusion=fusion, on_progress=on_progress, on_token=on_token, signals=wanted_signals)
     except VideoError as e:
         fail(str(e))
+    print_answer(answer, console, as_json, streamed=stream)
+
+
+def ask_library_cli(library: Path, question: str, model: str | None, device: str | None, dtype: str | None,
+                    top_k: int, max_frames: int | None, max_new_tokens: int, as_json: bool, stream: bool,
+                    console) -> None:
+    from videomini.library import Library, LibraryError
+    from videomini.loading import CheckpointError
+    from videomini.pipelines.ask import VideoMini
+    from videomini.pipelines.search import ask_library, library_model_id
+    from videomini.video import VideoError
+
+    try:
+        with Library(library) as lib:
+            model = model or library_model_id(lib)
+        with console.status(f"loading {model} …"):
+            vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
+        answer = ask_library(vm, library, question, top_k=top_k, max_frames=max_frames or 64,
+                             max_new_tokens=max_new_tokens,
+                             on_token=(lambda p: console.print(p, end="", markup=False, highlight=False))
+                             if stream else None)
+    except (LibraryError, CheckpointError, VideoError) as e:
+        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     print_answer(answer, console, as_json, streamed=stream)
 
 

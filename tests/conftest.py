@@ -91,7 +91,11 @@ def make_tiny_checkpoint(folder: Path, *, compressor_size: int = 1, prefusion_la
         clip.save_pretrained(str(tower_dir))
         from transformers import CLIPVisionModelWithProjection
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()  # the text tower's keys are expected to go unused here
         tower = CLIPVisionModelWithProjection.from_pretrained(str(tower_dir))
+        hf_logging.set_verbosity_warning()
         for name in TOKENIZER_FILES:  # the text tower's tokenizer (the real CLIP folder has its own)
             shutil.copy(GOLDEN / "llavamini_tiny" / name, tower_dir / name)
     else:

@@ -130,12 +130,13 @@ def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache:
 
 
 def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, method: str, spacing_s: float,
-                        video: str | None = None) -> list[Evidence]:
-    """Top-k frames by score, neighbours within one frame spacing merged into [start, end] moments."""
+                        video: str | None = None, peak: float | None = None) -> list[Evidence]:
+    """Top-k frames by score, neighbours within one frame spacing merged into [start, end] moments; scores are
+    divided by `peak` (default: the best score here, which then reads 1.0)."""
     if len(scores) == 0:
         return []
     order = np.argsort(-scores, kind="stable")
-    peak = float(scores[order[0]]) or 1.0
+    peak = peak or float(scores[order[0]]) or 1.0
     chosen = sorted(order[:top_k].tolist())
     groups: list[list[int]] = []
     for index in chosen:

@@ -1,0 +1,269 @@
+"""`index`: video files -> a library (SQLite catalog, per-video shards, FAISS index), incremental and crash-safe.
+
+Decoding runs in worker processes (spawned; they import PyAV and numpy, never torch), one per video, each
+feeding a bounded queue: a decoder that crashes (PyAV can segfault on damaged H.264) or hangs (no batch for
+`timeout_s`) fails only that file. Up to `workers` videos decode ahead while the device encodes the current
+one. A video is recorded `done` only after its shard is durable; the FAISS index is rebuilt from the done
+shards at the end and replaced atomically, so a kill at any point leaves the library consistent, and a re-run
+skips unchanged files, resumes the rest and rebuilds the same index.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
+                    ".wmv", ".3gp", ".ogv"}
+QUEUE_BATCHES = 4  # decoded batches buffered per worker: bounds memory whatever the video's length
+
+
+def find_videos(paths: Iterable[str | os.PathLike], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files named on the command line are taken as they are (probing decides); folders are scanned for video
+    extensions (recursively on request). Returns (candidates in a stable order, missing paths with a reason)."""
+    found: list[Path] = []
+    missing: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.glob("*")
+            found += sorted(p for p in pattern if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        elif path.is_file():
+            found.append(path)
+        else:
+            missing.append((path, "no such file or folder"))
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique, missing
+
+
+# -- decoding in a worker process -------------------------------------------------------------------------------
+
+
+def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int) -> None:
+    """Runs in a spawned process: probe, then stream batches; every message is a tuple (kind, ...)."""
+    import warnings
+
+    from videomini.video import VideoError, probe, sample_frames
+
+    def put(message: tuple) -> None:
+        # a bounded queue blocks when the indexer is busy; if the indexer died (SIGKILL), exit instead of
+        # waiting forever as an orphan that still holds the terminal's or the caller's pipes
+        while True:
+            try:
+                out.put(message, timeout=1.0)
+                return
+            except queue.Full:
+                if os.getppid() != parent_pid:
+                    os._exit(0)
+
+    try:
+        info = probe(path)
+        put(("info", info.to_dict()))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with sample_frames(path, fps=fps, batch_size=batch_size, prefetch=0) as batches:
+                for frames, times in batches:
+                    put(("batch", frames, times))
+        for w in caught:
+            put(("warning", str(w.message).splitlines()[0]))
+        put(("end",))
+    except VideoError as e:
+        put(("error", str(e)))
+    except Exception as e:  # unexpected, but still this file's failure only
+        put(("error", f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    # At exit the queue's feeder thread flushes what is buffered into the pipe, which blocks while nobody reads:
+    # wait for it, but give up the moment the indexer is gone.
+    import threading
+
+    out.close()
+    flusher = threading.Thread(target=out.join_thread, daemon=True)
+    flusher.start()
+    while flusher.is_alive():
+        flusher.join(1.0)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+class DecodeJob:
+    """One video decoding in its own process, read through a bounded queue with a hang timeout."""
+
+    def __init__(self, ctx: Any, path: Path, fps: float, batch_size: int, timeout_s: float):
+        self.path, self.timeout_s = path, timeout_s
+        self.queue = ctx.Queue(maxsize=QUEUE_BATCHES)
+        self.process = ctx.Process(target=_decode_worker, args=(str(path), fps, batch_size, self.queue, os.getpid()),
+                                   daemon=True)
+        self.process.start()
+
+    def messages(self) -> Iterator[tuple]:
+        """Yield the worker's messages; a crash or a hang becomes an ("error", reason) message."""
+        while True:
+            try:
+                message = self.queue.get(timeout=min(self.timeout_s, 1.0))
+            except queue.Empty:
+                if not self.process.is_alive():
+                    try:  # the last messages may still be in the pipe
+                        message = self.queue.get(timeout=0.5)
+                    except queue.Empty:
+                        code = self.process.exitcode
+                        reason = f"killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
+                        yield ("error", f"{self.path}: decoder crashed ({reason})")
+                        return
+                else:
+                    waited = getattr(self, "_waited", 0.0) + 1.0
+                    self._waited = waited
+                    if waited >= self.timeout_s:
+                        yield ("error", f"{self.path}: decoder hung (no frames for {self.timeout_s:.0f} s)")
+                        return
+                    continue
+            self._waited = 0.0
+            yield message
+            if message[0] in ("end", "error"):
+                return
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.queue.close()
+        self.queue.cancel_join_thread()
+
+
+# -- the indexer --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexReport:
+    indexed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    warnings: list[str] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"indexed": self.indexed, "skipped": [{"path": p, "why": w} for p, w in self.skipped],
+                "failed": [{"path": p, "error": e} for p, e in self.failed], "warnings": self.warnings,
+                "frames": self.frames, "seconds": round(self.seconds, 3)}
+
+
+Event = Callable[[str, dict], None]  # (kind, details) for progress displays
+
+
+def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
+                 *, model_id: str | None = None, recursive: bool = False, fps: float = 1.0, workers: int = 2,
+                 retry_failed: bool = False, timeout_s: float = 120.0, batch_size: int = 16, wait_s: float = 0.0,
+                 on_event: Event | None = None) -> IndexReport:
+    """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or
+    loaded from `model_id`). Returns what was indexed, skipped and failed; never raises for a bad file."""
+    from videomini.library import Library
+
+    started = time.perf_counter()
+    emit = on_event or (lambda kind, details: None)
+    report = IndexReport()
+    candidates, missing = find_videos(paths, recursive)
+    library = Library(library_dir, create=True, wait_s=wait_s)
+    try:
+        for path, reason in missing:
+            report.failed.append((str(path), f"{path}: {reason}"))
+        plan = library.plan(candidates, retry_failed=retry_failed, model_id=model_id or _model_id(model))
+        todo = []
+        for item in plan:
+            if item.action == "unchanged":
+                report.skipped.append((str(item.path), "unchanged"))
+            elif item.action == "skip_failed":
+                report.skipped.append((str(item.path), "failed before (use --retry-failed)"))
+            else:
+                todo.append(item)
+        emit("plan", {"todo": len(todo), "skipped": len(report.skipped), "total": len(plan)})
+        if todo:
+            if model is None:
+                from videomini.pipelines.ask import VideoMini
+
+                model = VideoMini.from_pretrained(model_id, batch_size=batch_size)
+            if not hasattr(model.model.vision_tower, "visual_projection"):
+                raise IndexError_(f"{_model_id(model)}: its vision tower has no CLIP projection, so frames get no "
+                                  "embeddings to search; use a checkpoint whose mm_vision_tower is a full CLIP")
+            _run(library, todo, model, fps, workers, timeout_s, batch_size, report, emit)
+        if report.indexed or not library.index_is_current():
+            emit("index", {})
+            library.rebuild_index()
+    finally:
+        library.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class IndexError_(Exception):
+    """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
+
+
+def _model_id(model: Any) -> str | None:
+    return None if model is None else str(model.model_id)
+
+
+def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout_s: float, batch_size: int,
+         report: IndexReport, emit: Event) -> None:
+    ctx = mp.get_context("spawn")
+    jobs: dict[int, DecodeJob] = {}
+    try:
+        for position, item in enumerate(todo):
+            for ahead in range(position, min(position + max(1, workers), len(todo))):
+                if ahead not in jobs:  # keep up to `workers` videos decoding ahead
+                    jobs[ahead] = DecodeJob(ctx, todo[ahead].path, fps, batch_size, timeout_s)
+            job = jobs.pop(position)
+            try:
+                _index_one(library, item, job, model, fps, report, emit)
+            finally:
+                job.close()
+    finally:
+        for job in jobs.values():
+            job.close()
+
+
+def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, report: IndexReport,
+               emit: Event) -> None:
+    import torch
+
+    path = str(item.path)
+    video_id = library.mark_running(item.path, item.fingerprint, model_id=_model_id(model), fps=fps)
+    tokens, embeddings, times = [], [], []
+    info: dict = {}
+    started = time.perf_counter()
+    emit("video", {"path": path, "action": item.action})
+    error = None
+    for message in job.messages():
+        kind = message[0]
+        if kind == "info":
+            info = message[1]
+            emit("info", {"path": path, "frames": int((info.get("duration_s") or 0) * fps) + 1})
+        elif kind == "batch":
+            encoded = model.encoder.encode(message[1], message[2])
+            tokens.append(encoded.frame_tokens.to(torch.float16).numpy())
+            embeddings.append(encoded.clip_embeddings.numpy())
+            times.append(encoded.timestamps_s)
+            emit("frames", {"path": path, "count": len(encoded.timestamps_s)})
+        elif kind == "warning":
+            report.warnings.append(f"{path}: {message[1]}" if not message[1].startswith(path) else message[1])
+        elif kind == "error":
+            error = message[1]
+    if error is None and not times:
+        error = f"{path}: no frames could be decoded"
+    if error is not None:
+        library.mark_failed(item.path, error, item.fingerprint)
+        report.failed.append((path, error))
+        emit("failed", {"path": path, "error": error})
+        return
+    timings = {"decode_encode_s": round(time.perf_counter() - started, 3)}
+    library.write_shard(video_id, np.concatenate(tokens), np.concatenate(embeddings), np.concatenate(times),
+                        duration_s=info.get("duration_s"), model_id=_model_id(model), fps=fps, timings=timings)
+    library.mark_done(video_id)
+    report.indexed.append(path)
+    report.frames += int(sum(len(t) for t in times))
+    emit("done", {"path": path})
