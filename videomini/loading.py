@@ -147,14 +147,16 @@ def resolve_vision_tower(name: str, checkpoint: Path, override: str | os.PathLik
     return resolve_checkpoint(name, what="vision tower")
 
 
-def _tower_has_projection(tower: Path) -> bool:
+def has_weights(folder: str | os.PathLike, prefix: str) -> bool:
+    """Whether a checkpoint folder holds a tensor whose name starts with `prefix` (read from safetensors headers)."""
+    folder = Path(folder)
     try:
-        files = [tower / WEIGHTS_FILE] if (tower / WEIGHTS_FILE).is_file() else weight_files(tower)
+        files = [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else weight_files(folder)
     except CheckpointError:
         return False
     for file in files:
         with safe_open(str(file), "pt") as f:
-            if any(k.endswith("visual_projection.weight") for k in f.keys()):
+            if any(k.startswith(prefix) for k in f.keys()):
                 return True
     return False
 
@@ -166,7 +168,7 @@ def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> 
 
     from transformers.utils import logging as hf_logging
 
-    cls = CLIPVisionModelWithProjection if _tower_has_projection(tower) else CLIPVisionModel
+    cls = CLIPVisionModelWithProjection if has_weights(tower, "visual_projection.") else CLIPVisionModel
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text-tower keys are expected to go unused
     hf_logging.disable_progress_bar()

@@ -12,22 +12,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-
-from videomini.loading import WEIGHTS_FILE, weight_files
+from videomini.loading import has_weights
 
 
 def has_text_tower(tower_dir: str | Path) -> bool:
-    folder = Path(tower_dir)
-    try:
-        files = [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else weight_files(folder)
-    except Exception:
-        return False
-    for file in files:
-        with safe_open(str(file), "pt") as f:
-            if any(k.startswith("text_projection") for k in f.keys()):
-                return True
-    return False
+    return has_weights(tower_dir, "text_projection.")
 
 
 class TextTower:
