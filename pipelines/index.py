@@ -96,6 +96,7 @@ class DecodeJob:
 
     def __init__(self, ctx: Any, path: Path, fps: float, batch_size: int, timeout_s: float):
         self.path, self.timeout_s = path, timeout_s
+        self.waited_s = 0.0  # seconds since the last message, while the worker is alive
         self.queue = ctx.Queue(maxsize=QUEUE_BATCHES)
         self.process = ctx.Process(target=_decode_worker, args=(str(path), fps, batch_size, self.queue, os.getpid()),
                                    daemon=True)
@@ -116,13 +117,12 @@ class DecodeJob:
                         yield ("error", f"{self.path}: decoder crashed ({reason})")
                         return
                 else:
-                    waited = getattr(self, "_waited", 0.0) + 1.0
-                    self._waited = waited
-                    if waited >= self.timeout_s:
+                    self.waited_s += 1.0
+                    if self.waited_s >= self.timeout_s:
                         yield ("error", f"{self.path}: decoder hung (no frames for {self.timeout_s:.0f} s)")
                         return
                     continue
-            self._waited = 0.0
+            self.waited_s = 0.0
             yield message
             if message[0] in ("end", "error"):
                 return

@@ -135,3 +135,15 @@ def golden_cases(golden_dir):
     tensors = load_file(str(golden_dir / "cases.safetensors"))
     meta = json.loads((golden_dir / "cases_meta.json").read_text())
     return tensors, meta
+
+
+@pytest.fixture(scope="session")
+def narrated(tmp_path_factory):
+    """The default narrated test video (tests/narrated.py): known sentences and captions at known times."""
+    import shutil
+
+    from narrated import make_narrated_video
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
+    return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")

@@ -131,27 +131,20 @@ def test_cli_errors_are_one_line(golden_dir, tmp_path):
     assert result.exit_code == 2 and "not in the Hugging Face cache" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def narrated_video(tmp_path_factory):
-    from narrated import make_narrated_video
-
-    return make_narrated_video(tmp_path_factory.mktemp("n") / "narrated.mp4")
-
-
-def test_cli_without_model_answers_from_signals(narrated_video):
+def test_cli_without_model_answers_from_signals(narrated):
     """No LLaVA-Mini weights (not cached, offline): the answer comes from speech and on-screen text, labelled."""
-    result = CliRunner().invoke(app, ["ask", str(narrated_video.path), "When does the train to London leave?",
+    result = CliRunner().invoke(app, ["ask", str(narrated.path), "When does the train to London leave?",
                                       "--model", "ICTNLP/llava-mini-llama-3.1-8b", "--json"])
     assert result.exit_code == 0, result.output
     assert "not in the Hugging Face cache" in result.stderr and "speech and on-screen text" in result.stderr
     payload = json.loads(result.stdout)
     assert payload["generated_by"] == "signals" and payload["text"].startswith("[evidence only")
-    train = next(line for line in narrated_video.lines if "train" in line.text)
+    train = next(line for line in narrated.lines if "train" in line.text)
     assert abs(payload["evidence"][0]["time_s"] - train.start_s) <= 2.0 and payload["evidence"][0]["method"] == "speech"
 
 
-def test_signals_go_into_the_prompt(videomini_golden, narrated_video):
-    answer = videomini_golden.ask(narrated_video.path, "What does the sign say?", signals=("ocr",),
+def test_signals_go_into_the_prompt(videomini_golden, narrated):
+    answer = videomini_golden.ask(narrated.path, "What does the sign say?", signals=("ocr",),
                                   max_new_tokens=2)
     assert answer.context and "OPEN 24 HOURS" in answer.context and "EXIT ONLY" in answer.context
     assert any("prompt context" in note for note in answer.notes)

@@ -30,13 +30,6 @@ def _words(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def narrated(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
-    return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")
-
-
-@pytest.fixture(scope="module")
 def silent_video(tmp_path_factory):
     return make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=3.0,
                                captions=[], with_audio=False)

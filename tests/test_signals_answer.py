@@ -4,7 +4,6 @@ MiniLM), checked against a generated video whose narration and captions are at k
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
@@ -34,13 +33,6 @@ CAPTION_QUESTIONS = {
 
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-@pytest.fixture(scope="module")
-def narrated(tmp_path_factory):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
-    return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")
 
 
 @pytest.fixture(scope="module")

