@@ -46,11 +46,33 @@ def find_videos(paths: Iterable[str | os.PathLike], recursive: bool = False) -> 
 # -- decoding in a worker process -------------------------------------------------------------------------------
 
 
-def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int) -> None:
-    """Runs in a spawned process: probe, then stream batches; every message is a tuple (kind, ...)."""
+def decode_messages(path: str, fps: float, batch_size: int) -> Iterator[tuple]:
+    """Probe and decode one video into messages: ("info", dict), ("batch", frames, times)..., ("warning", text),
+    then ("end",) -- or ("error", one line) instead. Never raises: a bad file is a message. Used by the local
+    engine's decoder processes and by the Ray engine's decode tasks alike."""
     import warnings
 
     from videomini.video import VideoError, probe, sample_frames
+
+    try:
+        info = probe(path)
+        yield ("info", info.to_dict())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with sample_frames(path, fps=fps, batch_size=batch_size, prefetch=0) as batches:
+                for frames, times in batches:
+                    yield ("batch", frames, times)
+        for w in caught:
+            yield ("warning", str(w.message).splitlines()[0])
+        yield ("end",)
+    except VideoError as e:
+        yield ("error", str(e))
+    except Exception as e:  # unexpected, but still this file's failure only
+        yield ("error", f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int) -> None:
+    """Runs in a spawned process: decode_messages() into a bounded queue."""
 
     def put(message: tuple) -> None:
         # a bounded queue blocks when the indexer is busy; if the indexer died (SIGKILL), exit instead of
@@ -63,21 +85,8 @@ def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid:
                 if os.getppid() != parent_pid:
                     os._exit(0)
 
-    try:
-        info = probe(path)
-        put(("info", info.to_dict()))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with sample_frames(path, fps=fps, batch_size=batch_size, prefetch=0) as batches:
-                for frames, times in batches:
-                    put(("batch", frames, times))
-        for w in caught:
-            put(("warning", str(w.message).splitlines()[0]))
-        put(("end",))
-    except VideoError as e:
-        put(("error", str(e)))
-    except Exception as e:  # unexpected, but still this file's failure only
-        put(("error", f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+    for message in decode_messages(path, fps, batch_size):
+        put(message)
     # At exit the queue's feeder thread flushes what is buffered into the pipe, which blocks while nobody reads:
     # wait for it, but give up the moment the indexer is gone.
     import threading
@@ -159,9 +168,14 @@ Event = Callable[[str, dict], None]  # (kind, details) for progress displays
 def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
                  *, model_id: str | None = None, recursive: bool = False, fps: float = 1.0, workers: int = 2,
                  retry_failed: bool = False, timeout_s: float = 120.0, batch_size: int = 16, wait_s: float = 0.0,
-                 on_event: Event | None = None) -> IndexReport:
+                 engine: str = "local", ray_address: str | None = None, on_event: Event | None = None) -> IndexReport:
     """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or
-    loaded from `model_id`). Returns what was indexed, skipped and failed; never raises for a bad file."""
+    loaded from `model_id`). Returns what was indexed, skipped and failed; never raises for a bad file.
+
+    engine "local": decoder processes on this machine, the encoder on this process's device. engine "ray": the
+    same per-video work on Ray Data (videomini.pipelines.ray_engine); this process stays the only writer."""
+    if engine not in ("local", "ray"):
+        raise IndexError_(f"unknown engine {engine!r}: use 'local' or 'ray'")
     from videomini.library import Library
 
     started = time.perf_counter()
@@ -182,7 +196,12 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
             else:
                 todo.append(item)
         emit("plan", {"todo": len(todo), "skipped": len(report.skipped), "total": len(plan)})
-        if todo:
+        if todo and engine == "ray":
+            from videomini.pipelines.ray_engine import run_ray
+
+            run_ray(library, todo, model_id or _model_id(model), fps=fps, batch_size=batch_size,
+                    timeout_s=timeout_s, address=ray_address, report=report, emit=emit)
+        elif todo:
             if model is None:
                 from videomini.pipelines.ask import VideoMini
 
@@ -227,43 +246,76 @@ def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout
             job.close()
 
 
-def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, report: IndexReport,
-               emit: Event) -> None:
+@dataclass
+class EncodedVideo:
+    """One video's decoded-and-encoded result, ready for the library (or the reason it failed)."""
+
+    path: str
+    frame_tokens: np.ndarray | None = None  # fp16 (N, T, H)
+    embeddings: np.ndarray | None = None  # fp32 (N, D)
+    timestamps_s: np.ndarray | None = None  # f64 (N,)
+    duration_s: float | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def encode_messages(path: str, messages: Iterable[tuple], encoder: Any, fps: float,
+                    emit: Event = lambda kind, details: None) -> EncodedVideo:
+    """Consume one video's decode messages, encoding each batch of frames on the device as it arrives."""
     import torch
 
-    path = str(item.path)
-    video_id = library.mark_running(item.path, item.fingerprint, model_id=_model_id(model), fps=fps)
-    tokens, embeddings, times = [], [], []
-    info: dict = {}
     started = time.perf_counter()
-    emit("video", {"path": path, "action": item.action})
-    error = None
-    for message in job.messages():
+    result = EncodedVideo(path)
+    tokens, embeddings, times = [], [], []
+    for message in messages:
         kind = message[0]
         if kind == "info":
-            info = message[1]
-            emit("info", {"path": path, "frames": int((info.get("duration_s") or 0) * fps) + 1})
+            result.duration_s = message[1].get("duration_s")
+            emit("info", {"path": path, "frames": int((result.duration_s or 0) * fps) + 1})
         elif kind == "batch":
-            encoded = model.encoder.encode(message[1], message[2])
+            encoded = encoder.encode(message[1], message[2])
             tokens.append(encoded.frame_tokens.to(torch.float16).numpy())
             embeddings.append(encoded.clip_embeddings.numpy())
             times.append(encoded.timestamps_s)
             emit("frames", {"path": path, "count": len(encoded.timestamps_s)})
         elif kind == "warning":
-            report.warnings.append(f"{path}: {message[1]}" if not message[1].startswith(path) else message[1])
+            result.warnings.append(message[1] if message[1].startswith(path) else f"{path}: {message[1]}")
         elif kind == "error":
-            error = message[1]
-    if error is None and not times:
-        error = f"{path}: no frames could be decoded"
-    if error is not None:
-        library.mark_failed(item.path, error, item.fingerprint)
-        report.failed.append((path, error))
-        emit("failed", {"path": path, "error": error})
+            result.error = message[1]
+    if result.error is None and not times:
+        result.error = f"{path}: no frames could be decoded"
+    if result.error is None:
+        result.frame_tokens = np.concatenate(tokens)
+        result.embeddings = np.concatenate(embeddings)
+        result.timestamps_s = np.concatenate(times)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def commit_video(library: Any, item: Any, video_id: int, result: EncodedVideo, model_id: str | None, fps: float,
+                 report: IndexReport, emit: Event = lambda kind, details: None) -> None:
+    """Record one video's result: its shard made durable, then `done`; or `failed` with the reason.
+    The single place where an engine's results enter the library."""
+    report.warnings += result.warnings
+    if result.error is not None:
+        library.mark_failed(item.path, result.error, item.fingerprint)
+        report.failed.append((result.path, result.error))
+        emit("failed", {"path": result.path, "error": result.error})
         return
-    timings = {"decode_encode_s": round(time.perf_counter() - started, 3)}
-    library.write_shard(video_id, np.concatenate(tokens), np.concatenate(embeddings), np.concatenate(times),
-                        duration_s=info.get("duration_s"), model_id=_model_id(model), fps=fps, timings=timings)
+    library.write_shard(video_id, result.frame_tokens, result.embeddings, result.timestamps_s,
+                        duration_s=result.duration_s, model_id=model_id, fps=fps,
+                        timings={"decode_encode_s": round(result.seconds, 3)})
     library.mark_done(video_id)
-    report.indexed.append(path)
-    report.frames += int(sum(len(t) for t in times))
-    emit("done", {"path": path})
+    report.indexed.append(result.path)
+    report.frames += len(result.timestamps_s)
+    emit("done", {"path": result.path})
+
+
+def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, report: IndexReport,
+               emit: Event) -> None:
+    path = str(item.path)
+    video_id = library.mark_running(item.path, item.fingerprint, model_id=_model_id(model), fps=fps)
+    emit("video", {"path": path, "action": item.action})
+    result = encode_messages(path, job.messages(), model.encoder, fps, emit)
+    commit_video(library, item, video_id, result, _model_id(model), fps, report, emit)
