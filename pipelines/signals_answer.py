@@ -22,10 +22,10 @@ import numpy as np
 from videomini.answer import Answer, Evidence
 from videomini.memory import parse_time_references
 from videomini.signals import TextSegment
+from videomini.signals.speech import MIN_SPEECH_SCORE, confident_speech
 
 SIGNALS = ("speech", "ocr")
 EVIDENCE_ONLY_LABEL = "[evidence only — no LLaVA-Mini model was available]"
-MIN_SPEECH_SCORE = 0.5
 LEXICAL_BONUS = 0.1  # at most this much is added to a cosine in [-1, 1] when all of a text's words are asked about
 
 # Words that carry no topic: sharing them with the question says nothing about relevance.
@@ -71,8 +71,7 @@ def extract_signals(
     if "speech" in signals:
         from videomini.signals.speech import transcribe
 
-        segments.extend(seg for seg in transcribe(path, model=whisper_model)
-                        if seg.score is None or seg.score >= min_speech_score)
+        segments.extend(confident_speech(transcribe(path, model=whisper_model), min_speech_score))
     if "ocr" in signals:
         from videomini.signals.ocr import ocr_video
 

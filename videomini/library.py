@@ -4,9 +4,13 @@ Layout of a library folder::
 
     DIR/catalog.sqlite            videos (one row per file: fingerprint, status, error, model, timings, shard) + meta
     DIR/shards/<id>-<fp12>.safetensors   frame_tokens fp16 (N, T, H), embeddings fp32 (N, D), timestamps_s f64 (N,)
+                                  and, when indexed with signals, segment_embeddings fp32 (S, E) and
+                                  segment_times_s f64 (S, 2), the segments' source and text in its metadata
     DIR/index.json                manifest naming the current index generation (the only file a reader trusts)
     DIR/index-<gen>.faiss         FAISS index over every `done` video's embeddings (inner product = cosine)
     DIR/index_ids-<gen>.npy       row -> (video_id, frame_idx, timestamp_s)
+    DIR/text_index-<gen>.faiss    FAISS index over the speech / on-screen text segments' MiniLM embeddings
+    DIR/text_ids-<gen>.npy        row -> (video_id, segment_idx, start_s, end_s)
     DIR/lock                      writer lock (fcntl.flock), holds the writer's PID
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
@@ -76,6 +80,7 @@ class PlanItem(NamedTuple):
     path: Path
     action: str  # one of ACTIONS
     fingerprint: str
+    signals: tuple[str, ...] = ()  # signals stored for it so far (a re-index keeps extracting them)
 
 
 class Hit(NamedTuple):
@@ -83,6 +88,16 @@ class Hit(NamedTuple):
     timestamp_s: float
     frame_idx: int
     score: float
+    video_id: int
+
+
+class TextHit(NamedTuple):
+    path: str
+    start_s: float
+    end_s: float
+    source: str  # "speech" | "ocr"
+    text: str
+    score: float  # cosine between the query's and the segment's text embeddings
     video_id: int
 
 
@@ -181,6 +196,14 @@ def _atomic_write(path: Path, write: Callable[[Any], Any], crash_name: str | Non
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def _unit_rows(vectors: np.ndarray, label: str) -> np.ndarray:
+    """Rows scaled to unit length, so inner product is cosine similarity; a zero row is an error."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise LibraryError(f"{label}: zero embedding vector")
+    return (vectors / norms).astype(np.float32)
 
 
 def _to_numpy(x: Any, dtype: np.dtype) -> np.ndarray:
@@ -288,6 +311,7 @@ CREATE TABLE IF NOT EXISTS videos (
     fps REAL,
     timings TEXT,
     shard TEXT,
+    signals TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -296,12 +320,19 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+IDS_DTYPE = np.dtype([("video_id", "<i8"), ("frame_idx", "<i8"), ("timestamp_s", "<f8")])
+TEXT_IDS_DTYPE = np.dtype([("video_id", "<i8"), ("segment_idx", "<i8"), ("start_s", "<f8"), ("end_s", "<f8")])
+
+
 class _Snapshot(NamedTuple):
     generation: int
     index: Any
-    ids: np.ndarray  # structured: video_id, frame_idx, timestamp_s
+    ids: np.ndarray  # IDS_DTYPE
     videos: dict[int, dict]
     manifest: dict
+    text_index: Any = None
+    text_ids: np.ndarray | None = None  # TEXT_IDS_DTYPE
+    segments: dict | None = None  # video_id -> [(source, text)], filled as searches need them
 
 
 class Library:
@@ -338,6 +369,9 @@ class Library:
                         if stmt.strip():
                             self.db.execute(stmt)
                     self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
+                    columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
+                    if "signals" not in columns:  # libraries made before signals were indexed
+                        self.db.execute("ALTER TABLE videos ADD COLUMN signals TEXT")
             version = self.meta().get("format_version")
             if version != str(FORMAT_VERSION):
                 raise LibraryError(f"{self.root}: library format {version}, this videomini reads {FORMAT_VERSION}")
@@ -443,7 +477,7 @@ class Library:
             if shard.name not in keep:
                 shard.unlink(missing_ok=True)
         generation = manifest["generation"] if manifest else 0
-        for pattern in ("index-*.faiss", "index_ids-*.npy"):
+        for pattern in ("index-*.faiss", "index_ids-*.npy", "text_index-*.faiss", "text_ids-*.npy"):
             for f in self.root.glob(pattern):
                 gen = f.name.split("-")[-1].split(".")[0]
                 # keep the previous generation too: a reader may have read the old manifest a moment ago
@@ -484,9 +518,12 @@ class Library:
         return f"{video_id}-{fp[:12]}.safetensors"
 
     def plan(self, paths: Iterable[str | os.PathLike], *, retry_failed: bool = False,
-             model_id: str | None = None) -> list[PlanItem]:
-        """What an indexer must do for each file: new, changed (fingerprint or model differs), unchanged (done),
-        resume (pending/running), retry_failed (failed, asked to retry) or skip_failed (failed, not asked)."""
+             model_id: str | None = None, signals: Iterable[str] = ()) -> list[PlanItem]:
+        """What an indexer must do for each file: new, changed (fingerprint or model differs, or `signals` asks
+        for a signal the video was not indexed with), unchanged (done), resume (pending/running), retry_failed
+        (failed, asked to retry) or skip_failed (failed, not asked). model_id None: this run adds no frames
+        (signals only), so the stored model does not matter."""
+        wanted_signals = set(signals)
         items: list[PlanItem] = []
         seen: set[Path] = set()
         for p in paths:
@@ -495,12 +532,13 @@ class Library:
                 continue
             seen.add(path)
             fp = fingerprint(path)
-            row = self.db.execute("SELECT fingerprint, status, model_id FROM videos WHERE path = ?",
+            row = self.db.execute("SELECT fingerprint, status, model_id, signals FROM videos WHERE path = ?",
                                   (str(path),)).fetchone()
+            stored_signals = set((row["signals"] or "").split(",")) - {""} if row is not None else set()
             if row is None:
                 action = "new"
-            elif row["fingerprint"] != fp or (model_id is not None and row["status"] == "done"
-                                               and row["model_id"] != model_id):
+            elif row["fingerprint"] != fp or (row["status"] == "done" and (
+                    (model_id is not None and row["model_id"] != model_id) or wanted_signals - stored_signals)):
                 action = "changed"
             elif row["status"] == "done":
                 action = "unchanged"
@@ -508,7 +546,7 @@ class Library:
                 action = "retry_failed" if retry_failed else "skip_failed"
             else:
                 action = "resume"
-            items.append(PlanItem(path, action, fp))
+            items.append(PlanItem(path, action, fp, tuple(sorted(stored_signals))))
         return items
 
     def mark_running(self, path: str | os.PathLike, fp: str | None = None, *, model_id: str | None = None,
@@ -542,9 +580,14 @@ class Library:
 
     def write_shard(self, video_id: int, frame_tokens: Any, embeddings: Any, timestamps_s: Any, *,
                     duration_s: float | None = None, model_id: str | None = None, fps: float | None = None,
-                    timings: dict | None = None) -> str:
+                    timings: dict | None = None, signals: Iterable[str] = (), segments: list[dict] | None = None,
+                    segment_embeddings: Any = None, text_model: str | None = None) -> str:
         """Write a running video's shard durably (temp + fsync + rename); returns the shard's file name.
-        `info` is stored in the shard too, so a crash before `mark_done` loses nothing."""
+        `info` is stored in the shard too, so a crash before `mark_done` loses nothing.
+
+        `signals` names the signals extracted for this video (even when they found nothing); `segments` are
+        their timestamped texts ({"source", "text", "start_s", "end_s"}) with one `segment_embeddings` row each.
+        A shard may hold no frames when it holds signals (a library indexed without a vision model)."""
         self._require_writer()
         row = self.db.execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
         if row is None or row["status"] != "running":
@@ -560,7 +603,8 @@ class Library:
         if frame_tokens.ndim != 3 or embeddings.ndim != 2 or timestamps_s.ndim != 1:
             raise LibraryError(f"{label}: expected frame_tokens (N, T, H), embeddings (N, D), timestamps_s (N,); "
                                f"got {frame_tokens.shape}, {embeddings.shape}, {timestamps_s.shape}")
-        if n == 0 or len(frame_tokens) != n or len(embeddings) != n:
+        signals = sorted(set(signals))
+        if (n == 0 and not signals) or len(frame_tokens) != n or len(embeddings) != n:
             raise LibraryError(f"{label}: frame counts differ or are zero: {len(frame_tokens)} tokens, "
                                f"{len(embeddings)} embeddings, {n} timestamps")
         if not (np.isfinite(embeddings).all() and np.isfinite(timestamps_s).all()
@@ -568,24 +612,47 @@ class Library:
             raise LibraryError(f"{label}: non-finite values in frame tokens, embeddings or timestamps")
         if np.any(np.diff(timestamps_s) < 0):
             raise LibraryError(f"{label}: timestamps_s are not sorted")
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            raise LibraryError(f"{label}: zero embedding vector")
-        embeddings = embeddings / norms
-        self._check_dims(label, frame_tokens.shape[1], frame_tokens.shape[2], embeddings.shape[1])
+        embeddings = _unit_rows(embeddings, label)
+        if n:
+            self._check_dims(label, frame_tokens.shape[1], frame_tokens.shape[2], embeddings.shape[1])
+        tensors = {"frame_tokens": frame_tokens, "embeddings": embeddings, "timestamps_s": timestamps_s}
+        info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings, "signals": signals}
+        metadata = {"format_version": str(FORMAT_VERSION), "video_id": str(video_id), "path": label,
+                    "fingerprint": row["fingerprint"], "info": json.dumps(info)}
+        segments = list(segments or [])
+        if segments or segment_embeddings is not None:
+            unknown = {seg.get("source") for seg in segments} - set(signals)
+            if unknown:
+                raise LibraryError(f"{label}: segments from {sorted(map(str, unknown))} but signals {signals}")
+            vectors = _to_numpy(segment_embeddings, np.float32) if segment_embeddings is not None else None
+            if vectors is None or vectors.ndim != 2 or len(vectors) != len(segments):
+                raise LibraryError(f"{label}: {len(segments)} segments need as many segment_embeddings rows, got "
+                                   f"{None if vectors is None else vectors.shape}")
+            tensors["segment_embeddings"] = _unit_rows(vectors, label)
+            tensors["segment_times_s"] = np.array([[seg["start_s"], seg["end_s"]] for seg in segments],
+                                                  dtype=np.float64).reshape(-1, 2)
+            metadata["segments"] = json.dumps([[seg["source"], seg["text"]] for seg in segments])
+            if len(vectors):
+                self._check_text_dims(label, vectors.shape[1], text_model)
 
         from safetensors.numpy import save
 
-        info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings}
-        metadata = {"format_version": str(FORMAT_VERSION), "video_id": str(video_id), "path": label,
-                    "fingerprint": row["fingerprint"], "info": json.dumps(info)}
-        blob = save({"frame_tokens": frame_tokens, "embeddings": embeddings, "timestamps_s": timestamps_s},
-                    metadata=metadata)
+        blob = save(tensors, metadata=metadata)
         name = self._shard_name(video_id, row["fingerprint"])
         self.shards_dir.mkdir(exist_ok=True)
         _atomic_write(self.shards_dir / name, lambda f: f.write(blob), crash_name="shard_tmp_written")
         _crash_point("shard_durable")
         return name
+
+    def _check_text_dims(self, label: str, dim: int, text_model: str | None) -> None:
+        have = self.meta()
+        if "text_dim" in have and (int(have["text_dim"]) != dim or have.get("text_model") != (text_model or "")):
+            raise LibraryError(f"{label}: text embeddings from {text_model or 'an unnamed model'} ({dim}-d), but this "
+                               f"library holds {have.get('text_model') or 'another model'}'s ({have['text_dim']}-d)")
+        if "text_dim" not in have:
+            with self._txn():
+                self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                                    [("text_dim", str(dim)), ("text_model", text_model or "")])
 
     def _check_dims(self, label: str, tokens_per_frame: int, token_dim: int, embed_dim: int) -> None:
         want = {"tokens_per_frame": tokens_per_frame, "token_dim": token_dim, "embed_dim": embed_dim}
@@ -626,10 +693,11 @@ class Library:
         with self._txn():
             self.db.execute(
                 "UPDATE videos SET status = 'done', error = NULL, shard = ?, n_frames = ?, duration_s = ?,"
-                " model_id = COALESCE(?, model_id), fps = COALESCE(?, fps), timings = ?, updated_at = ?"
+                " model_id = ?, fps = COALESCE(?, fps), timings = ?, signals = ?, updated_at = ?"
                 " WHERE id = ?",
                 (shard, n_frames, info.get("duration_s"), info.get("model_id"), info.get("fps"),
-                 json.dumps(info["timings"]) if info.get("timings") is not None else None, time.time(), row["id"]))
+                 json.dumps(info["timings"]) if info.get("timings") is not None else None,
+                 ",".join(info.get("signals") or []), time.time(), row["id"]))
 
     def mark_failed(self, path: str | os.PathLike, error: str, fp: str | None = None) -> int:
         """Record why a file could not be indexed (one line); the batch goes on. Returns the video id."""
@@ -689,7 +757,10 @@ class Library:
             "bytes_on_disk": size,
             "failures": failures,
             "index": None if manifest is None else {
-                k: manifest[k] for k in ("generation", "factory", "nprobe", "ef_search", "n_vectors")},
+                k: manifest.get(k) for k in ("generation", "factory", "nprobe", "ef_search", "n_vectors",
+                                             "text_n_vectors")},
+            "signals": {name: n for name, n in self.db.execute(
+                "SELECT signals, COUNT(*) FROM videos WHERE status = 'done' AND signals != '' GROUP BY signals")},
             "index_current": self.index_is_current(),
         }
 
@@ -747,12 +818,12 @@ class Library:
         embed_dim = int(self.meta().get("embed_dim", 0))
         n_total = sum(r["n_frames"] for r in rows)
         vectors = np.empty((n_total, embed_dim), np.float32)
-        ids = np.empty(n_total, dtype=[("video_id", "<i8"), ("frame_idx", "<i8"), ("timestamp_s", "<f8")])
+        ids = np.empty(n_total, dtype=IDS_DTYPE)
         pos = 0
         for r in rows:
             emb, ts = self._read_shard_vectors(r["shard"])
             n = len(ts)
-            if n != r["n_frames"] or emb.shape[1] != embed_dim:
+            if n != r["n_frames"] or (n and emb.shape[1] != embed_dim):
                 raise LibraryError(f"{self.shards_dir / r['shard']}: shard does not match the catalog")
             vectors[pos : pos + n] = emb
             ids["video_id"][pos : pos + n] = r["id"]
@@ -762,6 +833,9 @@ class Library:
         spec = index_spec_for(n_total, self.flat_max)
         index = build_index(vectors, spec) if n_total else None
         del vectors
+        text_vectors, text_ids = self._collect_segments(rows)
+        text_spec = index_spec_for(len(text_ids), self.flat_max)
+        text_index = build_index(text_vectors, text_spec) if len(text_ids) else None
 
         previous = self._read_manifest()
         generation = (previous["generation"] if previous else 0) + 1
@@ -771,11 +845,19 @@ class Library:
         else:
             index_file = None
         _atomic_write(self.root / ids_file, lambda f: np.save(f, ids, allow_pickle=False))
+        text_index_file = text_ids_file = None
+        if text_index is not None:
+            text_index_file, text_ids_file = f"text_index-{generation:06d}.faiss", f"text_ids-{generation:06d}.npy"
+            _atomic_write(self.root / text_index_file, lambda tmp: faiss.write_index(text_index, tmp), by_name=True)
+            _atomic_write(self.root / text_ids_file, lambda f: np.save(f, text_ids, allow_pickle=False))
         _crash_point("index_files_written")
         manifest = {
             "format_version": FORMAT_VERSION, "generation": generation, "index_file": index_file,
             "ids_file": ids_file, "factory": spec.factory, "nprobe": spec.nprobe, "ef_search": spec.ef_search,
             "n_vectors": n_total, "embed_dim": embed_dim, "built_at": time.time(),
+            "text_index_file": text_index_file, "text_ids_file": text_ids_file, "text_factory": text_spec.factory,
+            "text_nprobe": text_spec.nprobe, "text_n_vectors": int(len(text_ids)),
+            "text_dim": int(text_vectors.shape[1]),
             "build_s": round(time.perf_counter() - t0, 3),
             "videos": {str(r["id"]): {"path": r["path"], "shard": r["shard"], "n_frames": r["n_frames"]}
                        for r in rows},
@@ -784,6 +866,26 @@ class Library:
         _crash_point("manifest_published")
         self._collect_garbage()
         return manifest
+
+    def _collect_segments(self, rows: list) -> tuple[np.ndarray, np.ndarray]:
+        """Every done video's segment embeddings and their (video_id, segment_idx, start_s, end_s) rows."""
+        from safetensors import safe_open
+
+        vectors, ids = [], []
+        for r in rows:
+            path = self.shards_dir / r["shard"]
+            with safe_open(path, framework="np") as f:
+                if "segment_embeddings" not in f.keys():
+                    continue
+                emb, times = f.get_tensor("segment_embeddings"), f.get_tensor("segment_times_s")
+            rec = np.empty(len(emb), dtype=TEXT_IDS_DTYPE)
+            rec["video_id"], rec["segment_idx"] = r["id"], np.arange(len(emb))
+            rec["start_s"], rec["end_s"] = times[:, 0], times[:, 1]
+            vectors.append(emb)
+            ids.append(rec)
+        dim = int(self.meta().get("text_dim", 0))
+        return (np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32),
+                np.concatenate(ids) if ids else np.empty(0, dtype=TEXT_IDS_DTYPE))
 
     def _load_snapshot(self) -> _Snapshot | None:
         """The published index generation (cached until the manifest names a newer one)."""
@@ -798,6 +900,10 @@ class Library:
             try:
                 ids = np.load(self.root / manifest["ids_file"], allow_pickle=False)
                 index = faiss.read_index(str(self.root / manifest["index_file"])) if manifest["index_file"] else None
+                text_index = text_ids = None
+                if manifest.get("text_index_file"):
+                    text_ids = np.load(self.root / manifest["text_ids_file"], allow_pickle=False)
+                    text_index = faiss.read_index(str(self.root / manifest["text_index_file"]))
             except (FileNotFoundError, RuntimeError) as e:
                 if (self.root / manifest["ids_file"]).exists() and "No such file" not in str(e):
                     raise LibraryError(f"{self.root}: cannot read index generation {manifest['generation']}: "
@@ -807,8 +913,13 @@ class Library:
                 raise LibraryError(f"{self.root}: index generation {manifest['generation']} does not match its ids")
             if index is not None:
                 set_search_params(index, IndexSpec(manifest["factory"], manifest["nprobe"], manifest["ef_search"]))
+            if text_index is not None:
+                if text_index.ntotal != len(text_ids):
+                    raise LibraryError(f"{self.root}: text index generation {manifest['generation']} does not "
+                                       "match its ids")
+                set_search_params(text_index, IndexSpec(manifest["text_factory"], manifest["text_nprobe"]))
             videos = {int(k): v for k, v in manifest["videos"].items()}
-            self._snapshot = _Snapshot(manifest["generation"], index, ids, videos, manifest)
+            self._snapshot = _Snapshot(manifest["generation"], index, ids, videos, manifest, text_index, text_ids, {})
             return self._snapshot
         raise LibraryError(f"{self.root}: index changed repeatedly while opening it; retry")
 
@@ -852,5 +963,55 @@ class Library:
                                 float(score), video_id))
             out.append(hits)
         return out[0] if single else out
+
+    def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
+        """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
+        q = _to_numpy(query, np.float32).reshape(-1)
+        snap = self._load_snapshot()
+        if snap is None or snap.text_index is None:
+            return []
+        if q.shape[0] != snap.text_index.d or not np.isfinite(q).all():
+            raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
+                               f"{snap.text_index.d}-d text embeddings")
+        q = _unit_rows(q[None], str(self.root))
+        with _faiss_threads(1):
+            scores, rows = snap.text_index.search(q, min(top_k, snap.text_index.ntotal))
+        hits = []
+        for score, i in zip(scores[0], rows[0]):
+            if i < 0:
+                continue
+            rec = snap.text_ids[i]
+            video_id = int(rec["video_id"])
+            source, text = self._segment_texts(snap, video_id)[int(rec["segment_idx"])]
+            hits.append(TextHit(snap.videos[video_id]["path"], float(rec["start_s"]), float(rec["end_s"]), source,
+                                text, float(score), video_id))
+        return hits
+
+    def _segment_texts(self, snap: _Snapshot, video_id: int) -> list[tuple[str, str]]:
+        """(source, text) of a video's segments, read once per snapshot from its shard's metadata."""
+        if video_id not in snap.segments:
+            snap.segments[video_id] = [tuple(x) for x in self._shard_segments(snap.videos[video_id]["shard"])[0]]
+        return snap.segments[video_id]
+
+    def _shard_segments(self, shard: str) -> tuple[list, np.ndarray]:
+        from safetensors import safe_open
+
+        path = self.shards_dir / shard
+        try:
+            with safe_open(path, framework="np") as f:
+                texts = json.loads((f.metadata() or {}).get("segments", "[]"))
+                times = f.get_tensor("segment_times_s") if "segment_times_s" in f.keys() else np.empty((0, 2))
+        except Exception as e:
+            raise LibraryError(f"{path}: cannot read shard: {e}") from None
+        return texts, times
+
+    def segments(self, video_id: int) -> list[dict]:
+        """A done video's speech and on-screen text: [{"source", "text", "start_s", "end_s"}] in time order."""
+        row = self.db.execute("SELECT shard, status FROM videos WHERE id = ?", (video_id,)).fetchone()
+        if row is None or row["status"] != "done":
+            raise LibraryError(f"{self.root}: video {video_id} is not indexed")
+        texts, times = self._shard_segments(row["shard"])
+        return [{"source": source, "text": text, "start_s": float(a), "end_s": float(b)}
+                for (source, text), (a, b) in zip(texts, times)]
 
     moments = staticmethod(moments)

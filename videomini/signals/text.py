@@ -52,6 +52,7 @@ class TextEmbedder:
             if bar_was_on:
                 hf_logging.enable_progress_bar()
         self.name = ref
+        self.label = "all-MiniLM-L6-v2" if model is None else str(model)  # recorded in libraries it indexes
         self.device = device
         self.batch_size = batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
