@@ -70,7 +70,7 @@ def ask(
         if len(targets) != 1:
             fail("with --library give one argument: the question")
         ask_library_cli(library, targets[0], model, device, dtype, top_k, max_frames, max_new_tokens, as_json,
-                        not (no_stream or as_json), console)
+                        not (no_stream or as_json), console, fallback)
         return
     if len(targets) != 2:
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
@@ -123,23 +123,44 @@ def ask(
 
 def ask_library_cli(library: Path, question: str, model: str | None, device: str | None, dtype: str | None,
                     top_k: int, max_frames: int | None, max_new_tokens: int, as_json: bool, stream: bool,
-                    console) -> None:
+                    console, fallback: bool = True) -> None:
     from videomini.library import Library, LibraryError
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import ask_library, library_model_id
+    from videomini.pipelines.search import answer_library_from_signals, ask_library, library_model_id
+    from videomini.signals import SignalError
     from videomini.video import VideoError
 
     try:
         with Library(library) as lib:
-            model = model or library_model_id(lib)
-        with console.status(f"loading {model} …"):
-            vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
+            has_text = bool((lib.manifest() or {}).get("text_n_vectors"))
+            has_frames = bool((lib.manifest() or {}).get("n_vectors"))
+            model = model or (library_model_id(lib) if has_frames or not has_text else None)
+        if model is None:  # indexed with --no-visual: the stored signals are all there is
+            print("note: the library holds no frames (indexed with --no-visual); answering from its speech and "
+                  "on-screen text", file=sys.stderr)
+            vm = None
+        else:
+            try:
+                with console.status(f"loading {model} …"):
+                    vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
+            except CheckpointError as e:
+                if not (fallback and has_text):
+                    raise
+                print(f"warning: {e}", file=sys.stderr)
+                print("warning: answering from the library's speech and on-screen text instead (no generative model)",
+                      file=sys.stderr)
+                vm = None
+        if vm is None:
+            with console.status("searching speech and on-screen text …"):
+                answer = answer_library_from_signals(library, question, top_k=min(top_k, 5))
+            print_answer(answer, console, as_json, streamed=False)
+            return
         answer = ask_library(vm, library, question, top_k=top_k, max_frames=max_frames or 64,
                              max_new_tokens=max_new_tokens,
                              on_token=(lambda p: console.print(p, end="", markup=False, highlight=False))
                              if stream else None)
-    except (LibraryError, CheckpointError, VideoError) as e:
+    except (LibraryError, CheckpointError, VideoError, SignalError) as e:
         fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     print_answer(answer, console, as_json, streamed=stream)
 

@@ -18,9 +18,10 @@ def search(
     library: Path = typer.Option(..., "--library", help="Library folder."),
     top_k: int = typer.Option(10, "--top-k", help="Moments to return."),
     thumbnails: Optional[Path] = typer.Option(None, "--thumbnails", help="Write each moment's best frame here."),
-    as_json: bool = typer.Option(False, "--json"),
+    signal: list[str] = typer.Option([], "--signal", help="Search only these: visual, speech, ocr (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Moments as JSON, with the signals and text that matched."),
 ) -> None:
-    """Search an indexed library: CLIP text embedding against frame embeddings, hits merged into moments."""
+    """Search an indexed library: frames (CLIP) and stored speech / on-screen text (MiniLM), fused by rank."""
     from rich.console import Console
     from rich.table import Table
 
@@ -29,18 +30,30 @@ def search(
     from videomini.loading import CheckpointError
     from videomini.pipelines.search import search_library
 
+    from videomini.signals import SignalError
+
+    wanted = tuple(signal) or ("visual", "speech", "ocr")
+    unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
+    if unknown:
+        print(f"error: unknown signal {unknown[0]!r}: choose from visual, speech, ocr", file=sys.stderr)
+        raise typer.Exit(2)
+    notes: list[str] = []
     try:
-        results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails)
-    except (LibraryError, CheckpointError) as e:
+        results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
+    except (LibraryError, CheckpointError, SignalError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2 if isinstance(e, CheckpointError) else 1)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     table = Table(title=f"{query!r} in {library}")
-    for column in ("#", "video", "from", "to", "best", "score") + (("thumbnail",) if thumbnails else ()):
-        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for column in ("#", "video", "from", "to", "best", "matched") + (("thumbnail",) if thumbnails else ()):
+        table.add_column(column, justify="right" if column == "#" else "left")
     for rank, r in enumerate(results, 1):
+        matched = "\n".join(f"{m['signal']} #{m['rank']} ({m['similarity']:.2f})" + (f" “{m['text']}”" if "text" in m else "")
+                             for m in r.matches)
         table.add_row(str(rank), r.video, format_time(r.start_s), format_time(r.end_s), format_time(r.best_s),
-                      f"{r.score:.3f}", *((r.thumbnail or "",) if thumbnails else ()))
+                      matched, *((r.thumbnail or "",) if thumbnails else ()))
     Console().print(table)

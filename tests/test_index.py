@@ -148,7 +148,8 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
                                            thumbnails_dir=tmp_path / "thumbs")
     best = results[0]
     assert Path(best.video) == good[2].resolve()
-    assert best.start_s <= target.timestamps_s[frame] <= best.end_s and abs(best.score - 1.0) < 1e-3
+    assert best.start_s <= target.timestamps_s[frame] <= best.end_s
+    assert best.signals == ["visual"] and abs(best.matches[0]["similarity"] - 1.0) < 1e-3
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model", "VideoMini"]
+__all__ = ["__version__", "load_model", "VideoMini", "Library"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from videomini.pipelines.ask import VideoMini
 
         return VideoMini
+    if name == "Library":
+        from videomini.pipelines.library import Library
+
+        return Library
     raise AttributeError(f"module 'videomini' has no attribute {name!r}")

@@ -800,6 +800,10 @@ class Library:
         except (OSError, ValueError) as e:
             raise LibraryError(f"{self.root / MANIFEST}: unreadable index manifest: {e}") from None
 
+    def manifest(self) -> dict | None:
+        """The published index generation's manifest (sizes, factory, videos), None before the first build."""
+        return self._read_manifest()
+
     def index_is_current(self) -> bool:
         """True when the published index covers exactly the catalog's done videos and their shards."""
         manifest = self._read_manifest()
