@@ -173,3 +173,22 @@ def test_library_cli_stats_remove_and_second_writer(tmp_path, checkpoint, media)
     assert result.exit_code == 0, result.output
     after = json.loads(result.stdout)
     assert after["videos"] == 1 and after["index"]["n_vectors"] == after["frames"]
+
+
+def test_python_api_index_search_ask_remove(tmp_path, checkpoint, media):
+    """`videomini.Library(dir)`: index (creating the folder), search, ask, stats, remove -- one model load."""
+    import videomini
+
+    _, good = media
+    lib = videomini.Library(tmp_path / "new" / "lib", model=str(checkpoint))
+    report = lib.index(good[:2], workers=1)
+    assert sorted(report.indexed) == sorted(str(p.resolve()) for p in good[:2]) and not report.failed
+    assert lib.index(good[:2]).skipped == [(str(p.resolve()), "unchanged") for p in good[:2]]
+    results = lib.search("a person on a bike", top_k=3)
+    assert results and all(Path(r.video) in {p.resolve() for p in good[:2]} for r in results)
+    assert results == sorted(results, key=lambda r: -r.score)
+    answer = lib.ask("What is happening?", top_k=2, max_new_tokens=2)
+    assert answer.generated_by == "llava-mini" and answer.evidence
+    assert lib.stats()["status"]["done"] == 2 and lib.model_id == str(checkpoint)
+    assert lib.remove([good[0]]) == [str(good[0].resolve())]
+    assert [v["path"] for v in lib.videos()] == [str(good[1].resolve())]

@@ -431,3 +431,56 @@ def test_sigkilled_writer_resumes_to_the_uninterrupted_state(tmp_path, reference
     resumed = run_indexer(root, files)
     assert resumed.returncode == 0, resumed.stderr
     assert library_state(root) == reference
+
+
+# ----------------------------------------------------------------------------------------------- concurrency
+
+WRITER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_library import add_video, frames, make_video
+from videomini.library import Library
+
+root, n = Path(sys.argv[1]), int(sys.argv[3])
+with Library.create(root) as lib:
+    for i in range(1, n):
+        add_video(lib, make_video(root.parent, f"v{i}.mp4", seed=i), *frames(i, n=6 + i))
+        lib.rebuild_index()
+"""
+
+
+def test_search_while_indexing_sees_consistent_snapshots(tmp_path):
+    """A reader searching in a loop while another process adds videos and publishes an index per video: every
+    result must come from one published generation -- all its videos' frames, no half-built index, scores
+    equal to the stored vectors -- and nothing may fail on files the writer replaces or deletes."""
+    root, n_videos = tmp_path / "lib", 30
+    with Library.create(root) as lib:
+        add_video(lib, make_video(tmp_path, "v0.mp4", seed=0), *frames(0, n=6))
+        lib.rebuild_index()
+    stored = {i + 1: frames(i, n=6 + i)[1] for i in range(n_videos)}  # video id -> its embeddings
+    stored = {k: v / np.linalg.norm(v, axis=1, keepdims=True) for k, v in stored.items()}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(Path(__file__).parent), str(n_videos)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen_generations, searches = set(), 0
+    with Library(root) as reader:
+        while True:
+            done = writer.poll() is not None  # one more search after the writer ends: the final state
+            snapshot = reader._load_snapshot()
+            videos = set(snapshot.videos)
+            assert videos == set(range(1, len(videos) + 1))  # whole videos, in order: never a partial publish
+            assert snapshot.index.ntotal == sum(6 + i for i in range(len(videos)))
+            target = max(videos)
+            hits = reader.search_vectors(stored[target][2], top_k=5)
+            assert hits[0].video_id == target and hits[0].frame_idx == 2 and hits[0].score == pytest.approx(1.0)
+            for hit in hits:
+                assert hit.score == pytest.approx(float(stored[hit.video_id][hit.frame_idx] @ stored[target][2]),
+                                                  abs=1e-5)
+            seen_generations.add(snapshot.generation)
+            searches += 1
+            if done:
+                break
+    assert writer.returncode == 0, writer.stderr.read()
+    print(f"{searches} searches saw {len(seen_generations)} generations")
+    assert max(seen_generations) == n_videos and searches > n_videos // 2
+    assert len(seen_generations) > 2  # the reader really ran while the writer published
