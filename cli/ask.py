@@ -153,7 +153,7 @@ def ask_library_cli(library: Path, question: str, model: str | None, device: str
                 vm = None
         if vm is None:
             with console.status("searching speech and on-screen text …"):
-                answer = answer_library_from_signals(library, question, top_k=min(top_k, 5))
+                answer = answer_library_from_signals(library, question, top_k=min(top_k, 3))
             print_answer(answer, console, as_json, streamed=False)
             return
         answer = ask_library(vm, library, question, top_k=top_k, max_frames=max_frames or 64,

@@ -30,6 +30,14 @@ def index(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another indexer to finish."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Data: decode tasks, "
+                               "encoder actors; this process writes the library)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --engine ray "
+                                              "(default: $RAY_ADDRESS, else a local Ray on this machine)."),
+    signals: str = typer.Option("", "--signals", help="Also store speech and/or on-screen text: speech,ocr "
+                                "(offline models from pip packages; searchable beside the frames)."),
+    visual: bool = typer.Option(True, "--visual/--no-visual", help="--no-visual: no LLaVA-Mini model, store only "
+                                "--signals (frames already stored for a file are kept)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
@@ -41,6 +49,7 @@ def index(
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import VideoMini, default_model_id
     from videomini.pipelines.index import IndexError_, index_videos
+    from videomini.pipelines.library import LazyModel
 
     console = Console(stderr=as_json)
     loaded: list = []
@@ -73,11 +82,16 @@ def index(
 
     try:
         with progress:
-            report = index_videos(library, paths, _LazyModel(model_for_run),
+            report = index_videos(library, paths, LazyModel(model_for_run),
                                   model_id=model or default_model_id(), recursive=recursive, fps=fps,
                                   workers=workers, retry_failed=retry_failed, timeout_s=timeout, wait_s=wait,
-                                  on_event=on_event)
-    except (LibraryError, CheckpointError, IndexError_) as e:
+                                  engine=engine, ray_address=ray_address, on_event=on_event, visual=visual,
+                                  signals=[name.strip() for name in signals.split(",") if name.strip()])
+    except CheckpointError as e:
+        hint = " (or index speech and on-screen text only: --no-visual --signals speech,ocr)" if not signals else (
+            " (or index the signals only: --no-visual)")
+        _fail(f"{e}{hint}", 2)
+    except (LibraryError, IndexError_) as e:
         _fail(str(e), 2)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -93,22 +107,13 @@ def index(
         for path, error in report.failed:
             table.add_row("[red]failed", path, error.split(": ", 1)[-1])
         console.print(table)
-        console.print(f"{len(report.indexed)} indexed ({report.frames} frames), {len(report.skipped)} skipped, "
+        console.print(f"{len(report.indexed)} indexed ({report.frames} frames, {report.segments} text segments), "
+                      f"{len(report.skipped)} skipped, "
                       f"{len(report.failed)} failed in {report.seconds:.1f} s")
         for warning in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     if report.failed:
         raise typer.Exit(1)
-
-
-class _LazyModel:
-    """Loads the model only when some file needs encoding (a re-run with nothing to do loads nothing)."""
-
-    def __init__(self, load):
-        self._load = load
-
-    def __getattr__(self, name):
-        return getattr(self._load(), name)
 
 
 @app.command("library")

@@ -100,7 +100,7 @@ class Library:
         except CheckpointError:
             if not fallback:
                 raise
-            return answer_library_from_signals(self.root, question, top_k=min(top_k, 5))
+            return answer_library_from_signals(self.root, question, top_k=min(top_k, 3))
         return ask_library(vm, self.root, question, top_k=top_k, max_frames=max_frames, max_new_tokens=max_new_tokens)
 
     # ------------------------------------------------------------------ the catalog

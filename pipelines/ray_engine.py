@@ -36,7 +36,9 @@ from videomini.pipelines.index import EncodedVideo, Event, IndexError_, IndexRep
 RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
 NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
                  "use a checkpoint whose mm_vision_tower is a full CLIP")
-SOCKET_DIR_MAX = 40  # Ray puts unix sockets under <temp dir>/session_<date>_<pid>/sockets/: paths max 107 bytes
+# Ray puts unix sockets at <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (65 bytes after the
+# temp dir at most), and a socket path has at most 107 bytes
+TEMP_DIR_MAX = 107 - 65
 
 
 # -- rows ---------------------------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float) 
 
     from videomini.pipelines.index import DecodeJob
 
-    video_id, seq, warnings = int(video["video_id"]), 0, []
+    video_id, seq, warnings, started = int(video["video_id"]), 0, [], time.perf_counter()
     job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s)
     try:
         for message in job.messages():
@@ -83,7 +85,8 @@ def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float) 
             elif kind == "warning":
                 warnings.append(message[1])
             elif kind == "end":
-                yield _row(video_id, "end", meta={"batches": seq, "warnings": warnings})
+                yield _row(video_id, "end", meta={"batches": seq, "warnings": warnings,
+                                                  "decode_s": time.perf_counter() - started})
             elif kind == "error":
                 yield _row(video_id, "error", meta={"error": message[1]})
     finally:
@@ -157,8 +160,8 @@ class _Assembly:
     duration_s: float | None = None
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
-    seconds: float = 0.0
-    started: bool = False
+    seconds: float = 0.0  # decode + encode, summed over the workers
+    announced: bool = False  # the "video" event was emitted
 
     def complete(self) -> bool:
         return self.error is not None or (self.expected is not None and len(self.batches) >= self.expected)
@@ -181,12 +184,14 @@ class _Assembly:
 def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
             address: str | None, report: IndexReport, emit: Event, encoders: int | None = None) -> None:
     """Index the `todo` plan items on Ray (a running cluster at `address`, else a local Ray on this machine's
-    CPUs, started and shut down here). `encoders`: encoder actors (default: one per GPU, or one per two CPUs).
+    CPUs, started and shut down here). `encoders`: encoder actors (default: one per GPU, or one on a CPU-only
+    cluster, using half of a node's CPUs).
     Results enter the library through `commit_video`, in this process only."""
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import default_model_id
 
     model_id = model_id or default_model_id()
+    address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         _check_projection(model_id)
     except CheckpointError:
@@ -230,7 +235,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         if address:
             ray.init(address=address, **options)
         else:
-            temp_dir = _short_temp_dir()
+            temp_dir = short_temp_dir()
             ray.init(num_cpus=os.cpu_count() or 1, _temp_dir=temp_dir, **options)
     except Exception as e:
         if temp_dir:
@@ -240,9 +245,11 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
     return ray, True, temp_dir
 
 
-def _short_temp_dir() -> str:
+def short_temp_dir() -> str:
+    """A fresh folder for a local Ray's session files: under RAY_TMPDIR (else the system's temp folder) when the
+    socket paths fit there, else under /tmp."""
     base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    if len(base) > SOCKET_DIR_MAX:
+    if len(os.path.join(base, "vmray-12345678")) > TEMP_DIR_MAX:
         base = "/tmp"
     return tempfile.mkdtemp(prefix="vmray-", dir=base)
 
@@ -256,9 +263,13 @@ def _run(ray: Any, library: Any, todo: list, model_id: str, fps: float, batch_si
         video_id = library.mark_running(item.path, item.fingerprint, model_id=model_id, fps=fps)
         videos[video_id] = _Assembly(item, video_id)
 
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    encoders = encoders or (gpus if gpus else max(1, cpus // 2))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus:  # one actor per GPU; the CPUs decode
+        actor_resources = {"num_gpus": 1, "num_cpus": 0}
+    else:  # no GPU: one actor on half of the smallest node (it holds a whole model in RAM), the rest decodes
+        node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        actor_resources = {"num_gpus": 0, "num_cpus": max(1, int(min(node_cpus, default=2)) // 2)}
+    encoders = encoders or max(1, gpus)
     context = DataContext.get_current()
     saved = (context.enable_progress_bars, context.print_on_execution_start)
     context.enable_progress_bars, context.print_on_execution_start = False, False
@@ -272,18 +283,21 @@ def _run(ray: Any, library: Any, todo: list, model_id: str, fps: float, batch_si
             .flat_map(decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s},
                       num_cpus=1)
             .map_batches(EncoderActor, fn_constructor_kwargs={"model_id": model_id, "batch_size": batch_size},
-                         batch_size=1, batch_format="numpy", num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-                         compute=ActorPoolStrategy(min_size=1, max_size=encoders))
+                         batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(min_size=1, max_size=encoders),
+                         **actor_resources)
         )
         rows = iter(dataset.iter_rows())
-        while True:
-            try:
-                row = next(rows, None)
-            except Exception as e:  # Ray itself failed (a lost node, a bug): one line, the details in Ray's logs
-                raise IndexError_(f"the Ray job failed: {_one_line(_root_cause(e))}") from None
-            if row is None:
-                break
-            _receive(row, videos, library, model_id, fps, report, emit)
+        try:
+            while True:
+                try:
+                    row = next(rows, None)
+                except Exception as e:  # Ray itself failed (a lost node, a bug): one line; details in Ray's logs
+                    raise IndexError_(f"the Ray job failed: {_one_line(_root_cause(e))}") from None
+                if row is None:
+                    break
+                _receive(row, videos, library, model_id, fps, report, emit)
+        finally:
+            getattr(rows, "close", lambda: None)()  # stops the job on a cluster that outlives this run
     finally:
         context.enable_progress_bars, context.print_on_execution_start = saved
         data_logger.setLevel(saved_level)
@@ -300,8 +314,8 @@ def _receive(row: dict, videos: dict[int, _Assembly], library: Any, model_id: st
     if assembly is None:  # already committed
         return
     meta, path, kind = json.loads(row["meta"]), str(assembly.item.path), row["kind"]
-    if not assembly.started:
-        assembly.started = True
+    if not assembly.announced:
+        assembly.announced = True
         emit("video", {"path": path, "action": assembly.item.action})
     if kind == "info":
         assembly.duration_s = meta["info"].get("duration_s")
@@ -313,6 +327,7 @@ def _receive(row: dict, videos: dict[int, _Assembly], library: Any, model_id: st
         emit("frames", {"path": path, "count": len(times)})
     elif kind == "end":
         assembly.expected, assembly.warnings = meta["batches"], meta["warnings"]
+        assembly.seconds += meta["decode_s"]
     elif kind == "error":
         assembly.error = meta["error"]
     elif kind == "fatal":  # the encoder cannot run at all: stop, the videos left stay `running` for a re-run

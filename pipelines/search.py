@@ -215,7 +215,7 @@ def ask_library(vm: Any, library_dir: str | os.PathLike, question: str, top_k: i
                 context_lines += [line.replace("[", f"[{Path(video).name} ", 1) for line in lines] if len(rows) > 1 \
                     else lines
     if not chosen:  # every moment found is in videos indexed without frames: their text is the evidence
-        answer = answer_library_from_signals(library_dir, question, top_k=min(top_k, 5))
+        answer = answer_library_from_signals(library_dir, question, top_k=min(top_k, 3))
         answer.notes.insert(0, "The moments found have no stored frames (indexed with --no-visual).")
         return answer
     context = "\n".join(context_lines) or None
