@@ -1,8 +1,14 @@
 """Throughput of the offline signal extractors: speech real-time factor (faster-whisper tiny.en), OCR frames/s
-(RapidOCR), MiniLM sentences/s.
+(RapidOCR), MiniLM sentences/s; then `index` throughput with the signals on and off.
+
+The index section indexes the same video into a fresh library per configuration (frames only, + speech, + ocr,
++ both, signals only). Its vision model is a tiny random LLaVA-Mini (tests/conftest.make_tiny_checkpoint), so
+the numbers measure decoding + signal overhead, not the 8B model's encoder. Every model is bundled in a pip
+package (whisper tiny.en, MiniLM, RapidOCR) and the hub is forced offline: HOME and HF caches do not matter.
 
     python bench/signals.py                       # generated 60 s narrated video with captions
     python bench/signals.py --video clip.mp4 --json out.json
+    python bench/signals.py --no-index            # extractors only
 """
 
 from __future__ import annotations
@@ -22,19 +28,42 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the narrated-video generator is shared with the tests
+sys.path.insert(0, str(REPO / "tests"))  # the narrated-video generator and the tiny checkpoint come from the tests
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # bundled models only: never reach for the hub
+    os.environ.setdefault(_var, "1")
+
+# (name, signals, visual): the index configurations, the first being the baseline the others are compared with
+INDEX_CONFIGS = (
+    ("(a) frames", (), True),
+    ("(b) frames+speech", ("speech",), True),
+    ("(c) frames+ocr", ("ocr",), True),
+    ("(d) frames+speech+ocr", ("speech", "ocr"), True),
+    ("(e) speech+ocr only", ("speech", "ocr"), False),
+)
 
 app = typer.Typer(add_completion=False)
 
 
+# Sentences for every third 20 s period. Speech must not repeat within Whisper's 30 s window: repeated text
+# has a gzip compression ratio above faster-whisper's 2.4 threshold, which makes it re-decode at rising
+# temperatures up to 1.0 -- slower, and random (sometimes an empty transcript).
+EXTRA_SENTENCES = ("Seven blue boats sailed past the old lighthouse.",
+                   "Our meeting has moved to the room on the second floor.",
+                   "The library closes early on Sundays in winter.")
+
+
 def _narrated(path: Path, duration_s: float) -> Path:
+    """The tests' narrated script in 20 s periods; spoken text cycles through three wordings so it never
+    repeats within 60 s, while the captions repeat (OCR dedups per caption appearance)."""
     from narrated import DEFAULT_CAPTIONS, DEFAULT_LINES, Caption, Line, make_narrated_video
 
     period_s = 20.0
     lines, captions = [], []
     for k in range(int(duration_s // period_s)):
         shift = k * period_s
-        lines += [Line(line.start_s + shift, line.text, line.paraphrase) for line in DEFAULT_LINES]
+        for line, extra in zip(DEFAULT_LINES, EXTRA_SENTENCES):
+            text = (line.text, line.paraphrase, extra)[k % 3]
+            lines.append(Line(line.start_s + shift, text, line.paraphrase))
         captions += [Caption(c.start_s + shift, c.end_s + shift, c.text) for c in DEFAULT_CAPTIONS]
     return make_narrated_video(path, lines, captions, duration_s=duration_s).path
 
@@ -51,6 +80,59 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, workdir: Path,
+                      console: Console) -> dict:
+    """Index `video` into a fresh library per configuration and time it (the fastest of `repeats` runs).
+    The tiny vision model and MiniLM load once, before any timing; Whisper and RapidOCR load inside each run's
+    decoder process, as they do in a real `index` run, so their load time is part of the overhead measured."""
+    from conftest import make_tiny_checkpoint
+    from videomini.pipelines.ask import VideoMini
+    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.signals_answer import default_embedder
+
+    with console.status("index: building the tiny checkpoint"):
+        checkpoint = make_tiny_checkpoint(workdir / "tiny-checkpoint", with_clip_text=True)
+        model, model_load_s = _timed(lambda: VideoMini.from_pretrained(str(checkpoint), device="cpu"))
+        _, minilm_load_s = _timed(default_embedder)  # cached per process: keeps it out of the first signals run
+    configs = []
+    for name, signals, visual in INDEX_CONFIGS:
+        runs = []
+        for k in range(repeats):
+            library_dir = workdir / f"library-{len(configs)}-{k}"
+            with console.status(f"index {name} (run {k + 1}/{repeats})"):
+                load_before = os.getloadavg()[0]
+                report, wall_s = _timed(lambda: index_videos(library_dir, [video], model, fps=fps,
+                                                             signals=signals, visual=visual))
+            if report.failed:
+                console.print(f"[red]index {name} failed:[/red] {report.failed[0][1]}")
+            runs.append({"wall_s": wall_s, "frames": report.frames, "segments": report.segments,
+                         "failed": len(report.failed), "warnings": report.warnings,
+                         "load_avg_1m_before": load_before})
+        best = min(runs, key=lambda run: run["wall_s"])
+        configs.append({"name": name, "signals": list(signals), "visual": visual, "video_s": length_s,
+                        "wall_s": best["wall_s"], "x_real_time": length_s / best["wall_s"],
+                        "frames": best["frames"], "segments": best["segments"], "runs": runs})
+    baseline_s = configs[0]["wall_s"]
+    for config in configs:
+        config["wall_vs_frames_only"] = config["wall_s"] / baseline_s
+    return {"vision_model": "tiny random LLaVA-Mini (tests/conftest.make_tiny_checkpoint, CLIP text tower), cpu",
+            "note": "the vision encoder is the tiny model: wall time is decode + signals overhead, not the 8B model",
+            "fps": fps, "repeats": repeats, "model_load_s": model_load_s, "minilm_load_s": minilm_load_s,
+            "configs": configs}
+
+
+def _index_table(index: dict, video: Path) -> Table:
+    table = Table(title=f"index {video.name} at {index['fps']:g} fps, fastest of {index['repeats']}; "
+                        "vision encoder = tiny random model (decode + signals overhead, not the 8B model)",
+                  caption="x RT: video seconds per wall second; vs (a): wall time over frames only")
+    for name in ("config", "video s", "wall s", "x RT", "frames", "segments", "vs (a)"):
+        table.add_column(name, justify="left" if name == "config" else "right", no_wrap=True)
+    for c in index["configs"]:
+        table.add_row(c["name"], f"{c['video_s']:.1f}", f"{c['wall_s']:.2f}", f"{c['x_real_time']:.1f}",
+                      str(c["frames"]), str(c["segments"]), f"{c['wall_vs_frames_only']:.2f}")
+    return table
+
+
 @app.command()
 def main(
     video: Path | None = typer.Option(None, help="Video to measure (default: a generated narrated video)."),
@@ -58,6 +140,9 @@ def main(
     ocr_fps: float = typer.Option(1.0, help="Frames per second sampled for OCR."),
     sentences: int = typer.Option(1024, help="Sentences embedded for the MiniLM measure."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    index: bool = typer.Option(True, "--index/--no-index", help="Also time `index` with signals on and off."),
+    index_fps: float = typer.Option(1.0, help="Frames per second the index runs sample (frames and OCR)."),
+    index_repeats: int = typer.Option(1, min=1, help="Runs per index configuration; the fastest is reported."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     from videomini.signals.ocr import frame_texts, load_ocr, merge_frame_texts
@@ -115,6 +200,9 @@ def main(
              ("minilm", f"encode {sentences} sentences", f"{encode_s:.2f} s"),
              ("minilm", "sentences / s", f"{sentences / encode_s:.0f}")]
 
+    if index:
+        results["index"] = _index_throughput(video, length_s, index_fps, index_repeats, Path(tmp.name), console)
+
     results["machine"]["load_avg_1m_after"] = os.getloadavg()[0]
     table = Table(title=f"signals on {video.name} ({length_s:.1f} s, {resolution}); "
                         f"{os.cpu_count()} CPUs, load {results['machine']['load_avg_1m_before']:.1f}")
@@ -123,6 +211,8 @@ def main(
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if index:
+        console.print(_index_table(results["index"], video))
     if json_path is not None:
         json_path.write_text(json.dumps(results, indent=2))
         console.print(f"wrote {json_path}")

@@ -206,3 +206,14 @@ def test_segments_round_trip_through_json(speech, on_screen):
     for seg in speech[:1] + on_screen[:1]:
         again = TextSegment.from_dict(json.loads(json.dumps(seg.to_dict())))
         assert again == seg
+
+
+def test_speech_that_repeats_is_transcribed_every_time(tmp_path):
+    """The same sentences three times in a minute: Whisper's temperature fallback (taken when a window's text
+    compresses too well) used to turn this into random or empty text. Each sentence must be found each time."""
+    lines = [Line(line.start_s + 20.0 * k, line.text, line.paraphrase) for k in range(3) for line in DEFAULT_LINES]
+    video = make_narrated_video(tmp_path / "repeats.mp4", lines, captions=[], duration_s=60.0)
+    segments = transcribe(video.path)
+    assert len(segments) == len(lines)
+    for line, seg in zip(video.lines, segments):
+        assert abs(seg.start_s - line.start_s) <= 1.0 and _words(line.text)[:3] == _words(seg.text)[:3]

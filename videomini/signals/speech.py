@@ -146,8 +146,12 @@ def transcribe(
         raise SignalError(f"{path}: cannot decode audio: {' '.join(str(exc).split())}") from None
     if audio.size == 0:
         return []
+    # One temperature, no fallback: faster-whisper re-decodes a window whose text compresses too well (ratio >
+    # 2.4) at rising temperatures, and speech that really repeats (a refrain, a jingle, a recap) then came out
+    # random -- sometimes empty. Not conditioning on the previous window keeps one bad window from looping on.
     segments, _info = whisper.transcribe(audio, language=language, beam_size=beam_size,
-                                         word_timestamps=word_timestamps, vad_filter=vad_filter)
+                                         word_timestamps=word_timestamps, vad_filter=vad_filter, temperature=0.0,
+                                         condition_on_previous_text=False)
     out: list[TextSegment] = []
     for seg in segments:  # a generator: decoding happens here
         text = seg.text.strip()
