@@ -268,8 +268,9 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
         if todo and engine == "ray":
             from videomini.pipelines.ray_engine import run_ray
 
-            run_ray(library, todo, model_id or _model_id(model), fps=fps, batch_size=batch_size,
-                    timeout_s=timeout_s, address=ray_address, report=report, emit=emit)
+            run_ray(library, todo, run_model_id, fps=fps, batch_size=batch_size, timeout_s=timeout_s,
+                    address=ray_address, report=report, emit=emit, signals=signals, visual=visual,
+                    text_embedder=text_embedder)
         elif todo:
             if not visual:
                 model = None

@@ -119,6 +119,12 @@ def make_tiny_checkpoint(folder: Path, *, compressor_size: int = 1, prefusion_la
 
 
 @pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A tiny random checkpoint whose vision tower is a full CLIP (projection + text tower): what `index` needs."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", with_clip_text=True)
+
+
+@pytest.fixture(scope="session")
 def golden_model(golden_dir):
     """(model, tokenizer, image_processor) of the golden tiny checkpoint, float32 on CPU."""
     from videomini import load_model

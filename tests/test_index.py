@@ -16,15 +16,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_tiny_checkpoint
 from synth import make_audio_only, make_numbered_video, truncate
 from videomini.cli.main import app
 from videomini.library import Library
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", with_clip_text=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_tiny_checkpoint
 from narrated import Caption, make_narrated_video
 from videomini.library import Library
 from videomini.pipelines.index import index_videos
@@ -130,11 +129,6 @@ def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, na
 
 
 # ----------------------------------------------------------------------------------------------- frames + signals
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", with_clip_text=True)
 
 
 def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, checkpoint, narrated):
