@@ -152,6 +152,9 @@ def library_info(
     index = stats.get("index") or {}
     table.add_row("search index", f"{index.get('factory', 'none')} over {index.get('n_vectors', 0):,} frames"
                                   + ("" if stats.get("index_current") else " (stale: re-run index)"))
+    if index.get("text_n_vectors"):
+        with_signals = ", ".join(f"{n} with {names.replace(',', '+')}" for names, n in stats["signals"].items())
+        table.add_row("text segments", f"{index['text_n_vectors']:,} (speech / on-screen text; videos: {with_signals})")
     Console().print(table)
     for failure in stats["failures"]:
         Console().print(f"[red]failed[/red] {failure['path']}: {failure['error']}")
