@@ -133,8 +133,8 @@ def ask_library_cli(library: Path, question: str, model: str | None, device: str
 
     try:
         with Library(library) as lib:
-            has_text = bool((lib.manifest() or {}).get("text_n_vectors"))
-            has_frames = bool((lib.manifest() or {}).get("n_vectors"))
+            manifest = lib.manifest() or {}
+            has_text, has_frames = bool(manifest.get("text_n_vectors")), bool(manifest.get("n_vectors"))
             model = model or (library_model_id(lib) if has_frames or not has_text else None)
         if model is None:  # indexed with --no-visual: the stored signals are all there is
             print("note: the library holds no frames (indexed with --no-visual); answering from its speech and "

@@ -96,7 +96,7 @@ def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[st
                     segments += confident_speech(transcribe(path))
                     done.append("speech")
                 except Exception as e:  # a broken audio track costs the speech, not the video
-                    yield ("warning", f"{path}: speech skipped: {_first_line(e)}")
+                    yield ("warning", f"{path}: speech skipped: {first_line(e)}")
             segments.sort(key=lambda seg: (seg.start_s, seg.end_s))
             yield ("segments", done, [{"source": seg.source, "text": seg.text, "start_s": float(seg.start_s),
                                        "end_s": float(seg.end_s)} for seg in segments])
@@ -104,12 +104,17 @@ def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[st
     except VideoError as e:
         yield ("error", str(e))
     except Exception as e:  # unexpected, but still this file's failure only
-        yield ("error", f"{path}: {type(e).__name__}: {_first_line(e)}")
+        yield ("error", f"{path}: {first_line(e, with_type=True)}")
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def first_line(error: BaseException, with_type: bool = False) -> str:
+    """An exception as one line: its message's first line (the type's name when it has none), after the type's
+    name when `with_type`."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if with_type:
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text or type(error).__name__
 
 
 def _read_on_screen_text(batch: np.ndarray, times: Any, readings: list, read_times: list) -> str | None:
@@ -121,7 +126,7 @@ def _read_on_screen_text(batch: np.ndarray, times: Any, readings: list, read_tim
         read_times += [float(t) for t in times]
         return None
     except Exception as e:
-        return _first_line(e)
+        return first_line(e)
 
 
 def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int, signals: tuple = (),
@@ -295,13 +300,14 @@ class IndexError_(Exception):
 
 
 SIGNALS = ("speech", "ocr")
+NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
+                 "use a checkpoint whose mm_vision_tower is a full CLIP")
 
 
 def check_model(model: Any) -> None:
     """Indexing needs frame embeddings to search: the vision tower must be a full CLIP with its projection."""
     if not hasattr(model.model.vision_tower, "visual_projection"):
-        raise IndexError_(f"{_model_id(model)}: its vision tower has no CLIP projection, so frames get no "
-                          "embeddings to search; use a checkpoint whose mm_vision_tower is a full CLIP")
+        raise IndexError_(NO_PROJECTION.format(model_id=_model_id(model)))
 
 
 def _text_embedder() -> Any:

@@ -34,12 +34,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from videomini.pipelines.index import (EncodedVideo, Event, IndexError_, IndexReport, commit_video,
-                                       encode_messages, kept_frames_for)
+from videomini.pipelines.index import (NO_PROJECTION, EncodedVideo, Event, IndexError_, IndexReport, commit_video,
+                                       encode_messages, first_line, kept_frames_for)
 
 RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
-NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
-                 "use a checkpoint whose mm_vision_tower is a full CLIP")
 # Ray puts unix sockets at <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (65 bytes after the
 # temp dir at most), and a socket path has at most 107 bytes
 TEMP_DIR_MAX = 107 - 65
@@ -125,9 +123,9 @@ class EncoderActor:
         try:
             self.videomini = VideoMini(*load_model(model_id), batch_size=batch_size, retrieval=False)
         except CheckpointError as e:  # names the folder and the reason already
-            self.problem = _one_line(e, with_type=False)
+            self.problem = first_line(e)
         except Exception as e:
-            self.problem = f"{model_id}: cannot load the model on a Ray worker ({_one_line(e)})"
+            self.problem = f"{model_id}: cannot load the model on a Ray worker ({first_line(e, with_type=True)})"
         else:
             if not hasattr(self.videomini.model.vision_tower, "visual_projection"):
                 self.problem = NO_PROJECTION.format(model_id=model_id)
@@ -273,7 +271,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
         what = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
-        raise IndexError_(f"cannot {what}: {_one_line(e)}") from None
+        raise IndexError_(f"cannot {what}: {first_line(e, with_type=True)}") from None
     return ray, True, temp_dir
 
 
@@ -335,7 +333,7 @@ def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str 
                 try:
                     row = next(rows, None)
                 except Exception as e:  # Ray itself failed (a lost node, a bug): one line; details in Ray's logs
-                    raise IndexError_(f"the Ray job failed: {_one_line(_root_cause(e))}") from None
+                    raise IndexError_(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
                 if row is None:
                     break
                 done = _receive(row, videos, fps, emit)
@@ -410,9 +408,3 @@ def _root_cause(error: BaseException) -> BaseException:
             break
         error = inner
     return error
-
-
-def _one_line(error: BaseException, with_type: bool = True) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(error).__name__}: {text}" if with_type or not text else text

@@ -192,11 +192,12 @@ def ask_library(vm: Any, library_dir: str | os.PathLike, question: str, top_k: i
     context_lines: list[str] = []
     with Library(library_dir) as library:
         rows = {m.video: library.video(m.video) for m in found}
+        stored_times = {video: library.load_frames(row["id"]).timestamps_s for video, row in rows.items()
+                        if row and row["n_frames"]}
         for moment in found:
-            row = rows[moment.video]
-            if not row or not row["n_frames"]:
+            if moment.video not in stored_times:
                 continue  # indexed without frames (signals only): its text is quoted, it gives no frames
-            stored = library.load_frames(row["id"]).timestamps_s
+            stored = stored_times[moment.video]
             inside = stored[(stored >= moment.start_s - 1e-6) & (stored <= moment.end_s + 1e-6)]
             if len(inside) == 0:  # a text moment between stored frames: the nearest frame
                 inside = stored[[int(np.argmin(np.abs(stored - moment.best_s)))]]

@@ -780,13 +780,16 @@ class Library:
             raise LibraryError(f"{path}: cannot read shard: {e}") from None
         return VideoFrames(video_id, row["path"], t["frame_tokens"], t["embeddings"], t["timestamps_s"])
 
-    def _read_shard_vectors(self, shard: str) -> tuple[np.ndarray, np.ndarray]:
+    def _read_shard_vectors(self, shard: str) -> dict[str, np.ndarray]:
+        """What the index is built from: embeddings, timestamps_s and, when stored, segment_embeddings and
+        segment_times_s -- never the frame tokens, the bulk of a shard."""
         from safetensors import safe_open
 
         path = self.shards_dir / shard
+        names = ("embeddings", "timestamps_s", "segment_embeddings", "segment_times_s")
         try:
-            with safe_open(path, framework="np") as f:  # reads only these two tensors, not the frame tokens
-                return f.get_tensor("embeddings"), f.get_tensor("timestamps_s")
+            with safe_open(path, framework="np") as f:
+                return {name: f.get_tensor(name) for name in names if name in f.keys()}
         except Exception as e:
             raise LibraryError(f"{path}: cannot read shard: {e}") from None
 
@@ -823,9 +826,11 @@ class Library:
         n_total = sum(r["n_frames"] for r in rows)
         vectors = np.empty((n_total, embed_dim), np.float32)
         ids = np.empty(n_total, dtype=IDS_DTYPE)
+        text_vectors, text_ids = [], []
         pos = 0
         for r in rows:
-            emb, ts = self._read_shard_vectors(r["shard"])
+            stored = self._read_shard_vectors(r["shard"])
+            emb, ts = stored["embeddings"], stored["timestamps_s"]
             n = len(ts)
             if n != r["n_frames"] or (n and emb.shape[1] != embed_dim):
                 raise LibraryError(f"{self.shards_dir / r['shard']}: shard does not match the catalog")
@@ -834,10 +839,19 @@ class Library:
             ids["frame_idx"][pos : pos + n] = np.arange(n)
             ids["timestamp_s"][pos : pos + n] = ts
             pos += n
+            if "segment_embeddings" in stored:
+                times = stored["segment_times_s"]
+                rec = np.empty(len(times), dtype=TEXT_IDS_DTYPE)
+                rec["video_id"], rec["segment_idx"] = r["id"], np.arange(len(times))
+                rec["start_s"], rec["end_s"] = times[:, 0], times[:, 1]
+                text_vectors.append(stored["segment_embeddings"])
+                text_ids.append(rec)
         spec = index_spec_for(n_total, self.flat_max)
         index = build_index(vectors, spec) if n_total else None
         del vectors
-        text_vectors, text_ids = self._collect_segments(rows)
+        text_dim = int(self.meta().get("text_dim", 0))
+        text_vectors = np.concatenate(text_vectors) if text_vectors else np.empty((0, text_dim), np.float32)
+        text_ids = np.concatenate(text_ids) if text_ids else np.empty(0, dtype=TEXT_IDS_DTYPE)
         text_spec = index_spec_for(len(text_ids), self.flat_max)
         text_index = build_index(text_vectors, text_spec) if len(text_ids) else None
 
@@ -870,26 +884,6 @@ class Library:
         _crash_point("manifest_published")
         self._collect_garbage()
         return manifest
-
-    def _collect_segments(self, rows: list) -> tuple[np.ndarray, np.ndarray]:
-        """Every done video's segment embeddings and their (video_id, segment_idx, start_s, end_s) rows."""
-        from safetensors import safe_open
-
-        vectors, ids = [], []
-        for r in rows:
-            path = self.shards_dir / r["shard"]
-            with safe_open(path, framework="np") as f:
-                if "segment_embeddings" not in f.keys():
-                    continue
-                emb, times = f.get_tensor("segment_embeddings"), f.get_tensor("segment_times_s")
-            rec = np.empty(len(emb), dtype=TEXT_IDS_DTYPE)
-            rec["video_id"], rec["segment_idx"] = r["id"], np.arange(len(emb))
-            rec["start_s"], rec["end_s"] = times[:, 0], times[:, 1]
-            vectors.append(emb)
-            ids.append(rec)
-        dim = int(self.meta().get("text_dim", 0))
-        return (np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32),
-                np.concatenate(ids) if ids else np.empty(0, dtype=TEXT_IDS_DTYPE))
 
     def _load_snapshot(self) -> _Snapshot | None:
         """The published index generation (cached until the manifest names a newer one)."""
