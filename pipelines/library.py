@@ -24,7 +24,7 @@ from videomini.answer import Answer
 from videomini.library import Library as Storage
 from videomini.library import LibraryError
 from videomini.pipelines.index import IndexReport, index_videos
-from videomini.pipelines.search import SearchMoment, answer_library_from_signals, ask_library, library_model_id
+from videomini.pipelines.search import SearchMoment, library_model_id
 from videomini.pipelines.search import search_library
 
 
@@ -93,15 +93,11 @@ class Library:
             fallback: bool = True) -> Answer:
         """Answer over the library's best moments with LLaVA-Mini. When no model can be loaded and `fallback`,
         the stored speech and on-screen text answer instead (Answer.generated_by == "signals")."""
-        from videomini.loading import CheckpointError
+        from videomini.pipelines.ask import ask_library
 
-        try:
-            vm = self.model()
-        except CheckpointError:
-            if not fallback:
-                raise
-            return answer_library_from_signals(self.root, question, top_k=min(top_k, 3))
-        return ask_library(vm, self.root, question, top_k=top_k, max_frames=max_frames, max_new_tokens=max_new_tokens)
+        return ask_library(self.root, question, model=self._model or self._model_id, top_k=top_k,
+                           max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
+                           load=lambda _: self.model())
 
     # ------------------------------------------------------------------ the catalog
 
