@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VIDEOMINI_SHARED", REPO.parent / "shared"))
-GOLDEN_CHECKPOINT = SHARED / "golden" / "llavamini_tiny"
+GOLDEN_CHECKPOINT = REPO / "tests" / "data" / "golden" / "llavamini_tiny"  # the repository's own test data
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 QUESTION = "What happens?"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
