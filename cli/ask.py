@@ -62,10 +62,10 @@ def ask(
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
     from rich.console import Console
 
-    from videomini.library import LibraryError
     from videomini.loading import CheckpointError
     from videomini.pipelines import ask as job
     from videomini.signals import SignalError
+    from videomini.storage import LibraryError
     from videomini.video import VideoError
 
     if library is not None and len(targets) != 1:

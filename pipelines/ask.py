@@ -97,14 +97,13 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
 
 def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[str | None, bool]:
     """(the model to answer with, or None when the library holds text but no frames; whether it holds text)."""
-    from videomini.library import Library
-    from videomini.pipelines.search import library_model_id
+    from videomini.storage import LibraryStore
 
-    with Library(library_dir) as library:
-        manifest = library.manifest() or {}
+    with LibraryStore(library_dir) as store:
+        manifest = store.manifest() or {}
         has_text, has_frames = bool(manifest.get("text_n_vectors")), bool(manifest.get("n_vectors"))
         if model is None and (has_frames or not has_text):
-            model = library_model_id(library)
+            model = store.indexed_model_id()
     return model, has_text
 
 

@@ -28,6 +28,7 @@ from videomini.answer import moments_from_scores
 from videomini.encoder import FrameEncoder
 from videomini.frame_memory import FrameMemory
 from videomini.selection import select_frames
+from videomini.storage import LibraryError, LibraryStore
 from videomini.loading import default_model_id, load_model
 from videomini.model import FusedText
 from videomini.planner import device_memory, plan_for_model
@@ -265,7 +266,6 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, to
     """Retrieve moments, re-decode their frames, answer with LLaVA-Mini, cite (video, time). Stored speech and
     on-screen text near the chosen frames go into the prompt as timestamped lines (`quote_signals`). Raises
     NoStoredFrames when no moment found has stored frames."""
-    from videomini.library import Library, LibraryError
     from videomini.pipelines.search import search_library  # TEMPORARY: until search moves to videomini/search.py
 
     started = time.perf_counter()
@@ -275,7 +275,7 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, to
     found = search_library(library_dir, question, top_k=top_k, text_tower=vm.text_tower, notes=notes)
     if not found:
         raise LibraryError(f"{library_dir}: nothing indexed to answer from")
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         chosen, rows = _frames_for_moments(library, found, max_frames)
         context = _quoted_context(library, found, rows, chosen) if quote_signals else None
     if not chosen:

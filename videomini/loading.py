@@ -321,7 +321,9 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
         for key, tensor in load_file(str(file), device="cpu").items():
             mapped = _map_key(key)
             if mapped is not None and mapped in expected:
-                state[mapped] = tensor.to(device=device, dtype=dtype)
+                # copy=True: own, aligned memory rather than a view into the mapped file (whose offsets change
+                # CPU matmul results in the last bit, and which must not change under a loaded model)
+                state[mapped] = tensor.to(device=device, dtype=dtype, copy=True)
     if "compressor.pos_embed" not in state:  # fixed sin-cos table: derivable when an export drops it
         state["compressor.pos_embed"] = torch.from_numpy(
             sincos_pos_embed_2d(mm_config.mm_hidden_size, mm_config.compressor_size)).to(device, dtype)
