@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from videomini import __version__
+from videomini.cli.common import route_warnings
 
 app = typer.Typer(
     name="videomini",
@@ -26,6 +27,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """videomini: ask questions about long videos, index and search video libraries."""
+    route_warnings()
 
 
 def _register() -> None:

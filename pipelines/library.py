@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from videomini.answer import Answer
 from videomini.library import Library as Storage
 from videomini.library import LibraryError
-from videomini.pipelines.index import IndexReport, index_videos
+from videomini.pipelines.index import IndexReport, LazyModel, index_videos
 from videomini.pipelines.search import SearchMoment, answer_library_from_signals, ask_library, library_model_id
 from videomini.pipelines.search import search_library
 
@@ -119,12 +119,3 @@ class Library:
         with Storage(self.root, writer=True, wait_s=wait_s) as storage:
             return storage.remove(paths)
 
-
-class LazyModel:
-    """Loads the model only when some file needs encoding (a re-run with nothing to do loads nothing)."""
-
-    def __init__(self, load: Any) -> None:
-        self._load = load
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._load(), name)
