@@ -29,6 +29,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _library_logging_restored():
+    """The CLI hides library log notices for the whole process (`logging.disable`, a one-line warning format);
+    CliRunner tests run it in this process, so undo it after each test (pytest restores the warnings filters)."""
+    import logging
+    import warnings
+
+    formatwarning = warnings.formatwarning
+    yield
+    logging.disable(logging.NOTSET)
+    warnings.formatwarning = formatwarning
+
+
 def _data_folder(folder: Path) -> Path:
     """A folder of tests/data; missing means a broken checkout, which fails the test rather than skipping it."""
     if not folder.is_dir():

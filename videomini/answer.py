@@ -179,7 +179,9 @@ class Generator:
                 out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
                                           do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
                                           streamer=streamer, return_dict_in_generate=True, **sampling)
-                self.result = {"ids": out.sequences, "cache": out.past_key_values}
+                # transformers renamed the output's past_key_values to cache (the old name warns on every ask)
+                cache = out["cache"] if "cache" in out else out.get("past_key_values")
+                self.result = {"ids": out.sequences, "cache": cache}
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
                 streamer.end()
