@@ -124,7 +124,7 @@ def ask(
 def ask_library_cli(library: Path, question: str, model: str | None, device: str | None, dtype: str | None,
                     top_k: int, max_frames: int | None, max_new_tokens: int, as_json: bool, stream: bool,
                     console, fallback: bool = True) -> None:
-    from videomini.library import Library, LibraryError
+    from videomini.storage import LibraryError, LibraryStore
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import VideoMini
     from videomini.pipelines.search import answer_library_from_signals, ask_library, library_model_id
@@ -132,7 +132,7 @@ def ask_library_cli(library: Path, question: str, model: str | None, device: str
     from videomini.video import VideoError
 
     try:
-        with Library(library) as lib:
+        with LibraryStore(library) as lib:
             manifest = lib.manifest() or {}
             has_text, has_frames = bool(manifest.get("text_n_vectors")), bool(manifest.get("n_vectors"))
             model = model or (library_model_id(lib) if has_frames or not has_text else None)

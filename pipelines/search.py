@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from videomini.answer import Answer, Evidence, Generator, attention_to_frames, moments_from_scores
-from videomini.library import Library, LibraryError, moments
+from videomini.storage import LibraryError, LibraryStore, moments
 from videomini.prompting import encode_question
 
 RRF_K = 60  # the constant of Cormack et al. (2009): damps the head of each list so that agreement counts
@@ -50,15 +50,9 @@ class SearchMoment:
         return asdict(self)
 
 
-def library_model_id(library: Library) -> str:
+def library_model_id(library: LibraryStore) -> str:
     """The model the library was indexed with (one model per library)."""
-    ids = {v["model_id"] for v in library.videos("done") if v.get("model_id")}
-    if not ids:
-        raise LibraryError(f"{library.root}: no videos indexed with a vision model yet (run `videomini index ... "
-                           f"--library {library.root}`)")
-    if len(ids) > 1:
-        raise LibraryError(f"{library.root}: indexed with several models ({', '.join(sorted(ids))}); re-index with one")
-    return ids.pop()
+    return library.indexed_model_id()
 
 
 def text_tower_for(model_id: str, device: str | torch.device = "cpu") -> Any:
@@ -85,7 +79,7 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
     from videomini.loading import CheckpointError
 
     notes = notes if notes is not None else []
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         index = library.manifest() or {}
         has_frames, has_text = bool(index.get("n_vectors")), bool(index.get("text_n_vectors"))
         fps = max([(v.get("fps") or 1.0) for v in library.videos("done")] or [1.0])
@@ -190,7 +184,7 @@ def ask_library(vm: Any, library_dir: str | os.PathLike, question: str, top_k: i
     per_moment = max(1, max_frames // len(found))
     chosen: dict[str, set[float]] = {}
     context_lines: list[str] = []
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         rows = {m.video: library.video(m.video) for m in found}
         stored_times = {video: library.load_frames(row["id"]).timestamps_s for video, row in rows.items()
                         if row and row["n_frames"]}
@@ -271,7 +265,7 @@ def answer_library_from_signals(library_dir: str | os.PathLike, question: str, t
     from videomini.pipelines.signals_answer import EVIDENCE_ONLY_LABEL, _clock
 
     started = time.perf_counter()
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         if not (library.manifest() or {}).get("text_n_vectors"):
             raise LibraryError(f"{library.root}: no speech or on-screen text indexed to answer from without a model "
                                f"(index with `videomini index ... --library {library.root} --signals speech,ocr`)")

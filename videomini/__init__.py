@@ -16,7 +16,7 @@ def __getattr__(name: str):
 
         return VideoMini
     if name == "Library":
-        from videomini.pipelines.library import Library
+        from videomini.library import Library
 
         return Library
     raise AttributeError(f"module 'videomini' has no attribute {name!r}")
