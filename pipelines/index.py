@@ -16,13 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from videomini.library import LazyModel
+from videomini.loading import default_model_id
 from videomini.pipelines.decoder import DecodeJob
 from videomini.pipelines.indexing import (NO_PROJECTION, SIGNALS, Event, IndexError_, IndexReport, VideoAssembly,
                                           commit_video, default_text_embedder, encode_batch, kept_frames_for,
                                           no_event)
 from videomini.pipelines.messages import FrameBatch
 
-__all__ = ["IndexError_", "IndexReport", "LazyModel", "find_videos", "index_videos"]
+__all__ = ["IndexError_", "IndexReport", "find_videos", "index_videos", "index_videos_ray"]
 
 ENGINES = ("local", "ray")
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
@@ -50,16 +52,6 @@ def find_videos(paths: Iterable[str | os.PathLike], recursive: bool = False) -> 
 # -- the run ------------------------------------------------------------------------------------------------------
 
 
-class LazyModel:
-    """Loads the model only when some file needs encoding (a re-run with nothing to do loads nothing)."""
-
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self._load = load
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._load(), name)
-
-
 def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
                  *, model_id: str | None = None, device: str | None = None, dtype: str | None = None,
                  recursive: bool = False, fps: float = 1.0, workers: int = 2, retry_failed: bool = False,
@@ -78,8 +70,8 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     engine "local": decoder processes on this machine, the encoder on this process's device. engine "ray": the
     same per-video work on Ray Data (videomini.pipelines.ray_engine); this process stays the only writer.
     Progress goes to `on_event(kind, details)`: plan, loading, video, info, frames, done, failed, index."""
-    from videomini.library import Library
     from videomini.loading import CheckpointError
+    from videomini.storage import LibraryStore
 
     signals = _checked_signals(engine, signals, visual)
     started = time.perf_counter()
@@ -87,8 +79,8 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     report = IndexReport()
     candidates, missing = find_videos(paths, recursive)
     report.failed += [(str(path), f"{path}: {reason}") for path, reason in missing]
-    run_model_id = (model_id or _model_id(model) or _default_model_id()) if visual else None
-    library = Library(library_dir, create=True, wait_s=wait_s)
+    run_model_id = (model_id or _model_id(model) or default_model_id()) if visual else None
+    library = LibraryStore(library_dir, create=True, wait_s=wait_s)
     try:
         todo = _plan(library, candidates, report, emit, retry_failed=retry_failed, model_id=run_model_id,
                      signals=signals)
@@ -115,6 +107,12 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
         library.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
+                     **options: Any) -> IndexReport:
+    """The "ray" entry point of the `videomini.engines` group: `index_videos` on Ray."""
+    return index_videos(library_dir, paths, model, engine="ray", **options)
 
 
 def _checked_signals(engine: str, signals: Iterable[str], visual: bool) -> list[str]:
@@ -145,19 +143,13 @@ def _plan(library: Any, candidates: list[Path], report: IndexReport, emit: Event
     return todo
 
 
-def _default_model_id() -> str:
-    from videomini.pipelines.ask import default_model_id
-
-    return default_model_id()
-
-
 def _loader(model_id: str, device: str | None, dtype: str | None, batch_size: int, emit: Event) -> Callable[[], Any]:
     """Loads the model on first call (announcing it: loading takes a while), then returns the same one."""
     loaded: list = []
 
     def load() -> Any:
         if not loaded:
-            from videomini.pipelines.ask import VideoMini
+            from videomini.ask import VideoMini
 
             emit("loading", {"model_id": model_id})
             loaded.append(VideoMini.from_pretrained(model_id, device=device, dtype=dtype, batch_size=batch_size))

@@ -75,7 +75,7 @@ class EncoderActor:
         import ray
 
         from videomini.loading import CheckpointError, load_model
-        from videomini.pipelines.ask import VideoMini
+        from videomini.ask import VideoMini
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
@@ -117,7 +117,7 @@ def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch
     process only. `signals`, `visual`, `text_embedder`: as the local engine's. `encoders`: encoder actors
     (default: one per GPU; one on a CPU-only cluster, using half of a node's CPUs)."""
     from videomini.loading import CheckpointError
-    from videomini.pipelines.ask import default_model_id
+    from videomini.loading import default_model_id
 
     model_id = (model_id or default_model_id()) if visual else None  # as recorded in the catalog
     load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
