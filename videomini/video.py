@@ -53,6 +53,8 @@ DEFAULT_SEEK_GAP_S = 10.0  # used when the keyframe interval is unknown
 MIN_SEEK_GAP_S = 2.0  # never seek for a target closer than this: decoding through is cheaper
 FALLBACK_FPS = 25.0  # a stream that declares no frame rate: frames last 1/25 s (PAL), as FFmpeg assumes
 END_SLACK_FRAMES, END_SLACK_MIN_S = 2, 0.05  # decoding that stops earlier than this before the end "ends early"
+HEADER_SLACK_FRAMES, HEADER_SLACK_FRACTION = 3, 0.05  # a header duration off by more than this is not believed
+TAIL_WINDOW_S = 30.0  # without a keyframe index, the true end is measured from the packets of the last 30 s
 EPS_S = 1e-6  # a frame at pts is on screen at t when pts <= t + EPS_S (absorbs float time-base rounding)
 
 
@@ -214,7 +216,8 @@ def probe(path: str | Path) -> VideoInfo:
         # A header can lie about the duration; the sample index (when there is one) cannot.
         rotation = _rotation_cw(container, stream)  # decodes the first frame: before seeking to the end
         measured = _measured_end(container, stream, duration, fps)
-        if measured is not None and abs(measured - duration) > max(3.0 / max(fps, 1.0), 0.05 * measured):
+        tolerance = max(HEADER_SLACK_FRAMES / max(fps, 1.0), HEADER_SLACK_FRACTION * (measured or 0.0))
+        if measured is not None and abs(measured - duration) > tolerance:
             duration = measured
         codec_ctx = stream.codec_context
         width, height = codec_ctx.width, codec_ctx.height
@@ -247,8 +250,8 @@ def _measured_end(container, stream, header_duration: float, fps: float) -> floa
     try:
         if keys:
             container.seek(int(keys[-1]), stream=stream, backward=True)
-        elif header_duration > 30:
-            container.seek(int((origin + header_duration - 30) / tb), stream=stream, backward=True)
+        elif header_duration > TAIL_WINDOW_S:
+            container.seek(int((origin + header_duration - TAIL_WINDOW_S) / tb), stream=stream, backward=True)
         end = None
         for packet in container.demux(stream):
             if packet.pts is None or not packet.size:
