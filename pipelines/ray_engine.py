@@ -14,7 +14,7 @@ the FAISS index at the end (in `index_videos`). A driver killed mid-job leaves t
 would: done videos stay done, the rest are resumed by the next run. Rows are the local engine's typed messages
 (videomini.pipelines.messages) and each video's are gathered into the local engine's `VideoAssembly` before
 `commit_video`, so both engines build the very same result (and failure messages). Speech and on-screen text
-(`signals`) are extracted in the decode tasks, as in the local decoders; a signals-only run (`visual` False) has
+(`signals`) are extracted in the decode tasks, as in the local decoders; a signals-only run (no model) has
 no encoder stage.
 """
 
@@ -110,16 +110,15 @@ class EncoderActor:
 
 
 def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
-            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (), visual: bool = True,
+            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (),
             text_embedder: Any = None, encoders: int | None = None) -> None:
-    """Index the `todo` plan items on Ray: a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on
-    this machine's CPUs, started and shut down here. Results enter the library through `commit_video`, in this
-    process only. `signals`, `visual`, `text_embedder`: as the local engine's. `encoders`: encoder actors
-    (default: one per GPU; one on a CPU-only cluster, using half of a node's CPUs)."""
+    """Index the `todo` plan items on Ray with the model `model_id` (as recorded in the catalog; None: no vision
+    model, signals only): a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's
+    CPUs, started and shut down here. Results enter the library through `commit_video`, in this process only.
+    `signals`, `text_embedder`: as the local engine's. `encoders`: encoder actors (default: one per GPU; one on a
+    CPU-only cluster, using half of a node's CPUs)."""
     from videomini.loading import CheckpointError
-    from videomini.loading import default_model_id
 
-    model_id = (model_id or default_model_id()) if visual else None  # as recorded in the catalog
     load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
     if model_id is not None and Path(model_id).expanduser().exists():
         load_id = str(Path(model_id).expanduser().resolve())

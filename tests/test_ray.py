@@ -153,6 +153,16 @@ def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrate
                                       local_lib.load_frames(local["id"]).timestamps_s)
 
 
+def test_ray_signals_only_needs_no_vision_model(tmp_path, local_ray, media, monkeypatch):
+    # --no-visual on Ray: no encoder stage and no model at all, even when the default model is not on this machine
+    monkeypatch.setenv("VIDEOMINI_MODEL", str(tmp_path / "no-such-model"))
+    report = index_videos(tmp_path / "lib", [media / "numbers.mp4"], engine="ray", visual=False, signals=["ocr"])
+    assert [Path(p).name for p in report.indexed] == ["numbers.mp4"] and report.frames == 0, report.failed
+    with LibraryStore(tmp_path / "lib") as lib:
+        video = lib.video(media / "numbers.mp4")
+        assert (video["status"], video["signals"], video["model_id"], video["n_frames"]) == ("done", "ocr", None, 0)
+
+
 def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media):
     # with an address the driver leaves the model to the workers; their failure stops the run in one line
     address = local_ray.get_runtime_context().gcs_address
