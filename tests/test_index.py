@@ -145,7 +145,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()
-    answer = search_module.ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
+    from videomini.ask import ask_library
+
+    answer = ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
     assert answer.text and answer.frames_used > 0
     assert any(Path(e.video) == good[2].resolve() for e in answer.evidence)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
 from conftest import make_tiny_checkpoint
 from synth import make_numbered_video
@@ -25,8 +26,6 @@ from videomini.storage import LibraryStore
 from videomini.pipelines.index import IndexError_, index_videos
 from videomini.pipelines.ray_engine import short_temp_dir
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's own settings
 
 
@@ -129,8 +128,6 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
 
 def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated):
     # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders
-    pytest.importorskip("rapidocr_onnxruntime")
-    pytest.importorskip("faster_whisper")
     from videomini.pipelines.index import IndexReport, _text_embedder
     from videomini.pipelines.ray_engine import run_ray
 
