@@ -88,7 +88,8 @@ async function search(query) {
   $("#status").textContent = "Searching…";
   $("#results").replaceChildren();
   try {
-    const response = await api(`/api/search?q=${encodeURIComponent(query)}&top_k=24`);
+    const signal = $("#signal").value;
+    const response = await api(`/api/search?q=${encodeURIComponent(query)}&top_k=24${signal ? `&signal=${signal}` : ""}`);
     const moments = await response.json();
     const notes = response.headers.get("X-Videomini-Notes");
     $("#status").textContent = moments.length
@@ -128,7 +129,7 @@ async function readEvents(response, onEvent) {
 }
 async function ask(question) {
   const answerBox = $("#ask-answer");
-  answerBox.textContent = ""; $("#ask-evidence").replaceChildren(); $("#ask-meta").textContent = "Thinking…";
+  answerBox.textContent = ""; answerBox.dataset.tokens = "0"; $("#ask-evidence").replaceChildren(); $("#ask-meta").textContent = "Thinking…";
   $("#ask-go").disabled = true;
   const body = { question, stream: true };
   if ($("#ask-this").checked && state.playingId !== null) body.video = state.playingId;
@@ -136,13 +137,16 @@ async function ask(question) {
     const response = await api("/api/ask", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body) });
     await readEvents(response, (event, data) => {
-      if (event === "token") { answerBox.textContent += data.text; $("#ask-meta").textContent = "Answering…"; }
+      if (event === "token") {
+        answerBox.textContent += data.text; answerBox.dataset.tokens = String(Number(answerBox.dataset.tokens) + 1);
+        $("#ask-meta").textContent = "Answering…";
+      }
       else if (event === "answer") {
         answerBox.textContent = data.text;
         $("#ask-evidence").replaceChildren(...data.evidence.map(evidenceLink));
         const by = data.generated_by === "signals" ? "from stored speech and on-screen text"
           : `${data.frames_used} frames · ${data.model}`;
-        $("#ask-meta").textContent = `${by}${data.evidence.length ? " · evidence:" : ""}`;
+        $("#ask-meta").textContent = `${by}${data.evidence.length ? " · the links above play the evidence" : ""}`;
       } else if (event === "error") $("#ask-meta").textContent = `Failed: ${data.error}`;
     });
   } catch (error) { $("#ask-meta").textContent = `Failed: ${error.message}`; }
