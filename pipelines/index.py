@@ -100,9 +100,9 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
             hint = ("or index the signals only: --no-visual" if signals
                     else "or index speech and on-screen text only: --no-visual --signals speech,ocr")
             raise IndexError_(f"{e} ({hint})") from None
-        if report.indexed or not library.index_is_current():
+        if report.indexed or library.index_needs_update():
             emit("index", {})
-            library.rebuild_index()
+            library.update_index()
     finally:
         library.close()
     report.seconds = time.perf_counter() - started

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -52,10 +51,8 @@ def catalog_rows(library: Path) -> list[tuple]:
 
 
 def index_contents(library: Path) -> tuple[np.ndarray, np.ndarray]:
-    manifest = json.loads((library / "index.json").read_text())
-    index = faiss.read_index(str(library / manifest["index_file"]))
-    ids = np.load(library / manifest["ids_file"])
-    return ids, index.reconstruct_n(0, index.ntotal)
+    with LibraryStore(library) as lib:
+        return lib.indexed_vectors()
 
 
 def test_index_good_and_bad_then_skip_unchanged(tmp_path, checkpoint, media):

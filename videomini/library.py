@@ -133,6 +133,12 @@ class Library:
         with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:
             return store.remove(paths)
 
+    def compact(self, wait_s: float = 0.0) -> dict:
+        """Merge the index's segments into one base now (dead rows of removed videos purged); returns the
+        manifest. `index` runs compact on their own when deltas or deletions pass their thresholds."""
+        with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:
+            return store.compact_index()
+
 
 class LazyModel:
     """Loads the model only when some file needs encoding (a re-run with nothing to do loads nothing)."""

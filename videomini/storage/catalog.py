@@ -144,13 +144,16 @@ class Catalog:
             sql, args = sql + " WHERE status = ?", (status,)
         return [_row_dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
-    def done_shards(self) -> dict[int, str]:
-        """video id -> shard file name of every done video."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT id, shard FROM videos WHERE status = 'done'")}
+    def done_shards(self) -> dict[int, tuple[str, float]]:
+        """video id -> (shard file name, version) of every done video; the version (when it was marked done)
+        changes when a video is re-indexed into a shard of the same name (e.g. signals added)."""
+        return {r[0]: (r[1], r[2]) for r in
+                self.db.execute("SELECT id, shard, updated_at FROM videos WHERE status = 'done'")}
 
     def done_rows(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT id, path, shard, n_frames FROM videos WHERE status = 'done' ORDER BY id"
-                               ).fetchall()
+        """id, path, shard, n_frames and version of every done video, in id order."""
+        return self.db.execute("SELECT id, path, shard, n_frames, updated_at AS version FROM videos"
+                               " WHERE status = 'done' ORDER BY id").fetchall()
 
     def referenced_shards(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT shard FROM videos WHERE shard IS NOT NULL")}

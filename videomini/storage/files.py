@@ -9,9 +9,10 @@ n-th time a named point is reached (tests/crash.py), then check that re-running 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 TMP_PREFIX = ".tmp-"
 
@@ -32,17 +33,35 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None, by_name: bool = False) -> None:
-    """Write `path` durably: write(f) (or write(tmp_path) when `by_name`) into a temp file beside it, fsync,
-    rename over `path`, fsync the folder. Readers see the old file or the new one, never a partial one.
-    `point` names the durability point reached once the temp file is durable, before the rename."""
+class FileDigest(NamedTuple):
+    """Size and SHA-256 of a file as written: what a reader checks it against (recorded in the manifest)."""
+
+    size: int
+    sha256: str
+
+
+class _HashingFile:
+    """A write-only file that hashes what goes through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.size, self.hash = f, 0, hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.size += len(view)
+        return self.f.write(view)
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None) -> FileDigest:
+    """Write `path` durably: write(f) into a temp file beside it, fsync, rename over `path`, fsync the folder.
+    Readers see the old file or the new one, never a partial one. `point` names the durability point reached once
+    the temp file is durable, before the rename. Returns the size and SHA-256 of what was written."""
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
-        if by_name:
-            write(str(tmp))
-        with open(tmp, "ab" if by_name else "wb") as f:
-            if not by_name:
-                write(f)
+        with open(tmp, "wb") as f:
+            hashing = _HashingFile(f)
+            write(hashing)
             f.flush()
             os.fsync(f.fileno())
         if point:
@@ -53,6 +72,7 @@ def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = No
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+    return FileDigest(hashing.size, hashing.hash.hexdigest())
 
 
 def remove_temp_files(*folders: Path) -> None:
