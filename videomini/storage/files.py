@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 TMP_PREFIX = ".tmp-"
+CHECKSUM_CHUNK = 1 << 22  # bytes hashed at a time when checksumming a file
 
 crash_hook: Callable[[str], None] | None = None
 
@@ -60,3 +64,24 @@ def remove_temp_files(*folders: Path) -> None:
     for folder in folders:
         for tmp in folder.glob(f"{TMP_PREFIX}*"):
             tmp.unlink(missing_ok=True)
+
+
+# Checksums detect accidental damage (bit flips, truncation, a file overwritten), not tampering: CRC-32 finds every
+# burst of up to 32 flipped bits and any odd number of flips, and at ~1.6 GB/s on this machine costs a tenth of a
+# second per GB read (blake2b: 0.33 GB/s, sha256: 0.5 GB/s).
+
+
+def checksum_bytes(data: Any) -> str:
+    """The checksum of a bytes-like object or a numpy array's bytes, as "crc32:xxxxxxxx"."""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+def checksum_file(path: Path) -> str:
+    """The checksum of a file's bytes (read in chunks: the file is never held whole in memory)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHECKSUM_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"crc32:{crc & 0xFFFFFFFF:08x}"

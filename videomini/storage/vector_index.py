@@ -22,6 +22,7 @@ recall@10; the index is small next to the shards (8 KB of frame tokens a frame),
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import time
@@ -31,8 +32,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from videomini.storage.errors import LibraryError, one_line
-from videomini.storage.files import atomic_write, durability_point
+from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, repair_hint
+from videomini.storage.files import atomic_write, checksum_file, durability_point
 from videomini.storage.hits import Hit, TextHit
 
 INDEX_FORMAT_VERSION = 1
@@ -178,8 +179,9 @@ class VectorIndex:
                 atomic_write(self.root / ids_file, lambda f: np.save(f, ids, allow_pickle=False))
             files[f"{kind}index_file"], files[f"{kind}ids_file"] = index_file, ids_file
         durability_point("index_files_written")
+        checksums = {name: checksum_file(self.root / name) for name in files.values() if name}
         manifest = {
-            "format_version": INDEX_FORMAT_VERSION, "generation": generation, **files,
+            "format_version": INDEX_FORMAT_VERSION, "generation": generation, **files, "checksums": checksums,
             "factory": spec.factory, "nprobe": spec.nprobe, "n_vectors": len(content.ids),
             "embed_dim": int(content.vectors.shape[1]), "built_at": time.time(),
             "text_factory": text_spec.factory, "text_nprobe": text_spec.nprobe,
@@ -212,7 +214,11 @@ class VectorIndex:
                 return self._snapshot
             try:
                 opened = self._open_files(manifest)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
+                now = self.read_manifest()
+                if now is not None and now["generation"] == manifest["generation"]:  # not a writer's doing
+                    raise LibraryDamaged(f"{self.root / str(e.filename or e)}: index file missing; "
+                                         f"{repair_hint(self.root)} (or re-run `videomini index`)") from None
                 continue  # published and deleted by a writer since we read the manifest: read it again
             self._snapshot = Snapshot(manifest["generation"], opened[0], opened[1],
                                       {int(k): v for k, v in manifest["videos"].items()}, manifest, opened[2],
@@ -220,10 +226,39 @@ class VectorIndex:
             return self._snapshot
         raise LibraryError(f"{self.root}: index changed repeatedly while opening it; retry")
 
+    def verify_file(self, manifest: dict, name: str, deep: bool = True) -> None:
+        """Raise LibraryDamaged unless index file `name` matches the checksum its manifest recorded (FileNotFoundError
+        when it is missing). Generation files are never rewritten, so the file read next is the one verified."""
+        path = self.root / name
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "index file missing", str(path))
+        expected = manifest.get("checksums", {}).get(name)
+        if deep and expected is not None and checksum_file(path) != expected:
+            raise LibraryDamaged(f"{self.root / name}: index file damaged (checksum mismatch); "
+                                 f"{repair_hint(self.root)} (or re-run `videomini index`)")
+
+    def problems(self, deep: bool = True) -> list[str]:
+        """What is wrong with the published generation's files (missing, or, when `deep`, damaged), one line
+        each; [] when whole."""
+        manifest = self.read_manifest()
+        found = []
+        for key in ("index_file", "ids_file", "text_index_file", "text_ids_file"):
+            name = (manifest or {}).get(key)
+            if not name:
+                continue
+            try:
+                self.verify_file(manifest, name, deep)
+            except FileNotFoundError:
+                found.append(f"{self.root / name}: index file missing")
+            except LibraryDamaged as e:
+                found.append(str(e).split(";")[0])
+        return found
+
     def _open_files(self, manifest: dict) -> tuple:
         import faiss
 
         def read_index(name: str) -> Any:
+            self.verify_file(manifest, name)
             try:
                 return faiss.read_index(str(self.root / name))
             except RuntimeError as e:
@@ -232,6 +267,7 @@ class VectorIndex:
                 raise LibraryError(f"{self.root}: cannot read index generation {manifest['generation']}: "
                                    f"{one_line(str(e), ERROR_DETAIL_CHARS)}") from None
 
+        self.verify_file(manifest, manifest["ids_file"])
         ids = np.load(self.root / manifest["ids_file"], allow_pickle=False)
         index = read_index(manifest["index_file"]) if manifest["index_file"] else None
         if len(ids) != manifest["n_vectors"] or (index is not None and index.ntotal != len(ids)):
@@ -239,6 +275,7 @@ class VectorIndex:
         set_nprobe(index, manifest["nprobe"])
         text_index = text_ids = None
         if manifest.get("text_index_file"):
+            self.verify_file(manifest, manifest["text_ids_file"])
             text_ids = np.load(self.root / manifest["text_ids_file"], allow_pickle=False)
             text_index = read_index(manifest["text_index_file"])
             if text_index.ntotal != len(text_ids):
