@@ -2,9 +2,9 @@
 and a meta table (format version, the library's embedding dimensions). WAL journal: readers get a consistent
 snapshot while the one writer commits; synchronous FULL: a committed status survives power loss.
 
-Readers open it read-only (URI mode=ro: no writes, no schema change); when even that fails -- a read-only mount,
-where SQLite cannot create the WAL's shared-memory file -- they open it immutable (no locking, no WAL): nothing
-can write such a library, so nothing changes under them."""
+Readers open it read-only (URI mode=ro: no writes, no schema change); when even that fails -- a read-only mount or
+a full disk, where SQLite cannot create the WAL's shared-memory file -- they open it immutable (no locking, no WAL):
+no writer can be at work there (it would have made that file), so nothing changes under them."""
 
 from __future__ import annotations
 
@@ -300,8 +300,8 @@ def connect(path: Path, writer: bool) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.OperationalError as e:
-            if "unable to open" not in str(e):
+        except sqlite3.OperationalError as e:  # no WAL shared-memory file, and none can be made
+            if "unable to open" not in str(e) and not getattr(e, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
                 raise
             db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
     db.row_factory = sqlite3.Row

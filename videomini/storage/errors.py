@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 ERROR_LINE_LIMIT = 2000  # characters kept of an error message stored in the catalog
+NEARLY_FULL_BYTES = 1 << 20  # free space below which an I/O error is taken for a full disk
 
 
 class LibraryError(Exception):
@@ -52,18 +54,31 @@ def storage_error(root: Path, error: BaseException) -> LibraryError:
                                 "folder (search, ask and library only read it)")
         return LibraryError(f"{root}: {error.strerror or error}{where}")
     message = str(error)
-    if "disk is full" in message:
+    code = getattr(error, "sqlite_errorname", "") or ""
+    if "disk is full" in message or (code.startswith("SQLITE_IOERR") and disk_nearly_full(root)):
         return LibraryError(f"{root}: disk full or failing while writing the catalog ({message}); free some space "
                             "and re-run (nothing indexed is lost)")
     if "readonly database" in message or "read-only" in message:
         return LibraryError(f"{root}: the catalog is read-only ({message}); to index into this library copy it "
                             "to a writable folder")
+    if code.startswith("SQLITE_IOERR"):
+        return LibraryError(f"{root}: disk I/O error on the catalog ({code}); check the disk, then re-run")
     if "unable to open" in message:
         return LibraryError(f"{root}: cannot open the catalog ({message}); check the folder's permissions")
     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
         return LibraryDamaged(f"{root}/catalog.sqlite: catalog damaged ({message}); {repair_hint(root)} to "
                               "rebuild it from the shards")
     return LibraryError(f"{root}: catalog error: {one_line(message, 300)}")
+
+
+def disk_nearly_full(root: Path) -> bool:
+    """True when the file system holding `root` has (almost) no space left: SQLite reports a full disk met while
+    growing its WAL index as an I/O error (SQLITE_IOERR_SHMSIZE), not as SQLITE_FULL."""
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES
 
 
 @contextlib.contextmanager

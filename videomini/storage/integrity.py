@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from videomini.storage.catalog import CATALOG, Catalog, absolute, fingerprint
-from videomini.storage.errors import LibraryError, storage_errors
+from videomini.storage.errors import LibraryDamaged, LibraryError, storage_errors
 from videomini.storage.shards import ShardStore
 
 SQLITE_SIDE_FILES = ("-wal", "-shm")
@@ -35,15 +35,18 @@ def check_library(root: str | os.PathLike) -> list[str]:
     root = absolute(root)
     try:
         store = LibraryStore(root)
-    except LibraryError as e:
+    except LibraryDamaged as e:
         return [str(e)] + _check_orphan_shards(ShardStore(root / "shards"))
-    with store, storage_errors(root):
-        problems = store.catalog.integrity_problems()
-        for row in store.catalog.done_rows():
-            problems += _check_shard(store, row)
-        problems += store.index.problems()
-        problems += _check_agreement(store)
-    return problems
+    with store:
+        try:
+            with storage_errors(root):
+                problems = store.catalog.integrity_problems()
+                for row in store.catalog.done_rows():
+                    problems += _check_shard(store, row)
+        except LibraryDamaged as e:  # the catalog opened but cannot be read through
+            return [str(e)] + _check_orphan_shards(store.shards)
+        with storage_errors(root):
+            return problems + store.index.problems() + _check_agreement(store)
 
 
 def _check_shard(store: Any, row: Any) -> list[str]:

@@ -56,9 +56,10 @@ class LibraryStore:
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()
         if not create and not repair and not has_catalog:
-            hint = (f"; {repair_hint(self.root)} to rebuild it from the shards" if self._has_shards()
-                    else "; create it by indexing into it")
-            raise LibraryError(f"{self.root}: not a videomini library (no {CATALOG}){hint}")
+            if self._has_shards():
+                raise LibraryDamaged(f"{self.root}: catalog missing ({CATALOG}) while the library holds shards; "
+                                     f"{repair_hint(self.root)} to rebuild it from them")
+            raise LibraryError(f"{self.root}: not a videomini library (no {CATALOG}); create it by indexing into it")
         if create:
             try:
                 self.shards.folder.mkdir(parents=True, exist_ok=True)
