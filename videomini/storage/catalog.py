@@ -277,7 +277,8 @@ class Catalog:
                     " VALUES (?, ?, 'failed', ?, ?, ?)", (str(path), fp, error, now, now))
                 return int(cur.lastrowid)
             self.db.execute("UPDATE videos SET status = 'failed', fingerprint = ?, error = ?, shard = NULL,"
-                            " checksum = NULL, n_frames = NULL, updated_at = ? WHERE id = ?", (fp, error, now, row["id"]))
+                            " checksum = NULL, n_frames = NULL, updated_at = ? WHERE id = ?",
+                            (fp, error, now, row["id"]))
             return int(row["id"])
 
     def delete(self, video_ids: Iterable[int]) -> None:
