@@ -128,7 +128,7 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
     import numpy as np
 
     from videomini.encoder import FrameEncoder
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
     from videomini.prompting import encode_question
     from videomini.video import sample_frames
 
@@ -165,7 +165,7 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
 def rss_child(checkpoint: str, video: str, batch_size: int) -> dict:
     """Child process: load the model, run the whole ask once, report its peak RSS."""
     from videomini import load_model
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
 
     loaded = load_model(checkpoint, device="cpu")
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

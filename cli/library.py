@@ -17,13 +17,16 @@ from videomini.cli.main import app
 def library_info(
     library: Path = typer.Argument(..., help="Library folder."),
     remove: list[Path] = typer.Option([], "--remove", help="Remove this video from the library (repeatable)."),
+    compact: bool = typer.Option(False, "--compact", help="Merge the search index's segments into one now "
+                                 "(index does it on its own past a threshold)."),
     check: bool = typer.Option(False, "--check", help="Verify the catalog, every shard and index file against its "
                                "checksum, and that they agree; exit 1 when something is wrong."),
     repair: bool = typer.Option(False, "--repair", help="Rebuild a damaged catalog from the shards, send videos "
                                 "whose shard is missing or damaged back for re-indexing, rebuild the index."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Show a library (videos, frames, hours, bytes on disk, failures), remove videos, check or repair it."""
+    """Show a library (videos, frames, hours, bytes on disk, failures), remove videos, compact its search index,
+    check or repair it."""
     from videomini.library import Library
     from videomini.storage import LibraryError
 
@@ -34,6 +37,10 @@ def library_info(
         if remove:
             removed = Library(library).remove(remove)
             print(f"removed {len(removed)} video(s)", file=sys.stderr)
+        if compact:
+            manifest = Library(library).compact()
+            print(f"compacted the search index into one {manifest['factory']} segment in {manifest['build_s']:.1f} s",
+                  file=sys.stderr)
         stats = Library(library).stats()
     except LibraryError as e:
         fail(str(e))
@@ -83,7 +90,10 @@ def render(stats: dict) -> None:
     table.add_row("hours", f"{stats['hours']:.2f}")
     table.add_row("on disk", f"{stats['bytes_on_disk'] / 1e6:.1f} MB")
     index = stats.get("index") or {}
+    segments = index.get("n_segments") or 1
     table.add_row("search index", f"{index.get('factory', 'none')} over {index.get('n_vectors', 0):,} frames"
+                                  + (f" in {segments} segments" if segments > 1 else "")
+                                  + (f", {index['n_deleted']:,} deleted rows" if index.get("n_deleted") else "")
                                   + ("" if stats.get("index_current") else " (stale: re-run index)"))
     if index.get("text_n_vectors"):
         with_signals = ", ".join(f"{n} with {names.replace(',', '+')}" for names, n in stats["signals"].items())

@@ -286,9 +286,9 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
             if model is not None:
                 check_model(model)
             _run(library, todo, model, fps, workers, timeout_s, batch_size, report, emit, signals, text_embedder)
-        if report.indexed or not library.index_is_current():
+        if report.indexed or library.index_needs_update():
             emit("index", {})
-            library.rebuild_index()
+            library.update_index()
     finally:
         library.close()
     report.seconds = time.perf_counter() - started

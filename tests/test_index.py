@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -52,10 +51,8 @@ def catalog_rows(library: Path) -> list[tuple]:
 
 
 def index_contents(library: Path) -> tuple[np.ndarray, np.ndarray]:
-    manifest = json.loads((library / "index.json").read_text())
-    index = faiss.read_index(str(library / manifest["index_file"]))
-    ids = np.load(library / manifest["ids_file"])
-    return ids, index.reconstruct_n(0, index.ntotal)
+    with LibraryStore(library) as lib:
+        return lib.indexed_vectors()
 
 
 def test_index_good_and_bad_then_skip_unchanged(tmp_path, checkpoint, media):
@@ -148,7 +145,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()
-    answer = search_module.ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
+    from videomini.ask import ask_library
+
+    answer = ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
     assert answer.text and answer.frames_used > 0
     assert any(Path(e.video) == good[2].resolve() for e in answer.evidence)
 

@@ -18,7 +18,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -83,14 +82,14 @@ def state(library: Path) -> tuple:
     with LibraryStore(library) as store:
         rows = [(v["path"], v["fingerprint"], v["status"], v["n_frames"], v["shard"], v["model_id"])
                 for v in store.videos()]
-        snap = store.snapshot()
-        vectors = snap.index.reconstruct_n(0, snap.index.ntotal)
-        order = np.lexsort((snap.ids["frame_idx"], snap.ids["video_id"]))
-        return rows, snap.ids[order].tolist(), vectors[order].round(5).tolist()
+        ids, vectors = store.indexed_vectors()
+        return rows, ids.tolist(), vectors.round(5).tolist()
 
 
-def current_files(library: Path) -> dict:
-    return json.loads((library / "index.json").read_text())
+def base_faiss_file(library: Path) -> Path:
+    """The published base segment's FAISS file of frame embeddings."""
+    manifest = json.loads((library / "index.json").read_text())
+    return library / manifest["segments"][0]["frames"]["index_file"]
 
 
 def tensor_offset(shard: Path, name: str) -> int:
@@ -116,7 +115,7 @@ def test_pristine_library_checks_ok(lib):
 def test_deleted_index_file_is_reported_then_rebuilt_by_index(lib):
     library, videos, model = lib
     before = state(library)
-    faiss_file = library / current_files(library)["index_file"]
+    faiss_file = base_faiss_file(library)
     faiss_file.unlink()
     assert_one_line_error(cli("search", "a number", "--library", str(library)), faiss_file.name, "missing",
                           "--repair")
@@ -131,7 +130,7 @@ def test_deleted_index_file_is_reported_then_rebuilt_by_index(lib):
 def test_flipped_bytes_in_the_faiss_file_never_yield_a_result(lib):
     library, _, _ = lib
     before, results = state(library), search(library)
-    faiss_file = library / current_files(library)["index_file"]
+    faiss_file = base_faiss_file(library)
     flip_byte(faiss_file, faiss_file.stat().st_size - 20)  # inside the stored vectors: FAISS itself would not notice
     result = cli("search", "a number", "--library", str(library), "--json")
     assert_one_line_error(result, faiss_file.name, "damaged", "--repair")
@@ -153,7 +152,7 @@ def test_flipped_bytes_in_a_shard_are_caught_and_the_video_reindexed(lib):
     with LibraryStore(library) as store, pytest.raises(LibraryError, match=f"{shard.name}: shard damaged"):
         store.load_frames(row["id"])
     with LibraryStore(library, writer=True) as store, pytest.raises(LibraryError, match="shard damaged"):
-        store.rebuild_index()  # the bad vectors never reach the index
+        store.compact_index()  # the bad vectors never reach the index
     check = cli("library", str(library), "--check")
     assert check.exit_code == 1 and shard.name in check.stdout and "damaged" in check.stdout
     repair = cli("library", str(library), "--repair")

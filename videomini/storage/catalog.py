@@ -153,13 +153,17 @@ class Catalog:
             sql, args = sql + " WHERE status = ?", (status,)
         return [_row_dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
-    def done_shards(self) -> dict[int, str]:
-        """video id -> shard file name of every done video."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT id, shard FROM videos WHERE status = 'done'")}
+    def done_shards(self) -> dict[int, tuple[str, float]]:
+        """video id -> (shard file name, version) of every done video; the version (when it was marked done)
+        changes when a video is re-indexed into a shard of the same name (e.g. signals added)."""
+        return {r[0]: (r[1], r[2]) for r in
+                self.db.execute("SELECT id, shard, updated_at FROM videos WHERE status = 'done'")}
 
     def done_rows(self) -> list[sqlite3.Row]:
-        return self.db.execute(f"SELECT id, path, shard, n_frames, {self.checksum_column} FROM videos"
-                               " WHERE status = 'done' ORDER BY id").fetchall()
+        """id, path, shard, n_frames, version (when it was marked done) and shard checksum of every done video,
+        in id order."""
+        return self.db.execute(f"SELECT id, path, shard, n_frames, updated_at AS version, {self.checksum_column}"
+                               " FROM videos WHERE status = 'done' ORDER BY id").fetchall()
 
     def integrity_problems(self, quick: bool = False) -> list[str]:
         """What SQLite's own check (PRAGMA integrity_check, or the faster quick_check) finds wrong; [] when fine."""

@@ -12,7 +12,7 @@ import contextlib
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -36,17 +36,35 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None, by_name: bool = False) -> None:
-    """Write `path` durably: write(f) (or write(tmp_path) when `by_name`) into a temp file beside it, fsync,
-    rename over `path`, fsync the folder. Readers see the old file or the new one, never a partial one.
-    `point` names the durability point reached once the temp file is durable, before the rename."""
+class FileDigest(NamedTuple):
+    """Size and checksum of a file as written: what a reader checks it against (recorded in the manifest)."""
+
+    size: int
+    checksum: str  # "crc32:xxxxxxxx", as checksum_file computes it
+
+
+class _HashingFile:
+    """A write-only file that checksums what goes through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.size, self.crc = f, 0, 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.crc = zlib.crc32(view, self.crc)
+        self.size += len(view)
+        return self.f.write(view)
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None) -> FileDigest:
+    """Write `path` durably: write(f) into a temp file beside it, fsync, rename over `path`, fsync the folder.
+    Readers see the old file or the new one, never a partial one. `point` names the durability point reached once
+    the temp file is durable, before the rename. Returns the size and checksum of what was written."""
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
-        if by_name:
-            write(str(tmp))
-        with open(tmp, "ab" if by_name else "wb") as f:
-            if not by_name:
-                write(f)
+        with open(tmp, "wb") as f:
+            hashing = _HashingFile(f)
+            write(hashing)
             f.flush()
             os.fsync(f.fileno())
         if point:
@@ -57,6 +75,7 @@ def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = No
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+    return FileDigest(hashing.size, f"crc32:{hashing.crc & 0xFFFFFFFF:08x}")
 
 
 def remove_temp_files(*folders: Path) -> None:

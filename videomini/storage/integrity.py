@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from videomini.storage.catalog import CATALOG, Catalog, absolute, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, storage_errors
 from videomini.storage.shards import ShardStore
@@ -75,7 +73,7 @@ def _check_orphan_shards(shards: ShardStore) -> list[str]:
 
 
 def _check_agreement(store: Any) -> list[str]:
-    """The published index against the catalog: the same videos and shards, each video's frame count of rows."""
+    """The published index against the catalog: the same videos and shards, each video's frame count of live rows."""
     manifest = store.index.read_manifest()
     done = {row["id"]: row for row in store.catalog.done_rows()}
     if manifest is None:
@@ -87,12 +85,14 @@ def _check_agreement(store: Any) -> list[str]:
     problems += [f"{done[i]['path']}: the search index holds another version of it ({v['shard']})"
                  for i, v in indexed.items() if i in done and v["shard"] != done[i]["shard"]]
     try:
-        store.index.verify_file(manifest, manifest["ids_file"])
-        ids = np.load(store.index.root / manifest["ids_file"], allow_pickle=False)
-    except (OSError, ValueError, LibraryError):
+        snap = store.index.snapshot()
+    except LibraryError:
         return problems  # reported by the index file checks
-    video_ids, counts = np.unique(ids["video_id"], return_counts=True)
-    rows = dict(zip(video_ids.tolist(), counts.tolist()))
+    rows: dict[int, int] = {}
+    for live in snap.frames if snap else []:
+        for video_id, (start, end) in live.part.runs.items():
+            if live.bitmap is None or live.bitmap[start // 8] >> (start % 8) & 1:  # a video's rows live or die together
+                rows[video_id] = rows.get(video_id, 0) + end - start
     problems += [f"{v['path']}: the search index holds {rows.get(i, 0)} rows for its {v['n_frames']} frames"
                  for i, v in indexed.items() if rows.get(i, 0) != v["n_frames"]]
     return problems
@@ -116,7 +116,7 @@ def repair_library(root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
                 store.catalog.mark_pending(row["id"], problem[0])
                 done.append(f"{problem[0]}; marked for re-indexing (re-run `videomini index` on it)")
         if done or not store.index_is_current() or _check_agreement(store):
-            manifest = store.rebuild_index()
+            manifest = store.compact_index()
             done.append(f"rebuilt the search index from {len(manifest['videos'])} good shards "
                         f"({manifest['n_vectors']} frames)")
     return done

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from videomini.storage.errors import LibraryDamaged, LibraryError
-from videomini.storage.files import atomic_write, checksum_bytes, durability_point
+from videomini.storage.files import FileDigest, atomic_write, checksum_bytes, durability_point
 
 SHARDS = "shards"
 SHARD_FORMAT_VERSION = "1"
@@ -118,7 +118,7 @@ class ShardStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def write(self, name: str, content: ShardContent) -> None:
+    def write(self, name: str, content: ShardContent) -> FileDigest:
         """Write a shard durably (temp + fsync + rename); a crash leaves the old file or none."""
         from safetensors.numpy import save
 
@@ -126,8 +126,9 @@ class ShardStore:
                                                                  for k, v in content.tensors.items()}))
         blob = save(content.tensors, metadata=metadata)
         self.folder.mkdir(exist_ok=True)
-        atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
+        digest = atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
         durability_point("shard_durable")
+        return digest
 
     def exists(self, name: str | None) -> bool:
         return bool(name) and (self.folder / name).is_file()

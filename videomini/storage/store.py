@@ -7,8 +7,8 @@
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
 `os.replace`d and the folder fsynced, so a file is either the old or the new one; a video becomes `done` in the
-catalog only after its shard is durable; the index and its row ids are written under generation-numbered names
-and published by replacing one small manifest, so a reader never pairs an index with ids of another build.
+catalog only after its shard is durable; index segments are written under new names and published by replacing
+one small manifest, so a reader never pairs an index with ids of another build (storage/segments.py).
 On opening for writing, stale temp files are removed and `running` videos are finished from their durable shard
 or sent back to `pending`. Readers (search) never take the writer lock: SQLite WAL and the manifest give them a
 consistent snapshot while an indexer runs.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,24 +34,25 @@ from videomini.storage.hits import Hit, TextHit, moments
 from videomini.storage.lock import WriterLock
 from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
                                       shard_name, to_numpy, unit_rows)
-from videomini.storage.vector_index import (FLAT_MAX_VECTORS, IDS_DTYPE, TEXT_IDS_DTYPE, IndexContent, Snapshot,
-                                            VectorIndex)
+from videomini.storage.segments import KINDS, IndexSource, SegmentedIndex, Snapshot, compaction_due
+from videomini.storage.vector_index import FLAT_MAX_VECTORS, stored_vectors
 
 
 class LibraryStore:
     """A video library folder. Readers (search, stats, load_frames) need no lock; writers (create, mark_*,
-    write_shard, remove, rebuild_index) hold the folder's writer lock for the store's lifetime."""
+    write_shard, remove, update_index, compact_index) hold the folder's writer lock for the store's lifetime."""
 
     def __init__(self, root: str | os.PathLike, *, create: bool = False, writer: bool = False,
                  wait_s: float = 0.0, flat_max: int = FLAT_MAX_VECTORS, repair: bool = False) -> None:
         """repair: a writer that finds the catalog damaged rebuilds it from the shards instead of refusing."""
         self.root = absolute(root)
         self.shards = ShardStore(self.root / SHARDS)
-        self.index = VectorIndex(self.root, flat_max)
+        self.index = SegmentedIndex(self.root, flat_max)
         self.writer = writer or create
         self._lock: WriterLock | None = None
         self.catalog: Catalog | None = None
         self.catalog_rebuilt: dict | None = None  # what a repairing writer rebuilt the catalog from
+        self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()
         if not create and not repair and not has_catalog:
@@ -148,7 +148,7 @@ class LibraryStore:
                 self._finish(row)
             except LibraryError:
                 self.catalog.mark_pending(row["id"])
-        for video_id, shard in self.catalog.done_shards().items():
+        for video_id, (shard, _) in self.catalog.done_shards().items():
             if not self.shards.exists(shard):
                 self.catalog.mark_pending(video_id, "shard file missing")
                 self.recovered.append(f"{self.shards.folder / shard}: shard missing "
@@ -311,7 +311,7 @@ class LibraryStore:
                 raise LibraryError(f"{path}: not in library {self.root}")
             ids.append(row["id"])
         self.catalog.delete(ids)
-        self.rebuild_index()  # also deletes the shards nothing refers to any more
+        self.update_index()  # records their rows as deleted; also deletes the shards nothing refers to any more
         return wanted
 
     @guarded
@@ -328,7 +328,8 @@ class LibraryStore:
             "bytes_on_disk": sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()),
             "failures": catalog["failures"],
             "index": None if manifest is None else {
-                k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors")},
+                k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors",
+                                             "n_segments", "n_deleted", "text_n_deleted")},
             "signals": catalog["signals"],
             "index_current": self.index_is_current(verify=False),
             "problems": self.quick_problems(),
@@ -338,7 +339,7 @@ class LibraryStore:
         """What a glance finds wrong (no file read): done videos whose shard is missing, index files missing.
         `videomini library DIR --check` reads everything (storage/integrity.py)."""
         missing = [f"{self.shards.folder / shard}: shard missing ({self.catalog.video(video_id)['path']})"
-                   for video_id, shard in self.catalog.done_shards().items() if not self.shards.exists(shard)]
+                   for video_id, (shard, _) in self.catalog.done_shards().items() if not self.shards.exists(shard)]
         return missing + self.index.problems(deep=False)
 
     # ------------------------------------------------------------------ shards
@@ -374,53 +375,64 @@ class LibraryStore:
         """True when the published index covers exactly the catalog's done videos and their shards, and its files
         are whole (verify: checked against their checksums; else only present)."""
         manifest = self.index.read_manifest()
-        indexed = {int(k): v["shard"] for k, v in (manifest or {"videos": {}})["videos"].items()}
+        indexed = {int(k): (v["shard"], v.get("version")) for k, v in (manifest or {"videos": {}})["videos"].items()}
         done = self.catalog.done_shards()
-        return indexed == done and (manifest is not None or not done) and not self.index.problems(deep=verify)
+        self._index_problems = self.index.problems(deep=verify)
+        return indexed == done and (manifest is not None or not done) and not self._index_problems
 
     @guarded
-    def rebuild_index(self) -> dict:
-        """Rebuild the FAISS index from every done shard and publish it as a new generation; returns the manifest."""
+    def index_needs_update(self) -> bool:
+        """True when the published index misses catalog changes, its files are missing or damaged, or its segments
+        are due for compaction."""
+        manifest = self.index.read_manifest()
+        return not self.index_is_current() or (manifest is not None and compaction_due(manifest, self.index.flat_max))
+
+    @guarded
+    def update_index(self) -> dict:
+        """Publish the catalog's changes since the published generation as a delta segment (new and changed
+        videos) and deleted rows (removed ones), compacting when a threshold says so; returns the manifest.
+        Index files found missing or damaged (here, or by the last index_is_current) are not built on: the index
+        is rebuilt whole from the shards."""
         self._require_writer()
-        started = time.perf_counter()
-        manifest = self.index.publish(self._index_content(), started)
+        if self.index.problems(deep=False) or self._index_problems:
+            return self.compact_index()
+        manifest = self.index.update(self._index_source())
         self._collect_garbage()
         return manifest
 
-    def _index_content(self) -> IndexContent:
-        """Every done video's embeddings and text-segment embeddings, read from the shards once each."""
-        rows = self.catalog.done_rows()
+    @guarded
+    def compact_index(self) -> dict:
+        """Rebuild the index as one base segment from every done shard (dead rows purged) and publish it."""
+        self._require_writer()
+        manifest = self.index.compact(self._index_source())
+        self._collect_garbage()
+        return manifest
+
+    def _index_source(self) -> IndexSource:
         meta = self.meta()
-        embed_dim, text_dim = int(meta.get("embed_dim", 0)), int(meta.get("text_dim", 0))
-        n_total = sum(r["n_frames"] for r in rows)
-        vectors = np.empty((n_total, embed_dim), np.float32)
-        ids = np.empty(n_total, dtype=IDS_DTYPE)
-        text_vectors, text_ids = [], []
-        pos = 0
-        for r in rows:
-            stored = self.shards.read_vectors(r["shard"], r["checksum"])
-            emb, ts = stored["embeddings"], stored["timestamps_s"]
-            n = len(ts)
-            if n != r["n_frames"] or (n and emb.shape[1] != embed_dim):
-                raise LibraryError(f"{self.shards.folder / r['shard']}: shard does not match the catalog")
-            vectors[pos : pos + n] = emb
-            ids["video_id"][pos : pos + n] = r["id"]
-            ids["frame_idx"][pos : pos + n] = np.arange(n)
-            ids["timestamp_s"][pos : pos + n] = ts
-            pos += n
-            if "segment_embeddings" in stored:
-                times = stored["segment_times_s"]
-                rec = np.empty(len(times), dtype=TEXT_IDS_DTYPE)
-                rec["video_id"], rec["segment_idx"] = r["id"], np.arange(len(times))
-                rec["start_s"], rec["end_s"] = times[:, 0], times[:, 1]
-                text_vectors.append(stored["segment_embeddings"])
-                text_ids.append(rec)
-        videos = {str(r["id"]): {"path": r["path"], "shard": r["shard"], "n_frames": r["n_frames"],
-                                 "checksum": r["checksum"]} for r in rows}
-        return IndexContent(
-            vectors, ids,
-            np.concatenate(text_vectors) if text_vectors else np.empty((0, text_dim), np.float32),
-            np.concatenate(text_ids) if text_ids else np.empty(0, dtype=TEXT_IDS_DTYPE), videos)
+        dims = {"frames": int(meta.get("embed_dim", 0)), "text": int(meta.get("text_dim", 0))}
+        rows = [dict(r) for r in self.catalog.done_rows()]
+        sums = {r["shard"]: r["checksum"] for r in rows}
+        return IndexSource(rows, lambda shard: self.shards.read_vectors(shard, sums.get(shard)), dims)
+
+    @guarded
+    def indexed_vectors(self, kind: str = "frames") -> tuple[np.ndarray, np.ndarray]:
+        """The published snapshot's live rows of `kind` ("frames" or "text"): their ids records and vectors,
+        sorted by (video id, frame or segment index) -- the same for any segmentation of the same content."""
+        if kind not in KINDS:
+            raise LibraryError(f"{self.root}: no index of {kind!r}; choose from {', '.join(KINDS)}")
+        snap = self.snapshot()
+        ids, vectors = [], []
+        for live in (getattr(snap, kind) if snap else []):
+            alive = np.ones(len(live.part.ids), bool) if live.bitmap is None else np.unpackbits(
+                live.bitmap, bitorder="little")[: len(live.part.ids)].astype(bool)
+            ids.append(np.asarray(live.part.ids)[alive])
+            vectors.append(stored_vectors(live.part.index)[alive])
+        if not ids:
+            return np.empty(0), np.empty((0, 0), np.float32)
+        ids, vectors = np.concatenate(ids), np.concatenate(vectors)
+        order = np.lexsort((ids[ids.dtype.names[1]], ids["video_id"]))
+        return ids[order], vectors[order]
 
     @guarded
     def snapshot(self) -> Snapshot | None:
@@ -435,8 +447,7 @@ class LibraryStore:
         single = q.ndim == 1
         q = q[None] if single else q
         snap = self.snapshot()
-        dim = snap.manifest["embed_dim"] if snap and snap.index is not None else int(
-            self.meta().get("embed_dim", q.shape[-1]))
+        dim = snap.manifest["embed_dim"] if snap and snap.n_vectors else int(self.meta().get("embed_dim", q.shape[-1]))
         if q.ndim != 2 or q.shape[1] != dim:
             raise LibraryError(f"{self.root}: query has shape {tuple(np.shape(query))}, the library holds "
                                f"{dim}-d embeddings")
@@ -444,7 +455,7 @@ class LibraryStore:
             raise LibraryError(f"{self.root}: top_k must be >= 1, got {top_k}")
         if not np.isfinite(q).all():
             raise LibraryError(f"{self.root}: query has non-finite values")
-        if snap is None or snap.index is None:
+        if snap is None or not snap.n_vectors:
             return [] if single else [[] for _ in q]
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
@@ -456,11 +467,11 @@ class LibraryStore:
         """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
         q = to_numpy(query, np.float32).reshape(-1)
         snap = self.snapshot()
-        if snap is None or snap.text_index is None:
+        if snap is None or not snap.text_n_vectors:
             return []
-        if q.shape[0] != snap.text_index.d or not np.isfinite(q).all():
+        if q.shape[0] != snap.manifest["text_dim"] or not np.isfinite(q).all():
             raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
-                               f"{snap.text_index.d}-d text embeddings")
+                               f"{snap.manifest['text_dim']}-d text embeddings")
         sums = {v["shard"]: v.get("checksum") for v in snap.videos.values()}
         return self.index.search_text(snap, unit_rows(q[None], str(self.root)), top_k,
                                       lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
