@@ -26,7 +26,7 @@ def search(
     from rich.table import Table
 
     from videomini.answer import format_time
-    from videomini.library import LibraryError
+    from videomini.storage import LibraryError
     from videomini.loading import CheckpointError
     from videomini.pipelines.search import search_library
 

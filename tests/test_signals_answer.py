@@ -8,13 +8,7 @@ import re
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.signals import TextSegment
-
-pytest.importorskip("faster_whisper")
-pytest.importorskip("rapidocr_onnxruntime")
-pytest.importorskip("sentence_transformers")
-
-from videomini.pipelines.signals_answer import (  # noqa: E402
+from videomini.pipelines.signals_answer import (
     EVIDENCE_ONLY_LABEL,
     answer_from_signals,
     default_embedder,
@@ -22,6 +16,7 @@ from videomini.pipelines.signals_answer import (  # noqa: E402
     rank_segments,
     signal_context,
 )
+from videomini.signals import TextSegment
 
 TOLERANCE_S = 2.0
 # Questions about each caption that share at most one word with it.
