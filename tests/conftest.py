@@ -29,6 +29,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _library_logging_restored():
+    """The CLI hides library log notices for the whole process (`logging.disable`, a one-line warning format);
+    CliRunner tests run it in this process, so undo it after each test (pytest restores the warnings filters)."""
+    import logging
+    import warnings
+
+    formatwarning = warnings.formatwarning
+    yield
+    logging.disable(logging.NOTSET)
+    warnings.formatwarning = formatwarning
+
+
 def _data_folder(folder: Path) -> Path:
     """A folder of tests/data; missing means a broken checkout, which fails the test rather than skipping it."""
     if not folder.is_dir():
@@ -151,3 +164,22 @@ def narrated(tmp_path_factory):
     from narrated import make_narrated_video
 
     return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")
+
+
+@pytest.fixture(scope="session")
+def serve_library(tmp_path_factory, checkpoint, narrated):
+    """A library for `videomini serve` tests: the narrated video (frames + speech + on-screen text) and a silent
+    one with a caption, indexed with the tiny checkpoint. Returns (library folder, {name: NarratedVideo})."""
+    from narrated import Caption, make_narrated_video
+
+    from videomini.ask import VideoMini
+    from videomini.pipelines.index import index_videos
+
+    silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
+                                 captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)
+    library = tmp_path_factory.mktemp("serve") / "library"
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    report = index_videos(library, [narrated.path, silent.path], vm, model_id=str(checkpoint),
+                          signals=("speech", "ocr"))
+    assert len(report.indexed) == 2, report.failed
+    return library, {"narrated.mp4": narrated, "silent.mp4": silent}
