@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from videomini import __version__
@@ -61,7 +63,14 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The console script. A storage error no command caught still ends as one line, never a traceback."""
+    from videomini.storage import LibraryError
+
+    try:
+        app()
+    except LibraryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
