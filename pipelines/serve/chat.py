@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
+from videomini.pipelines.serve.wire import one_line, sse
 
 
 class ChatMessage(BaseModel):
@@ -79,8 +80,6 @@ def completion(answer: Any, completion_id: str, created: int) -> dict:
 
 
 def add_chat_routes(app: FastAPI, state: ServerState) -> None:
-    from videomini.pipelines.serve.app import one_line, sse
-
     @app.get("/v1/models", tags=["openai"], summary="The model this server answers with")
     def models():
         return {"object": "list", "data": [{"id": state.model_id(), "object": "model", "created": 0,
