@@ -276,3 +276,9 @@ def test_disk_full_while_indexing_is_one_line_and_loses_nothing(lib, monkeypatch
     with LibraryStore(library) as store:
         assert store.video(new)["status"] == "done" and store.index_is_current()
     assert Library(library).check() == []
+
+
+def test_check_and_repair_refuse_a_folder_that_is_no_library(tmp_path):
+    for flag in ("--check", "--repair"):
+        assert_one_line_error(cli("library", str(tmp_path), flag), "not a videomini library")
+    assert list(tmp_path.iterdir()) == []  # nothing created: no catalog, no lock

@@ -55,7 +55,7 @@ class LibraryStore:
         self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()
-        if not create and not repair and not has_catalog:
+        if not create and not has_catalog and not (repair and self._has_shards()):
             if self._has_shards():
                 raise LibraryDamaged(f"{self.root}: catalog missing ({CATALOG}) while the library holds shards; "
                                      f"{repair_hint(self.root)} to rebuild it from them")
