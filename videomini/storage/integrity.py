@@ -115,6 +115,8 @@ def repair_library(root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
             if problem:
                 store.catalog.mark_pending(row["id"], problem[0])
                 done.append(f"{problem[0]}; marked for re-indexing (re-run `videomini index` on it)")
+            elif row["checksum"] is None:  # a shard from before checksums: whole, so record its header's now
+                store.catalog.set_checksum(row["id"], store.shards.header_checksum(row["shard"]))
         if done or not store.index_is_current() or _check_agreement(store):
             manifest = store.compact_index()
             done.append(f"rebuilt the search index from {len(manifest['videos'])} good shards "
