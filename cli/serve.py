@@ -40,7 +40,9 @@ def serve(
     config = ServeConfig(library=library, model=model, device=device, dtype=dtype, token=token,
                          allow_dirs=list(allow_dir), max_waiting=queue, max_body_bytes=max_upload_mb << 20)
     try:
-        run(config, host=host, port=port, no_auth=no_auth)
+        run(config, host=host, port=port, no_auth=no_auth,
+            on_listening=lambda url: print(f"videomini serve: listening on {url}/ (library: {library or 'none'}; "
+                                           f"Ctrl-C stops)", file=sys.stderr, flush=True))
     except ServeError as e:
         print(f"error: {e.message}", file=sys.stderr)
         raise typer.Exit(e.status if e.status < 100 else 1)

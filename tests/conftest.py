@@ -172,13 +172,12 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
     one with a caption, indexed with the tiny checkpoint. Returns (library folder, {name: NarratedVideo})."""
     from narrated import Caption, make_narrated_video
 
+    from videomini.ask import VideoMini
     from videomini.pipelines.index import index_videos
 
     silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
                                  captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)
     library = tmp_path_factory.mktemp("serve") / "library"
-    from videomini.pipelines.ask import VideoMini
-
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     report = index_videos(library, [narrated.path, silent.path], vm, model_id=str(checkpoint),
                           signals=("speech", "ocr"))

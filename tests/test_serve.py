@@ -12,7 +12,7 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from videomini.library import Library as Storage  # noqa: E402
+from videomini.storage import LibraryStore  # noqa: E402
 from videomini.pipelines.search import search_library  # noqa: E402
 from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app  # noqa: E402
 
@@ -83,7 +83,7 @@ def test_search_limits_to_a_signal(client):
 
 def test_videos_and_one_video(client, library):
     body = client.get("/api/videos").json()
-    with Storage(library) as storage:  # what `videomini library --json` prints
+    with LibraryStore(library) as storage:  # what `videomini library --json` prints
         assert body["stats"] == storage.stats()
     assert sorted(Path(v["path"]).name for v in body["videos"]) == ["narrated.mp4", "silent.mp4"]
     one = client.get(f"/api/videos/{video_id(client, 'silent.mp4')}").json()
@@ -317,3 +317,37 @@ def test_openapi_schema_documents_the_routes(client):
     for path in ("/api/search", "/api/ask", "/api/videos", "/api/videos/{video_id}", "/media/{video_id}",
                  "/thumbnails/{video_id}/{t}", "/v1/chat/completions", "/v1/models"):
         assert path in schema["paths"], path
+
+
+def test_serve_cli_refuses_a_public_bind_without_a_token(library):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "videomini.cli", "serve", "--library", str(library), "--host",
+                          "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "--token" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
+    """The library is opened per request, read-only: a new index generation shows without a restart."""
+    from narrated import Caption, make_narrated_video
+
+    from videomini.ask import VideoMini
+    from videomini.pipelines.index import index_videos
+
+    first = make_narrated_video(tmp_path / "dock.mp4", duration_s=3.0, lines=[], with_audio=False,
+                                captions=[Caption(0.0, 3.0, "LOADING DOCK")])
+    second = make_narrated_video(tmp_path / "fire.mp4", duration_s=3.0, lines=[], with_audio=False,
+                                 captions=[Caption(1.0, 3.0, "FIRE EXIT")])
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    library = tmp_path / "lib"
+    assert index_videos(library, [first.path], vm, model_id=str(checkpoint), signals=("ocr",)).indexed
+    with TestClient(create_app(ServeConfig(library=library, device="cpu"))) as c:
+        assert len(c.get("/api/videos").json()["videos"]) == 1
+        assert c.get("/api/search", params={"q": "fire exit", "signal": "ocr"}).json()[0]["matches"][0]["text"] \
+            == "LOADING DOCK"  # the only text there is
+        assert index_videos(library, [second.path], vm, model_id=str(checkpoint), signals=("ocr",)).indexed
+        assert len(c.get("/api/videos").json()["videos"]) == 2
+        best = c.get("/api/search", params={"q": "fire exit", "signal": "ocr"}).json()[0]
+        assert best["matches"][0]["text"] == "FIRE EXIT" and Path(best["video"]).name == "fire.mp4"

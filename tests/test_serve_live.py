@@ -43,7 +43,7 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
             if not line:  # the process exited
                 break
             seen.append(line)
-            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+            found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
             url = found.group(1) if found else None
         assert url, "server did not start:\n" + "".join(seen)
         yield url

@@ -20,8 +20,8 @@ class Cancelled(Exception):
 
 def as_serve_error(exc: BaseException) -> ServeError | None:
     """Expected failures of the library's jobs as HTTP statuses with their one-line message."""
-    from videomini.library import LibraryBusy, LibraryError
     from videomini.loading import CheckpointError
+    from videomini.storage import LibraryBusy, LibraryError
     from videomini.signals import SignalError
     from videomini.video import VideoError
 
@@ -66,37 +66,29 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
 
 def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
                    max_new_tokens: int) -> Callable[[TokenFn], Any]:
-    """ask --library: LLaVA-Mini over the best moments; without a loadable model, the stored signals answer."""
-    from videomini.loading import CheckpointError
-    from videomini.pipelines.search import ask_library
+    """ask --library through the ask policy (pipelines/ask.py): LLaVA-Mini over the best moments, the stored
+    speech / on-screen text when no model loads; the server's model is loaded once and reused."""
+    from videomini.pipelines.ask import ask_library
 
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
 
     def job(on_token: TokenFn) -> Any:
-        try:
-            vm = state.model()
-        except CheckpointError:
-            return state.library.ask(question, top_k=top_k, fallback=True)
-        return ask_library(vm, state.library.root, question, top_k=top_k, max_frames=max_frames,
-                           max_new_tokens=max_new_tokens, on_token=on_token)
+        return ask_library(state.library.root, question, model=state.config.model, top_k=top_k,
+                           max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token,
+                           load=lambda _model_id: state.model())
 
     return job
 
 
 def file_answer(state: ServerState, path: Path, question: str, max_frames: int | None,
                 max_new_tokens: int) -> Callable[[TokenFn], Any]:
-    """ask VIDEO (or image): the whole file, the question fused with every frame."""
-    from videomini.loading import CheckpointError
+    """ask VIDEO (or image) through the ask policy: the whole file, the question fused with every frame."""
+    from videomini.pipelines.ask import ask_video
 
     def job(on_token: TokenFn) -> Any:
-        try:
-            vm = state.model()
-        except CheckpointError:
-            from videomini.pipelines.signals_answer import answer_from_signals
-
-            return answer_from_signals(path, question)
-        return vm.ask(path, question, max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token)
+        return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+                         max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
 
     return job
 

@@ -112,7 +112,7 @@ class ServerState:
     def model_id(self) -> str:
         if self.library is not None:
             return self.library.model_id
-        from videomini.pipelines.ask import default_model_id
+        from videomini.loading import default_model_id
 
         return self.config.model or default_model_id()
 
@@ -123,7 +123,7 @@ class ServerState:
                 if self.library is not None:
                     self._vm = self.library.model()
                 else:
-                    from videomini.pipelines.ask import VideoMini
+                    from videomini.ask import VideoMini
 
                     self._vm = VideoMini.from_pretrained(self.model_id(), device=self.config.device,
                                                          dtype=self.config.dtype)
@@ -136,9 +136,9 @@ class ServerState:
             return self._vm.text_tower
         with self._load_lock:
             if self._text_tower is None:
-                from videomini.library import LibraryError
                 from videomini.loading import CheckpointError
                 from videomini.pipelines.search import text_tower_for
+                from videomini.storage import LibraryError
 
                 try:
                     self._text_tower = text_tower_for(self.model_id(), self.config.device or "cpu")
@@ -150,13 +150,12 @@ class ServerState:
 
     def storage(self):
         """The library's storage, opened read-only for one request (new index generations are seen at once)."""
-        from videomini.library import Library as Storage
-        from videomini.library import LibraryError
+        from videomini.storage import LibraryError, LibraryStore
 
         if self.library is None:
             raise ServeError(404, "this server has no library (start it with --library DIR)")
         try:
-            return Storage(self.library.root)
+            return LibraryStore(self.library.root)
         except LibraryError as e:
             raise ServeError(503, str(e)) from None
 
