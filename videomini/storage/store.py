@@ -2,7 +2,7 @@
 
     DIR/catalog.sqlite     videos and meta (storage/catalog.py)
     DIR/shards/            one safetensors file per indexed video (storage/shards.py)
-    DIR/index.json + index files     the published FAISS generation (storage/vector_index.py)
+    DIR/index.json, DIR/seg-*   the published index: immutable FAISS segments (storage/segments.py)
     DIR/lock               the writer lock (storage/lock.py)
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
