@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from videomini.cli.ask import fail
+from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
