@@ -156,6 +156,8 @@ def test_chat_accepts_an_image_data_url_and_a_file_under_an_allowed_dir(client, 
     out = client.post("/v1/chat/completions", json=body)
     assert out.status_code == 200, out.text
     assert out.json()["videomini"]["frames_used"] == 1
+    scratch = client.app.state.videomini.scratch
+    assert not [p for p in scratch.iterdir() if p.is_file()]  # the decoded upload is not kept
     copy = client.allowed / "clip.mp4"
     shutil.copy(serve_library[1]["silent.mp4"].path, copy)
     body["messages"][0]["content"][0] = {"type": "video_url", "video_url": {"url": f"file://{copy}"}}
@@ -247,6 +249,7 @@ def test_bad_input_gets_a_4xx_with_one_line(client):
     assert_refused(client.post("/v1/chat/completions", json=chat_about("data:image/png;base64,@@@", "image_url")),
                    400, "base64")
     assert_refused(client.post("/v1/chat/completions", json=chat_about("https://example.com/a.mp4")), 400, "remote")
+    assert not [p for p in client.app.state.videomini.scratch.iterdir() if p.is_file()]  # refused uploads deleted
 
 
 def test_paths_never_escape_the_library_or_the_allowed_dirs(client, tmp_path):

@@ -46,6 +46,8 @@ def browser(tmp_path_factory):
 def page(browser, live_server):
     page = browser.new_page()
     page.set_default_timeout(30_000)
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
     page.goto(f"{live_server}/#token={TOKEN}")
     yield page
     page.close()
@@ -98,7 +100,7 @@ def test_ask_streams_the_answer_and_evidence_links_seek_the_player(page, tmp_pat
     assert shot.stat().st_size > 10_000
 
 
-def test_library_view_and_phone_width(page):
+def test_library_view_and_phone_width(page, live_server):
     page.click("#tab-library")
     page.locator("#videos tbody tr").nth(1).wait_for()
     rows = page.locator("#videos tbody tr").all_inner_texts()
@@ -112,6 +114,8 @@ def test_library_view_and_phone_width(page):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 392, f"the page scrolls sideways at phone width ({width}px)"
     assert page.locator("#player").bounding_box()["width"] <= 390
+    # everything the page needs ships in the package: no CDN, no other host
+    assert page.requested and all(url.startswith(live_server) for url in page.requested), page.requested
 
 
 def test_the_openai_client_streams_an_answer(live_server, serve_library):

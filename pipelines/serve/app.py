@@ -101,7 +101,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         yield
         state.close()
 
-    app = FastAPI(title="videomini", version=__version__, lifespan=lifespan,
+    # /docs and /redoc would load Swagger's scripts from a CDN: the schema is served, the CDN pages are not
+    app = FastAPI(title="videomini", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search and ask an indexed video library; an OpenAI-compatible chat endpoint.")
     app.state.videomini = state
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

@@ -79,9 +79,10 @@ def choose_job(state: ServerState, body: ChatRequest, question: str, media: list
         raise ServeError(400, "messages: one video, one image, or the frames of one video (image_url parts) "
                               "per request")
     kind, url = media[0]
+    path = state.media_file(url, kind)
     num_frames = ((body.model_extra or {}).get("media_io_kwargs") or {}).get("video", {}).get("num_frames")
     max_frames = int(num_frames) if isinstance(num_frames, (int, float)) and num_frames >= 1 else None
-    return jobs.file_answer(state, state.media_file(url, kind), question, max_frames, max_new_tokens)
+    return jobs.file_answer(state, path, question, max_frames, max_new_tokens)
 
 
 def decode_frames(state: ServerState, urls: list[str]):
@@ -91,8 +92,12 @@ def decode_frames(state: ServerState, urls: list[str]):
 
     frames = []
     for i, url in enumerate(urls):
-        with Image.open(state.media_file(url, f"image_url {i + 1}")) as image:
-            frames.append(np.asarray(image.convert("RGB")))
+        path = state.media_file(url, f"image_url {i + 1}")
+        try:
+            with Image.open(path) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        finally:
+            state.discard(path)  # a decoded frame is not kept
     sizes = {frame.shape for frame in frames}
     if len(sizes) > 1:
         raise ServeError(400, f"messages: the frames of one video must share one size, got {len(sizes)} sizes")
@@ -130,13 +135,17 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
         question, media = parse_messages(body.messages)
         wanted = body.max_completion_tokens or body.max_tokens or 256
         job = choose_job(state, body, question, media, min(wanted, state.config.max_new_tokens))
-        generation = jobs.Generation(state, job)
+        try:
+            generation = jobs.Generation(state, job)
+        except ServeError:
+            state.discard(getattr(job, "upload", None))  # refused before the job could run and clean up
+            raise
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if not body.stream:
             return completion(await generation.answer(), completion_id, created)
 
         async def chunks():
-            model = body.model or "videomini"
+            model = state.model_id()  # the model that answers, as in the non-streamed completion
             base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
             def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:

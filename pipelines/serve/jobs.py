@@ -87,9 +87,13 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
     from videomini.pipelines.ask import ask_video
 
     def job(on_token: TokenFn) -> Any:
-        return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
-                         max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
+        try:
+            return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+                             max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
+        finally:
+            state.discard(path)  # a decoded upload is not kept
 
+    job.upload = path  # type: ignore[attr-defined]  # for the caller to discard if the queue refuses the job
     return job
 
 
