@@ -4,16 +4,12 @@ through Playwright, and by the `openai` Python client, unchanged."""
 from __future__ import annotations
 
 import os
-import re
-import queue
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from videomini.pipelines.serve.process import serve_process
 
 TOKEN = "live-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,34 +22,9 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
     """`videomini serve` on port 0 (the kernel picks a free one; the log line says which); always stopped."""
     pytest.importorskip("uvicorn")
     allowed = tmp_path_factory.mktemp("allowed")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "videomini.cli", "serve", "--library", str(serve_library[0]), "--model",
-         str(checkpoint), "--device", "cpu", "--port", "0", "--token", TOKEN, "--allow-dir", str(allowed)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr] + [lines.put("")],
-                     daemon=True).start()  # drains the log so the server never blocks on a full pipe
-    try:
-        url, seen, deadline = None, [], time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if not line:  # the process exited
-                break
-            seen.append(line)
-            found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-            url = found.group(1) if found else None
-        assert url, "server did not start:\n" + "".join(seen)
+    with serve_process(["--library", str(serve_library[0]), "--model", str(checkpoint), "--device", "cpu",
+                        "--token", TOKEN, "--allow-dir", str(allowed)]) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,18 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
     return job
 
 
+def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str,
+                  max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """The frames of one video, in order (as an evaluation harness sends them): one token each, the question
+    fused over all of them, as `ask` does after decoding."""
+
+    def job(on_token: TokenFn) -> Any:
+        return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
+                                        on_token=on_token, video=f"{len(frames)} frames")
+
+    return job
+
+
 class Generation:
     """A job on the device's queue (503 when full, raised here, before any response starts); its tokens are
     handed to the event loop as they are generated; if the client leaves, the job stops at its next token."""
