@@ -18,14 +18,12 @@ import asyncio
 import json
 import os
 import platform
-import queue
-import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from videomini.pipelines.serve.process import serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["LOADING DOCK", "FIRE EXIT", "STAFF ONLY", "OPEN 24 HOURS", "NO PARKING", "PLATFORM 9", "GATE B12",
@@ -58,29 +56,6 @@ def build_library(workdir: Path, n_videos: int, seconds: float) -> tuple[Path, P
     if report.failed:
         raise SystemExit(f"indexing failed: {report.failed}")
     return workdir / "library", checkpoint
-
-
-def start_server(library: Path, checkpoint: Path, queue_size: int) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "videomini.cli", "serve", "--library", str(library),
-                                "--model", str(checkpoint), "--device", "cpu", "--port", "0",
-                                "--queue", str(queue_size)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr] + [lines.put("")],
-                     daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        if found:
-            return process, found.group(1)
-        if not line:
-            break
-    process.kill()
-    raise SystemExit("the server did not start")
 
 
 async def timed(client, method: str, url: str, **kwargs) -> tuple[float, int]:
@@ -155,15 +130,9 @@ def main() -> None:
         with console.status(f"generating and indexing {args.videos} videos …"):
             library, checkpoint = build_library(Path(tmp), args.videos, args.seconds)
         build_s = time.perf_counter() - started
-        process, base = start_server(library, checkpoint, args.queue)
-        try:
+        with serve_process(["--library", str(library), "--model", str(checkpoint), "--device", "cpu",
+                            "--queue", str(args.queue)]) as base:  # loopback, a free port, always stopped
             results, wall = asyncio.run(load(base, args.clients, args.searches, args.asks))
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
     rows = summarise(results, wall)
     table = Table(title=f"videomini serve: {args.clients} clients x {args.searches} searches + {args.asks} asks, "
                         f"{args.videos} videos ({wall:.1f} s wall)")

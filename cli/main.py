@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from videomini import __version__
@@ -64,13 +62,16 @@ _register()
 
 def main() -> None:
     """The console script. A storage error no command caught still ends as one line, never a traceback."""
+    from videomini.cli.common import fail
     from videomini.storage import LibraryError
 
     try:
         app()
     except LibraryError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        try:
+            fail(str(e))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.errors import first_line
 
 _PLANNED_WITHOUT_GPU = "24GB"
 
@@ -47,9 +49,7 @@ def plan(
             raise ValueError(f"--fps: must be positive, got {fps}")
         result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens)
     except (ValueError, OSError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1)
+        fail(first_line(e))
     result.notes[:0] = notes
     hours = result.max_frames / fps / 3600
     if as_json:

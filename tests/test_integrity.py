@@ -158,13 +158,10 @@ def test_flipped_bytes_in_a_shard_are_caught_and_the_video_reindexed(lib):
     repair = cli("library", str(library), "--repair")
     assert repair.exit_code == 0 and "marked for re-indexing" in repair.stdout, repair.output
     with LibraryStore(library) as store:
-        assert store.video(videos[0])["status"] == "pending" and store.manifest()["n_vectors"] == row_frames(before, 1)
+        other_frames = before[0][1][3]  # the index holds the other video's frames only
+        assert store.video(videos[0])["status"] == "pending" and store.manifest()["n_vectors"] == other_frames
     assert index(library, videos, model).exit_code == 0  # re-does it from the video file
     assert state(library) == before and Library(library).check() == []
-
-
-def row_frames(state_: tuple, position: int) -> int:
-    return state_[0][position][3]
 
 
 def test_deleted_shard_is_reported_and_reindexed(lib):
@@ -276,3 +273,27 @@ def test_disk_full_while_indexing_is_one_line_and_loses_nothing(lib, monkeypatch
     with LibraryStore(library) as store:
         assert store.video(new)["status"] == "done" and store.index_is_current()
     assert Library(library).check() == []
+
+
+def test_check_and_repair_refuse_a_folder_that_is_no_library(tmp_path):
+    for flag in ("--check", "--repair"):
+        assert_one_line_error(cli("library", str(tmp_path), flag), "not a videomini library")
+    assert list(tmp_path.iterdir()) == []  # nothing created: no catalog, no lock
+
+
+def test_library_made_before_checksums_still_reads_checks_and_gains_them(lib):
+    library, videos, model = lib
+    results = search(library)
+    db = sqlite3.connect(library / "catalog.sqlite")
+    db.execute("ALTER TABLE videos DROP COLUMN checksum")  # as a catalog written before shards were checksummed
+    db.commit()
+    db.close()
+    assert search(library) == results and Library(library).check() == []
+    assert index(library, videos, model).exit_code == 0  # a writer adds the column; old rows stay unverified
+    with LibraryStore(library) as store:
+        assert [v["checksum"] for v in store.videos()] == [None, None]
+    assert Library(library).check() == [] and search(library) == results
+    assert Library(library).repair() == []  # nothing to fix: the checksums are recorded, the index left alone
+    with LibraryStore(library) as store:
+        assert all(v["checksum"] for v in store.videos())
+    assert Library(library).check() == [] and search(library) == results

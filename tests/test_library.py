@@ -528,6 +528,51 @@ def test_adds_and_removals_without_rebuild_equal_a_full_rebuild_on_flat(tmp_path
             np.testing.assert_array_equal(a, b)
 
 
+def test_an_interrupted_compaction_is_finished_by_the_next_update(tmp_path, monkeypatch):
+    from videomini.storage import files
+
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(4)]
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        for i, path in enumerate(paths):
+            add_video(lib, path, *frames(i, n=10))
+        lib.update_index()
+
+        def interrupt(point: str) -> None:  # the writer dies once the compacted segment's files are written
+            if point == "index_files_written":
+                raise SystemExit("killed")
+
+        monkeypatch.setattr(files, "crash_hook", interrupt)
+        with pytest.raises(SystemExit):
+            lib.remove(paths[:2])  # half the rows dead: the removal publishes, then compaction is due
+        monkeypatch.setattr(files, "crash_hook", None)
+        published = lib.manifest()
+        assert published["n_deleted"] == 20 and published["n_segments"] == 1  # the deletion, not the compaction
+    with LibraryStore.open(tmp_path / "lib", writer=True) as lib:
+        assert lib.index_is_current() and lib.index_needs_update()
+        manifest = lib.update_index()
+        assert manifest["n_deleted"] == 0 and manifest["n_vectors"] == 20 and not lib.index_needs_update()
+        assert sorted(p.name for p in lib.root.glob("seg-*")) == sorted(
+            set(manifest["previous_files"]) | {s["frames"][k] for s in manifest["segments"]
+                                               for k in ("index_file", "ids_file")})
+
+
+def test_library_cli_compacts(tmp_path):
+    from typer.testing import CliRunner
+
+    from videomini.cli.main import app
+
+    paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        for i, path in enumerate(paths):
+            add_video(lib, path, *frames(i, n=10))
+            lib.update_index()
+        assert lib.manifest()["n_segments"] == 3
+    out = CliRunner().invoke(app, ["library", str(tmp_path / "lib"), "--compact", "--json"])
+    assert out.exit_code == 0, out.output
+    index = json.loads(out.stdout)["index"]
+    assert (index["n_segments"], index["n_vectors"], index["n_deleted"]) == (1, 30, 0)
+
+
 def test_deltas_on_an_ivf_base_keep_recall(tmp_path):
     """Past flat_max a large delta shares the base's trained centroids, a small one is exact; dead rows never
     come back, and recall@10 against exact search stays high."""

@@ -156,6 +156,8 @@ def test_chat_accepts_an_image_data_url_and_a_file_under_an_allowed_dir(client, 
     out = client.post("/v1/chat/completions", json=body)
     assert out.status_code == 200, out.text
     assert out.json()["videomini"]["frames_used"] == 1
+    scratch = client.app.state.videomini.scratch
+    assert not [p for p in scratch.iterdir() if p.is_file()]  # the decoded upload is not kept
     copy = client.allowed / "clip.mp4"
     shutil.copy(serve_library[1]["silent.mp4"].path, copy)
     body["messages"][0]["content"][0] = {"type": "video_url", "video_url": {"url": f"file://{copy}"}}
@@ -247,6 +249,7 @@ def test_bad_input_gets_a_4xx_with_one_line(client):
     assert_refused(client.post("/v1/chat/completions", json=chat_about("data:image/png;base64,@@@", "image_url")),
                    400, "base64")
     assert_refused(client.post("/v1/chat/completions", json=chat_about("https://example.com/a.mp4")), 400, "remote")
+    assert not [p for p in client.app.state.videomini.scratch.iterdir() if p.is_file()]  # refused uploads deleted
 
 
 def test_paths_never_escape_the_library_or_the_allowed_dirs(client, tmp_path):
@@ -351,3 +354,25 @@ def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
         assert len(c.get("/api/videos").json()["videos"]) == 2
         best = c.get("/api/search", params={"q": "fire exit", "signal": "ocr"}).json()[0]
         assert best["matches"][0]["text"] == "FIRE EXIT" and Path(best["video"]).name == "fire.mp4"
+
+
+def test_a_server_without_a_library_answers_chat_about_frames(checkpoint):
+    import io
+
+    from PIL import Image
+
+    def png(color) -> dict:
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), color).save(buffer, format="PNG")
+        return {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
+                                                          + base64.b64encode(buffer.getvalue()).decode()}}
+
+    with TestClient(create_app(ServeConfig(model=str(checkpoint), device="cpu"))) as c:
+        assert_refused(c.get("/api/videos"), 404, "no library")
+        assert_refused(c.get("/api/search", params={"q": "x"}), 404, "no library")
+        body = {"max_tokens": 3, "messages": [{"role": "user", "content": [
+            png((200, 0, 0)), png((0, 200, 0)), png((0, 0, 200)), {"type": "text", "text": "Which colour first?"}]}]}
+        out = c.post("/v1/chat/completions", json=body)
+        assert out.status_code == 200, out.text
+        assert out.json()["videomini"]["frames_used"] == 3 and out.json()["videomini"]["frame_times_s"] == [0, 1, 2]
+        assert c.get("/v1/models").json()["data"][0]["id"] == str(checkpoint)

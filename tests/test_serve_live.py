@@ -4,16 +4,12 @@ through Playwright, and by the `openai` Python client, unchanged."""
 from __future__ import annotations
 
 import os
-import re
-import queue
 import shutil
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from videomini.pipelines.serve.process import serve_process
 
 TOKEN = "live-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,34 +22,9 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
     """`videomini serve` on port 0 (the kernel picks a free one; the log line says which); always stopped."""
     pytest.importorskip("uvicorn")
     allowed = tmp_path_factory.mktemp("allowed")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "videomini.cli", "serve", "--library", str(serve_library[0]), "--model",
-         str(checkpoint), "--device", "cpu", "--port", "0", "--token", TOKEN, "--allow-dir", str(allowed)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr] + [lines.put("")],
-                     daemon=True).start()  # drains the log so the server never blocks on a full pipe
-    try:
-        url, seen, deadline = None, [], time.monotonic() + 120
-        while url is None and time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if not line:  # the process exited
-                break
-            seen.append(line)
-            found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-            url = found.group(1) if found else None
-        assert url, "server did not start:\n" + "".join(seen)
+    with serve_process(["--library", str(serve_library[0]), "--model", str(checkpoint), "--device", "cpu",
+                        "--token", TOKEN, "--allow-dir", str(allowed)]) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +46,8 @@ def browser(tmp_path_factory):
 def page(browser, live_server):
     page = browser.new_page()
     page.set_default_timeout(30_000)
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
     page.goto(f"{live_server}/#token={TOKEN}")
     yield page
     page.close()
@@ -127,7 +100,7 @@ def test_ask_streams_the_answer_and_evidence_links_seek_the_player(page, tmp_pat
     assert shot.stat().st_size > 10_000
 
 
-def test_library_view_and_phone_width(page):
+def test_library_view_and_phone_width(page, live_server):
     page.click("#tab-library")
     page.locator("#videos tbody tr").nth(1).wait_for()
     rows = page.locator("#videos tbody tr").all_inner_texts()
@@ -141,6 +114,8 @@ def test_library_view_and_phone_width(page):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 392, f"the page scrolls sideways at phone width ({width}px)"
     assert page.locator("#player").bounding_box()["width"] <= 390
+    # everything the page needs ships in the package: no CDN, no other host
+    assert page.requested and all(url.startswith(live_server) for url in page.requested), page.requested
 
 
 def test_the_openai_client_streams_an_answer(live_server, serve_library):

@@ -131,16 +131,12 @@ class Library:
     def check(self) -> list[str]:
         """Everything wrong with the library (catalog, shards and index files against their checksums, and their
         agreement), one line each naming the file; [] when whole. Only reads."""
-        from videomini.storage.integrity import check_library
-
-        return check_library(self.root)
+        return LibraryStore.check(self.root)
 
     def repair(self, wait_s: float = 0.0) -> list[str]:
         """Fix what `check` finds: rebuild a damaged catalog from the shards, send videos whose shard is missing
         or damaged back to be indexed again (by the next `index`), rebuild the index. Returns what was done."""
-        from videomini.storage.integrity import repair_library
-
-        return repair_library(self.root, wait_s)
+        return LibraryStore.repair(self.root, wait_s)
 
     def remove(self, paths: Iterable[str | os.PathLike], wait_s: float = 0.0) -> list[str]:
         """Remove videos from the catalog, the index and the shards."""

@@ -4,7 +4,6 @@ auth, body-size limits, and one error shape: a 4xx with a one-line reason, never
 from __future__ import annotations
 
 import hmac
-import json
 import math
 import threading
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from videomini import __version__
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeConfig, ServeError, ServerState
+from videomini.pipelines.serve.wire import one_line, sse
 
 STATIC = Path(__file__).with_name("static")
 PUBLIC = ("/", "/static/", "/favicon.ico")  # the page's own files: no token (they hold no library data)
@@ -37,10 +37,6 @@ class AskRequest(BaseModel):
     stream: bool = Field(False, description="Server-sent events: `token` events, then one `answer` event.")
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    return " ".join(str(text).split())[:limit]
-
-
 def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
     """{"error": "reason"}; on /v1 routes OpenAI's shape, so OpenAI clients raise with the reason."""
     message = one_line(message)
@@ -50,11 +46,6 @@ def error_response(request: Request, status: int, message: str, headers: dict | 
     else:
         body = {"error": message}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def sse(event: str | None, data: dict | str) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data)
-    return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
 
 
 class Guard(BaseHTTPMiddleware):
@@ -110,7 +101,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         yield
         state.close()
 
-    app = FastAPI(title="videomini", version=__version__, lifespan=lifespan,
+    # /docs and /redoc would load Swagger's scripts from a CDN: the schema is served, the CDN pages are not
+    app = FastAPI(title="videomini", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search and ask an indexed video library; an OpenAI-compatible chat endpoint.")
     app.state.videomini = state
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

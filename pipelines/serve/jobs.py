@@ -87,8 +87,24 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
     from videomini.pipelines.ask import ask_video
 
     def job(on_token: TokenFn) -> Any:
-        return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
-                         max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
+        try:
+            return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+                             max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
+        finally:
+            state.discard(path)  # a decoded upload is not kept
+
+    job.upload = path  # type: ignore[attr-defined]  # for the caller to discard if the queue refuses the job
+    return job
+
+
+def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str,
+                  max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """The frames of one video, in order (as an evaluation harness sends them): one token each, the question
+    fused over all of them, as `ask` does after decoding."""
+
+    def job(on_token: TokenFn) -> Any:
+        return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
+                                        on_token=on_token, video=f"{len(frames)} frames")
 
     return job
 

@@ -222,11 +222,17 @@ class ServerState:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
         path = Path(name)
-        if mime.startswith("image/"):
-            check_image(path, kind)
-        else:
-            check_video(path, kind)
+        try:
+            check_image(path, kind) if mime.startswith("image/") else check_video(path, kind)
+        except ServeError:
+            self.discard(path)
+            raise
         return path
+
+    def discard(self, path: Path | None) -> None:
+        """Delete a decoded upload once its request is done (library videos and allowed files are left alone)."""
+        if path is not None and path.parent == self.scratch:
+            path.unlink(missing_ok=True)
 
 
 def check_image(path: Path, kind: str) -> None:

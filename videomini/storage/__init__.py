@@ -13,8 +13,8 @@ from videomini.storage.catalog import ACTIONS, CATALOG, FORMAT_VERSION, STATUSES
 from videomini.storage.errors import LibraryBusy, LibraryError
 from videomini.storage.hits import Hit, Moment, TextHit, moments
 from videomini.storage.shards import SHARDS, VideoFrames
-from videomini.storage.store import LibraryStore
 from videomini.storage.segments import MANIFEST, compaction_due
+from videomini.storage.store import LibraryStore
 from videomini.storage.vector_index import FLAT_MAX_VECTORS, IndexSpec, build_index, index_spec_for
 
 __all__ = ["ACTIONS", "CATALOG", "FLAT_MAX_VECTORS", "FORMAT_VERSION", "MANIFEST", "SHARDS", "STATUSES", "Hit",

@@ -263,6 +263,11 @@ class Catalog:
                             " VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
                             (video_id, path, fp, size, mtime_ns, created_at, time.time()))
 
+    def set_checksum(self, video_id: int, checksum: str) -> None:
+        """Record the header checksum of a done video's shard (one written before shards were checksummed)."""
+        with self.transaction():
+            self.db.execute("UPDATE videos SET checksum = ? WHERE id = ?", (checksum, video_id))
+
     def mark_pending(self, video_id: int, error: str | None = None) -> None:
         """Send a video back to be indexed again (its shard is gone or was never durable)."""
         with self.transaction():

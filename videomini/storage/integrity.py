@@ -18,33 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from videomini.storage.catalog import CATALOG, Catalog, absolute, fingerprint
+from videomini.storage.catalog import CATALOG, Catalog, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, storage_errors
 from videomini.storage.shards import ShardStore
 
 SQLITE_SIDE_FILES = ("-wal", "-shm")
 
 
-def check_library(root: str | os.PathLike) -> list[str]:
-    """Everything wrong with the library at `root`, one line each naming the file; [] when it is whole.
-    Only reads (works on a read-only library)."""
-    from videomini.storage.store import LibraryStore
-
-    root = absolute(root)
+def check_store(store: Any) -> list[str]:
+    """Everything wrong with an open library (a LibraryStore), one line each naming the file; [] when it is
+    whole. Only reads (works on a read-only library)."""
     try:
-        store = LibraryStore(root)
-    except LibraryDamaged as e:
-        return [str(e)] + _check_orphan_shards(ShardStore(root / "shards"))
-    with store:
-        try:
-            with storage_errors(root):
-                problems = store.catalog.integrity_problems()
-                for row in store.catalog.done_rows():
-                    problems += _check_shard(store, row)
-        except LibraryDamaged as e:  # the catalog opened but cannot be read through
-            return [str(e)] + _check_orphan_shards(store.shards)
-        with storage_errors(root):
-            return problems + store.index.problems() + _check_agreement(store)
+        with storage_errors(store.root):
+            problems = store.catalog.integrity_problems()
+            for row in store.catalog.done_rows():
+                problems += _check_shard(store, row)
+    except LibraryDamaged as e:  # the catalog opened but cannot be read through
+        return [str(e)] + shard_problems(store.shards)
+    with storage_errors(store.root):
+        return problems + store.index.problems() + _check_agreement(store)
 
 
 def _check_shard(store: Any, row: Any) -> list[str]:
@@ -61,8 +53,8 @@ def _check_shard(store: Any, row: Any) -> list[str]:
     return []
 
 
-def _check_orphan_shards(shards: ShardStore) -> list[str]:
-    """Without a catalog: the shards that do not verify on their own."""
+def shard_problems(shards: ShardStore) -> list[str]:
+    """Without a catalog to check them against: the shards that do not verify on their own."""
     problems = []
     for path in sorted(shards.folder.glob("*.safetensors")) if shards.folder.is_dir() else []:
         try:
@@ -98,11 +90,10 @@ def _check_agreement(store: Any) -> list[str]:
     return problems
 
 
-def repair_library(root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
-    """Fix what can be fixed (see the module docstring); returns what was done, one line each."""
-    from videomini.storage.store import LibraryStore
-
-    with LibraryStore(absolute(root), writer=True, wait_s=wait_s, repair=True) as store, storage_errors(store.root):
+def repair_store(store: Any) -> list[str]:
+    """Fix what can be fixed in a library open for repair (LibraryStore(..., writer=True, repair=True), which has
+    already rebuilt a damaged catalog); returns what was done, one line each."""
+    with storage_errors(store.root):
         done = []
         if store.catalog_rebuilt is not None:
             rebuilt = store.catalog_rebuilt
@@ -115,6 +106,8 @@ def repair_library(root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
             if problem:
                 store.catalog.mark_pending(row["id"], problem[0])
                 done.append(f"{problem[0]}; marked for re-indexing (re-run `videomini index` on it)")
+            elif row["checksum"] is None:  # a shard from before checksums: whole, so record its header's now
+                store.catalog.set_checksum(row["id"], store.shards.header_checksum(row["shard"]))
         if done or not store.index_is_current() or _check_agreement(store):
             manifest = store.compact_index()
             done.append(f"rebuilt the search index from {len(manifest['videos'])} good shards "

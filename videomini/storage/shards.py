@@ -138,6 +138,10 @@ class ShardStore:
         return LibraryDamaged(f"{self.folder / name}: shard damaged ({what}); run `videomini library {root} "
                               "--repair` to re-index its video")
 
+    def missing(self, name: str) -> LibraryDamaged:
+        return LibraryDamaged(f"{self.folder / name}: shard missing; run `videomini library {self.folder.parent} "
+                              "--repair` to re-index its video")
+
     def header_checksum(self, name: str) -> str:
         """The checksum of a shard's header: 8 length bytes and the JSON they announce."""
         path = self.folder / name
@@ -149,8 +153,7 @@ class ShardStore:
                     raise self.damaged(name, "no safetensors header")
                 header = f.read(size)
         except FileNotFoundError:
-            raise LibraryDamaged(f"{path}: shard missing; run `videomini library {self.folder.parent} --repair` "
-                                 "to re-index its video") from None
+            raise self.missing(name) from None
         if len(header) != size:
             raise self.damaged(name, "file ends inside its header")
         return checksum_bytes(head + header)
@@ -158,17 +161,20 @@ class ShardStore:
     def _open(self, name: str, read: Any, checksum: str | None) -> Any:
         from safetensors import safe_open
 
+        path = self.folder / name
+        if not path.is_file():
+            raise self.missing(name)
         if checksum is not None and self.header_checksum(name) != checksum:
             raise self.damaged(name, "header checksum mismatch")
-        path = self.folder / name
         try:
             with safe_open(path, framework="np") as f:
                 return read(f)
         except LibraryError:
             raise
         except FileNotFoundError:
-            raise LibraryDamaged(f"{path}: shard missing; run `videomini library {self.folder.parent} --repair` "
-                                 "to re-index its video") from None
+            raise self.missing(name) from None
+        except OSError:
+            raise  # permission denied, I/O error: not damage (storage_errors says what it is)
         except Exception as e:
             raise self.damaged(name, f"cannot read: {e}") from None
 

@@ -2,7 +2,7 @@
 
     DIR/catalog.sqlite     videos and meta (storage/catalog.py)
     DIR/shards/            one safetensors file per indexed video (storage/shards.py)
-    DIR/index.json + index files     the published FAISS generation (storage/vector_index.py)
+    DIR/index.json, DIR/seg-*   the published index: immutable FAISS segments (storage/segments.py)
     DIR/lock               the writer lock (storage/lock.py)
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
@@ -31,6 +31,7 @@ from videomini.storage.catalog import CATALOG, FORMAT_VERSION, Catalog, PlanItem
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint, storage_errors
 from videomini.storage.files import durability_point, remove_temp_files
 from videomini.storage.hits import Hit, TextHit, moments
+from videomini.storage.integrity import check_store, rebuild_catalog, repair_store, shard_problems
 from videomini.storage.lock import WriterLock
 from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
                                       shard_name, to_numpy, unit_rows)
@@ -55,7 +56,7 @@ class LibraryStore:
         self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()
-        if not create and not repair and not has_catalog:
+        if not create and not has_catalog and not (repair and self._has_shards()):
             if self._has_shards():
                 raise LibraryDamaged(f"{self.root}: catalog missing ({CATALOG}) while the library holds shards; "
                                      f"{repair_hint(self.root)} to rebuild it from them")
@@ -82,8 +83,6 @@ class LibraryStore:
     def _open_catalog(self, repair: bool) -> None:
         """Open the catalog; a writer refuses (or, repairing, rebuilds from the shards) a damaged or lost one --
         opening a fresh catalog beside existing shards would otherwise let garbage collection delete them."""
-        from videomini.storage.integrity import rebuild_catalog
-
         path = self.root / CATALOG
         try:
             lost = self.writer and self._has_shards() and (not path.is_file() or path.stat().st_size == 0)
@@ -113,6 +112,24 @@ class LibraryStore:
     def open(cls, root: str | os.PathLike, *, writer: bool = False, wait_s: float = 0.0,
              **kwargs: Any) -> "LibraryStore":
         return cls(root, writer=writer, wait_s=wait_s, **kwargs)
+
+    @classmethod
+    def check(cls, root: str | os.PathLike) -> list[str]:
+        """Everything wrong with the library at `root` (storage/integrity.py), one line each naming the file;
+        [] when it is whole. Only reads: works on a read-only library."""
+        root = absolute(root)
+        try:
+            store = cls(root)
+        except LibraryDamaged as e:  # no usable catalog: what the shards say on their own
+            return [str(e)] + shard_problems(ShardStore(root / SHARDS))
+        with store:
+            return check_store(store)
+
+    @classmethod
+    def repair(cls, root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
+        """Fix what `check` finds (storage/integrity.py); returns what was done, one line each."""
+        with cls(root, writer=True, wait_s=wait_s, repair=True) as store:
+            return repair_store(store)
 
     def close(self) -> None:
         if self.catalog is not None:
