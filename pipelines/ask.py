@@ -115,6 +115,22 @@ def _from_signals(library_dir: str | os.PathLike, question: str, top_k: int) -> 
     return answer_library_from_signals(library_dir, question, top_k=min(top_k, SIGNAL_ANSWER_MOMENTS))
 
 
+def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question: str, top_k: int,
+                         max_frames: int, max_new_tokens: int, on_token: TokenFn | None) -> Answer:
+    """The library search (CLIP over frames, MiniLM over stored speech / on-screen text, fused by rank) with
+    the model's text tower, then LLaVA-Mini over the moments found, stored text near them quoted."""
+    from videomini.pipelines.search import search_library
+    from videomini.pipelines.signals_answer import signal_context
+    from videomini.storage import LibraryError
+
+    if vm.text_tower is None:
+        raise LibraryError(f"{library_dir}: the model has no CLIP text tower to retrieve moments with")
+    notes: list[str] = []
+    found = search_library(library_dir, question, top_k=top_k, text_tower=vm.text_tower, notes=notes)
+    return ask_library_frames(vm, library_dir, question, found, top_k=top_k, max_frames=max_frames,
+                              max_new_tokens=max_new_tokens, on_token=on_token, quote=signal_context, notes=notes)
+
+
 def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | VideoMini | None = None,
                 device: str | None = None, dtype: str | None = None, quantize: str | None = None,
                 kv_cache: str | None = None, top_k: int = 10,
@@ -143,8 +159,8 @@ def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | V
                                "generative model)")
             return _from_signals(library_dir, question, top_k)
     try:
-        return ask_library_frames(vm, library_dir, question, top_k=top_k, max_frames=max_frames or LIBRARY_MAX_FRAMES,
-                                  max_new_tokens=max_new_tokens, on_token=on_token)
+        return _answer_from_moments(vm, library_dir, question, top_k, max_frames or LIBRARY_MAX_FRAMES,
+                                    max_new_tokens, on_token)
     except NoStoredFrames:  # every moment found is in videos indexed without frames: their text is the evidence
         answer = _from_signals(library_dir, question, top_k)
         answer.notes.insert(0, "The moments found have no stored frames (indexed with --no-visual).")

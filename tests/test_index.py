@@ -145,9 +145,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()
-    from videomini.ask import ask_library
+    from videomini.pipelines.ask import ask_library
 
-    answer = ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
+    answer = ask_library(library, "What number is shown?", model=vm, top_k=2, max_new_tokens=3)
     assert answer.text and answer.frames_used > 0
     assert any(Path(e.video) == good[2].resolve() for e in answer.evidence)
 

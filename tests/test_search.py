@@ -133,7 +133,7 @@ def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, na
 
 def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, checkpoint, narrated):
     from videomini.pipelines.ask import VideoMini
-    from videomini.ask import ask_library
+    from videomini.pipelines.ask import ask_library
 
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"
@@ -161,6 +161,6 @@ def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, 
     assert abs(speech_hit.start_s - spoken.start_s) <= TOLERANCE_S or any(
         abs(m["start_s"] - spoken.start_s) <= TOLERANCE_S for m in speech_hit.matches)
 
-    answer = ask_library(vm, library, spoken.paraphrase, top_k=3, max_new_tokens=2)
+    answer = ask_library(library, spoken.paraphrase, model=vm, top_k=3, max_new_tokens=2)
     assert answer.generated_by == "llava-mini" and answer.frames_used > 0
     assert answer.context and "London" in answer.context  # stored speech quoted into the prompt

@@ -264,10 +264,13 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
     return chosen, rows
 
 
-def _quoted_context(library: Any, found: list, rows: dict, chosen: dict[str, set[float]]) -> str | None:
+QuoteFn = Callable[[list, list[float]], str]  # (text segments, frame times) -> timestamped prompt lines
+
+
+def _quoted_context(library: Any, found: list, rows: dict, chosen: dict[str, set[float]],
+                    quote: QuoteFn) -> str | None:
     """Stored speech / on-screen text near the chosen frames, as timestamped prompt lines (named by video when
     several videos answer)."""
-    from videomini.pipelines.signals_answer import signal_context  # TEMPORARY: until signal_context moves to videomini/
     from videomini.signals import TextSegment
 
     lines: list[str] = []
@@ -277,7 +280,7 @@ def _quoted_context(library: Any, found: list, rows: dict, chosen: dict[str, set
         segments = [TextSegment(d["start_s"], d["end_s"], d["text"], d["source"])
                     for d in library.segments(rows[video]["id"])]
         times = sorted(chosen.get(video) or [m.best_s for m in found if m.video == video])
-        video_lines = signal_context(segments, times).splitlines()
+        video_lines = quote(segments, times).splitlines()
         lines += [line.replace("[", f"[{Path(video).name} ", 1) for line in video_lines] if len(rows) > 1 \
             else video_lines
     return "\n".join(lines) or None
@@ -294,24 +297,20 @@ def _library_evidence(videos: list[str], times_s: np.ndarray, scores: np.ndarray
     return sorted(evidence, key=lambda e: -e.score)
 
 
-def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, top_k: int = 10,
+def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, found: list, top_k: int = 10,
                 max_frames: int = 64, max_new_tokens: int = 256, on_token: TokenFn | None = None,
-                quote_signals: bool = True) -> Answer:
-    """Retrieve moments, re-decode their frames, answer with LLaVA-Mini, cite (video, time). Stored speech and
-    on-screen text near the chosen frames go into the prompt as timestamped lines (`quote_signals`). Raises
-    NoStoredFrames when no moment found has stored frames."""
-    from videomini.pipelines.search import search_library  # TEMPORARY: until search moves to videomini/search.py
-
+                quote: QuoteFn | None = None, notes: list[str] | None = None) -> Answer:
+    """Answer over the moments `found` in a library (best first; each with video, start_s, end_s, best_s, as the
+    library search returns them): their stored frames re-decoded, the question fused with them, LLaVA-Mini's
+    answer citing (video, time). `quote` formats stored speech / on-screen text near the chosen frames into
+    timestamped prompt lines (None: nothing quoted). Raises NoStoredFrames when no moment has stored frames."""
     started = time.perf_counter()
-    if vm.text_tower is None:
-        raise LibraryError(f"{library_dir}: the model has no CLIP text tower to retrieve moments with")
-    notes: list[str] = []
-    found = search_library(library_dir, question, top_k=top_k, text_tower=vm.text_tower, notes=notes)
+    notes = notes if notes is not None else []
     if not found:
         raise LibraryError(f"{library_dir}: nothing indexed to answer from")
     with LibraryStore(library_dir) as library:
         chosen, rows = _frames_for_moments(library, found, max_frames)
-        context = _quoted_context(library, found, rows, chosen) if quote_signals else None
+        context = _quoted_context(library, found, rows, chosen, quote) if quote else None
     if not chosen:
         raise NoStoredFrames(f"{library_dir}: the moments found have no stored frames (indexed with --no-visual)")
     input_ids = encode_question(vm.tokenizer, question, context).to(vm.model.device)

@@ -32,6 +32,10 @@ _TORCH_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "
 # transient of one step (a prefill chunk through the MLP, a batch through the vision tower).
 DEFAULT_RUNTIME_RESERVE_BYTES = 1 << 30
 MASK_BYTES = 1  # the boolean attention mask of a chunk against its context (SDPA's input, one byte per pair)
+# transformers' QuantizedCache dequantizes a layer's whole cache on every update and re-quantizes it when its
+# full-precision window flushes: the transient, in multiples of one layer's compute-dtype KV per context token,
+# as measured by bench/capacity.py on the 8B-wide slice at 4,096 frames (HQQ 8-bit optimises in float32).
+QUANTIZED_CACHE_TRANSIENT_LAYERS = {"int8": 27.0, "int4": 3.5}
 _REQUIRED_LLM_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
@@ -63,6 +67,7 @@ class MemoryPlan:
     _activation_width: int = 0  # values per token in one prefill chunk's widest moment
     _activation_bytes: int = 2
     _expanded_kv_bytes_per_token: int = 0
+    _cache_transient_bytes_per_token: float = 0.0
 
     @property
     def total_weights_bytes(self) -> int:
@@ -75,7 +80,7 @@ class MemoryPlan:
         them with repeat_kv whenever a mask is passed, as it is for every chunk after the first)."""
         chunk = min(self.prefill_chunk_tokens, context_tokens)
         return int(chunk * self._activation_width * self._activation_bytes + chunk * context_tokens * MASK_BYTES
-                   + context_tokens * self._expanded_kv_bytes_per_token)
+                   + context_tokens * (self._expanded_kv_bytes_per_token + self._cache_transient_bytes_per_token))
 
     def peak_bytes_for(self, frames: int) -> int:
         """Memory while answering over `frames` frames (weights, KV cache, frame embeddings, one prefill chunk),
@@ -310,7 +315,9 @@ def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_con
         prompt_kv_bytes=(int(prompt_tokens) + int(answer_tokens)) * kv_bytes_per_token, frames_fit_memory=0,
         frames_fit_context=0, max_frames=0, limited_by="", notes=notes,
         _activation_width=4 * hidden + 3 * int(llm_config.intermediate_size), _activation_bytes=DTYPE_BYTES[compute],
-        _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute])
+        _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute],
+        _cache_transient_bytes_per_token=QUANTIZED_CACHE_TRANSIENT_LAYERS.get(kv_dtype, 0.0) * 2 * kv_heads * head_dim
+        * DTYPE_BYTES[compute])
     plan.frames_fit_context = max(0, (plan.context_length - plan.prompt_tokens_reserved) // tokens_per_frame)
     plan.frames_fit_memory = _frames_that_fit(plan)
     plan.max_frames = min(plan.frames_fit_memory, plan.frames_fit_context)
