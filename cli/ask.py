@@ -127,7 +127,9 @@ def ask_library_cli(library: Path, question: str, model: str | None, device: str
     from videomini.library import Library, LibraryError
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import answer_library_from_signals, ask_library, library_model_id
+    from videomini.evidence import answer_library_from_signals
+    from videomini.pipelines.search import ask_library
+    from videomini.search import library_model_id
     from videomini.signals import SignalError
     from videomini.video import VideoError
 
@@ -174,7 +176,7 @@ def _signals_available() -> bool:
 
 def answer_from_signals_cli(video: Path, question: str, signals: tuple[str, ...], fps: float, as_json: bool,
                             console) -> None:
-    from videomini.pipelines.signals_answer import answer_from_signals
+    from videomini.evidence import answer_from_signals
     from videomini.signals import SignalError
     from videomini.video import VideoError
 

@@ -86,7 +86,7 @@ class VideoMini:
             return self._ask_image(path, question, input_ids, max_new_tokens, do_sample, on_token, started)
         info = probe(path)
         if signals:
-            from videomini.pipelines.signals_answer import extract_signals, signal_context
+            from videomini.evidence import extract_signals, signal_context
 
             if on_progress:
                 on_progress("signals", 0, None)

@@ -312,7 +312,7 @@ def check_model(model: Any) -> None:
 
 def _text_embedder() -> Any:
     """The bundled MiniLM that embeds speech / on-screen text (loaded once per process)."""
-    from videomini.pipelines.signals_answer import default_embedder
+    from videomini.signals.text import default_embedder
     from videomini.signals import SignalError
 
     try:
@@ -421,7 +421,7 @@ def commit_video(library: Any, item: Any, video_id: int, result: EncodedVideo, m
     segment_embeddings = None
     if result.signals:
         if text_embedder is None:
-            from videomini.pipelines.signals_answer import default_embedder
+            from videomini.signals.text import default_embedder
 
             text_embedder = default_embedder()
         segment_embeddings = text_embedder.encode([seg["text"] for seg in result.segments])

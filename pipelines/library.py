@@ -24,8 +24,9 @@ from videomini.answer import Answer
 from videomini.library import Library as Storage
 from videomini.library import LibraryError
 from videomini.pipelines.index import IndexReport, index_videos
-from videomini.pipelines.search import SearchMoment, answer_library_from_signals, ask_library, library_model_id
-from videomini.pipelines.search import search_library
+from videomini.evidence import answer_library_from_signals
+from videomini.pipelines.search import ask_library, search_library
+from videomini.search import SearchMoment, library_model_id
 
 
 class Library:

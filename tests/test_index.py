@@ -137,7 +137,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
 
             return torch.from_numpy(np.tile(injected, (1 if isinstance(texts, str) else len(texts), 1)))
 
-    monkeypatch.setattr(search_module, "text_tower_for", lambda model_id, device="cpu": KnownTower())
+    import videomini.search
+
+    monkeypatch.setattr(videomini.search, "text_tower_for", lambda model_id, device="cpu": KnownTower())
     results = search_module.search_library(library, "the frame showing number twenty", top_k=3,
                                            thumbnails_dir=tmp_path / "thumbs")
     best = results[0]

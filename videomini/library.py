@@ -962,6 +962,21 @@ class Library:
             out.append(hits)
         return out[0] if single else out
 
+    def sample_vectors(self, kind: str = "frames", n: int = 1024, seed: int = 0) -> np.ndarray:
+        """Up to `n` stored vectors of the published index ("frames" or "text"), drawn at random with a fixed
+        seed: the background a query's similarities are calibrated against (`videomini.search`)."""
+        snap = self._load_snapshot()
+        index = None if snap is None else snap.index if kind == "frames" else snap.text_index
+        if index is None or index.ntotal == 0:
+            return np.zeros((0, 1), dtype=np.float32)
+        rows = np.sort(np.random.default_rng(seed).choice(index.ntotal, size=min(n, index.ntotal), replace=False))
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and ivf.direct_map.no():
+            ivf.make_direct_map()  # IVF lists reconstruct by id only through the map (8 bytes per vector)
+        return np.asarray(index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
+
     def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
         """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
         q = _to_numpy(query, np.float32).reshape(-1)
