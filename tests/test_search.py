@@ -207,3 +207,24 @@ def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, 
     answer = ask_library(vm, library, spoken.paraphrase, top_k=3, max_new_tokens=2)
     assert answer.generated_by == "llava-mini" and answer.frames_used > 0
     assert answer.context and "London" in answer.context  # stored speech quoted into the prompt
+
+
+def test_the_train_question_points_at_the_spoken_sentence_not_the_whole_video(tmp_path, checkpoint, narrated):
+    """examples/example.mp4 content indexed with frames (a random CLIP tower: a noise list) and speech + text."""
+    from videomini.pipelines.ask import VideoMini
+
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    library = tmp_path / "lib"
+    assert index_videos(library, [narrated.path], vm, signals=("speech", "ocr")).indexed
+    spoken = narrated.lines[2]  # "The train to London departs at noon." at 15 s
+    results = search_library(library, "When does the train to London leave?", top_k=5, text_tower=vm.text_tower)
+    best = results[0]
+    assert best.matches[0]["signal"] == "speech" and "London" in best.matches[0]["text"] and best.confident
+    assert spoken.start_s - TOLERANCE_S <= best.start_s and best.end_s <= spoken.end_s + TOLERANCE_S
+    assert best.end_s - best.start_s <= 5.0 and abs(best.best_s - spoken.start_s) <= TOLERANCE_S
+    assert all(m.end_s - m.start_s <= MAX_MOMENT_S for m in results)
+
+
+def test_a_query_answered_nowhere_gets_no_confident_moment(signals_library):
+    results = search_library(signals_library, "a penguin sliding on the ice", top_k=3)
+    assert results and not any(m.confident for m in results)
