@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VIDEOMINI_SHARED", REPO.parent / "shared"))
-GOLDEN_CHECKPOINT = SHARED / "golden" / "llavamini_tiny"
+GOLDEN_CHECKPOINT = REPO / "tests" / "data" / "golden" / "llavamini_tiny"  # the repository's own test data
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 QUESTION = "What happens?"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -129,7 +128,7 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
     import numpy as np
 
     from videomini.encoder import FrameEncoder
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
     from videomini.prompting import encode_question
     from videomini.video import sample_frames
 
@@ -166,7 +165,7 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
 def rss_child(checkpoint: str, video: str, batch_size: int) -> dict:
     """Child process: load the model, run the whole ask once, report its peak RSS."""
     from videomini import load_model
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
 
     loaded = load_model(checkpoint, device="cpu")
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -27,7 +27,8 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 
-from videomini.memory import KNOWN_CONFIGS, KNOWN_VISION_CONFIGS, plan_memory
+from videomini.loading import KNOWN_CONFIGS, KNOWN_VISION_CONFIGS
+from videomini.planner import plan_memory
 from videomini.model import LlavaMini, LlavaMiniConfig
 
 MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"

@@ -231,7 +231,7 @@ CONFIGS = {  # name -> signals searched
 
 def run(cache: Path, top_k: int) -> dict:
     from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import search_library
+    from videomini.search import search_library
 
     library, checkpoint, queries, build = build_library(cache)
     text_tower = VideoMini.from_pretrained(str(checkpoint), device="cpu").text_tower

@@ -1,6 +1,6 @@
 """Library search benchmark: latency, recall@10 against exact search, index build time and bytes per frame.
 
-Each size goes through the real `videomini.library.Library`: synthetic videos of `--frames-per-video` frames are
+Each size goes through the real `videomini.storage.LibraryStore`: synthetic videos of `--frames-per-video` frames are
 written as shards (frame tokens of `--token-dim` fp16, 768-d embeddings, timestamps), the index is rebuilt with the
 library's own choice of factory and parameters, and queries run one at a time through `search_vectors` (as a user's
 search does), so the figures include catalog, shard and hit-resolution costs.
@@ -31,7 +31,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from videomini.library import FLAT_MAX_VECTORS, Library, index_spec_for
+from videomini.storage import FLAT_MAX_VECTORS, LibraryStore
 
 LATENT = 64
 
@@ -81,7 +81,7 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
     n_flat = min(len(queries), args.flat_queries if n > 100_000 else len(queries))
     flat_lat = []
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # as the library runs one query (see videomini.library._faiss_threads)
+    faiss.omp_set_num_threads(1)  # as the library runs one query (see videomini.storage.vector_index.faiss_threads)
     for q in queries[:n_flat]:  # what a one-query exact search would cost at this size
         t = time.perf_counter()
         exact.search(q[None], 10)
@@ -92,7 +92,7 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="videomini-bench-", dir=args.workdir) as tmp:
-        lib = Library.create(tmp)
+        lib = LibraryStore.create(tmp)
         frame_tokens = np.zeros((fpv, 1, args.token_dim), np.float16)  # content does not matter for size or speed
         t0 = time.perf_counter()
         for v, start in enumerate(range(0, n, fpv)):

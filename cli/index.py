@@ -1,4 +1,4 @@
-"""`videomini index PATH... --library DIR`: batch indexing with progress and a summary; `videomini library DIR`."""
+"""`videomini index PATH... --library DIR`: batch indexing with progress and a summary."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def index(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from videomini.library import LibraryError
+    from videomini.library import LazyModel
     from videomini.loading import CheckpointError
     from videomini.pipelines.ask import VideoMini, default_model_id
     from videomini.pipelines.index import IndexError_, index_videos
-    from videomini.pipelines.library import LazyModel
+    from videomini.storage import LibraryError
 
     console = Console(stderr=as_json)
     loaded: list = []
@@ -114,47 +114,3 @@ def index(
             console.print(f"[yellow]warning:[/yellow] {warning}")
     if report.failed:
         raise typer.Exit(1)
-
-
-@app.command("library")
-def library_info(
-    library: Path = typer.Argument(..., help="Library folder."),
-    remove: list[Path] = typer.Option([], "--remove", help="Remove this video from the library (repeatable)."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Show a library (videos, frames, hours, bytes on disk, failures), or remove videos from it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from videomini.library import Library, LibraryError
-
-    try:
-        if remove:
-            with Library(library, writer=True) as lib:
-                removed = lib.remove(remove)
-            print(f"removed {len(removed)} video(s)", file=sys.stderr)
-        with Library(library) as lib:
-            stats = lib.stats()
-    except LibraryError as e:
-        _fail(str(e))
-    if as_json:
-        typer.echo(json.dumps(stats, indent=2))
-        return
-    table = Table(title=str(stats["library"]), show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    status = stats["status"]
-    table.add_row("videos", f"{stats['videos']} ({status['done']} done, {status['failed']} failed, "
-                            f"{status['pending'] + status['running']} unfinished)")
-    table.add_row("frames", f"{stats['frames']:,}")
-    table.add_row("hours", f"{stats['hours']:.2f}")
-    table.add_row("on disk", f"{stats['bytes_on_disk'] / 1e6:.1f} MB")
-    index = stats.get("index") or {}
-    table.add_row("search index", f"{index.get('factory', 'none')} over {index.get('n_vectors', 0):,} frames"
-                                  + ("" if stats.get("index_current") else " (stale: re-run index)"))
-    if index.get("text_n_vectors"):
-        with_signals = ", ".join(f"{n} with {names.replace(',', '+')}" for names, n in stats["signals"].items())
-        table.add_row("text segments", f"{index['text_n_vectors']:,} (speech / on-screen text; videos: {with_signals})")
-    Console().print(table)
-    for failure in stats["failures"]:
-        Console().print(f"[red]failed[/red] {failure['path']}: {failure['error']}")

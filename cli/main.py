@@ -21,11 +21,27 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def quiet_libraries() -> None:
+    """Keep third-party libraries' warnings and log notices (deprecations, Ray's start-up messages) off the
+    terminal: a command prints its own results, warnings and errors, nothing else. `--verbose` skips this."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module="videomini")  # ours (e.g. "ends early: decoded up to ...") still show
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"  # one line, like our other messages
+    logging.disable(logging.WARNING)  # transformers, huggingface_hub, Ray...: their errors still show
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Also show third-party libraries' warnings and log messages."),
 ) -> None:
     """videomini: ask questions about long videos, index and search video libraries."""
+    if not verbose:
+        quiet_libraries()
 
 
 def _register() -> None:

@@ -38,7 +38,7 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
 ) -> None:
     """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""
-    from videomini.memory import device_memory, normalize_dtype, parse_size, plan_memory
+    from videomini.planner import device_memory, normalize_dtype, parse_size, plan_memory
 
     notes: list[str] = []
     try:

@@ -26,9 +26,9 @@ def search(
     from rich.table import Table
 
     from videomini.answer import format_time
-    from videomini.library import LibraryError
+    from videomini.storage import LibraryError
     from videomini.loading import CheckpointError
-    from videomini.pipelines.search import search_library
+    from videomini.search import search_library
 
     from videomini.signals import SignalError
 

@@ -248,13 +248,13 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
         raise IndexError_(f"unknown signal {unknown[0]!r}: choose from {', '.join(SIGNALS)}")
     if not visual and not signals:
         raise IndexError_("nothing to index: without the vision model (--no-visual) name --signals speech,ocr")
-    from videomini.library import Library
+    from videomini.storage import LibraryStore
 
     started = time.perf_counter()
     emit = on_event or (lambda kind, details: None)
     report = IndexReport()
     candidates, missing = find_videos(paths, recursive)
-    library = Library(library_dir, create=True, wait_s=wait_s)
+    library = LibraryStore(library_dir, create=True, wait_s=wait_s)
     try:
         for path, reason in missing:
             report.failed.append((str(path), f"{path}: {reason}"))

@@ -235,6 +235,14 @@ def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
+                     **options: Any) -> IndexReport:
+    """The "ray" entry point of the `videomini.engines` group: `index_videos` on Ray."""
+    from videomini.pipelines.index import index_videos
+
+    return index_videos(library_dir, paths, model, engine="ray", **options)
+
+
 def _check_projection(load_id: str, model_id: str) -> None:
     """Fail before starting anything when the checkpoint's tower has no CLIP projection (read from its
     safetensors headers, without loading the model), with the local engine's message."""

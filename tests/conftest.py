@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VIDEOMINI_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "golden"
-VIDEOS = SHARED / "videos"
+DATA = Path(__file__).resolve().parent / "data"  # the project's own test data (tests/data/README.md)
+GOLDEN = DATA / "golden"
+VIDEOS = DATA / "videos"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,18 +29,34 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _library_logging_restored():
+    """The CLI hides library log notices for the whole process (`logging.disable`, a one-line warning format);
+    CliRunner tests run it in this process, so undo it after each test (pytest restores the warnings filters)."""
+    import logging
+    import warnings
+
+    formatwarning = warnings.formatwarning
+    yield
+    logging.disable(logging.NOTSET)
+    warnings.formatwarning = formatwarning
+
+
+def _data_folder(folder: Path) -> Path:
+    """A folder of tests/data; missing means a broken checkout, which fails the test rather than skipping it."""
+    if not folder.is_dir():
+        pytest.fail(f"test data missing: {folder} (it is part of the repository; restore it with git checkout)")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    if not GOLDEN.is_dir():
-        pytest.skip(f"golden reference not found at {GOLDEN}")
-    return GOLDEN
+    return _data_folder(GOLDEN)
 
 
 @pytest.fixture(scope="session")
 def videos_dir() -> Path:
-    if not VIDEOS.is_dir():
-        pytest.skip(f"real test clips not found at {VIDEOS}")
-    return VIDEOS
+    return _data_folder(VIDEOS)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -146,10 +161,6 @@ def golden_cases(golden_dir):
 @pytest.fixture(scope="session")
 def narrated(tmp_path_factory):
     """The default narrated test video (tests/narrated.py): known sentences and captions at known times."""
-    import shutil
-
     from narrated import make_narrated_video
 
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
     return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")

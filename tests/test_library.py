@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videomini.library import (
+from videomini.storage import (
     Hit,
     IndexSpec,
-    Library,
     LibraryBusy,
     LibraryError,
+    LibraryStore,
     build_index,
     fingerprint,
     index_spec_for,
@@ -44,7 +44,7 @@ def frames(seed: int, n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.arange(n, dtype=np.float64) * 1.0)
 
 
-def add_video(lib: Library, path: Path, frame_tokens, embeddings, timestamps_s) -> int:
+def add_video(lib: LibraryStore, path: Path, frame_tokens, embeddings, timestamps_s) -> int:
     (item,) = lib.plan([path])
     video_id = lib.mark_running(item.path, item.fingerprint, model_id="tiny", fps=1.0)
     lib.write_shard(video_id, frame_tokens, embeddings, timestamps_s, duration_s=float(len(timestamps_s)),
@@ -79,14 +79,14 @@ def test_fingerprint_tracks_content_size_and_mtime(tmp_path):
 
 def test_open_requires_a_library_and_writes_require_the_lock(tmp_path):
     with pytest.raises(LibraryError, match="not a videomini library"):
-        Library(tmp_path / "nope")
-    with Library.create(tmp_path / "lib") as lib:
+        LibraryStore(tmp_path / "nope")
+    with LibraryStore.create(tmp_path / "lib") as lib:
         assert lib.rebuild_index()["n_vectors"] == 0  # an empty library publishes an empty generation
     con = sqlite3.connect(tmp_path / "lib" / "catalog.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert dict(con.execute("SELECT key, value FROM meta"))["format_version"] == "1"
     con.close()
-    with Library(tmp_path / "lib") as reader:
+    with LibraryStore(tmp_path / "lib") as reader:
         with pytest.raises(LibraryError, match="read-only"):
             reader.mark_running(make_video(tmp_path, "a.mp4"))
         assert reader.search_vectors(np.ones(D)) == []
@@ -94,7 +94,7 @@ def test_open_requires_a_library_and_writes_require_the_lock(tmp_path):
 
 def test_status_transitions_and_plan_actions(tmp_path):
     a, b, c = (make_video(tmp_path, f"{n}.mp4", seed=i) for i, n in enumerate("abc"))
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         assert [i.action for i in lib.plan([a, b, a])] == ["new", "new"]  # duplicates collapse
         vid = lib.mark_running(a)
         assert lib.video(vid)["status"] == "running"
@@ -132,9 +132,9 @@ def test_status_transitions_and_plan_actions(tmp_path):
 
 
 def test_shard_write_is_atomic_and_roundtrips(tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
+    import torch
     a = make_video(tmp_path, "a.mp4")
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         vid = lib.mark_running(a)
         tokens, emb, ts = frames(1)
         name = lib.write_shard(vid, torch.from_numpy(tokens.astype(np.float32)).bfloat16(), emb * 3.0, ts)
@@ -160,7 +160,7 @@ def test_shard_write_is_atomic_and_roundtrips(tmp_path, monkeypatch):
 
 def test_write_shard_rejects_bad_input(tmp_path):
     a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         vid = lib.mark_running(a)
         tokens, emb, ts = frames(0)
         with pytest.raises(LibraryError, match="a.mp4: frame counts differ"):
@@ -184,7 +184,7 @@ def test_search_finds_injected_vectors(tmp_path):
     rng = np.random.default_rng(0)
     target = rng.standard_normal(D).astype(np.float32)
     paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         for i, path in enumerate(paths):
             tokens, emb, _ = frames(10 + i, n=20)
             ts = np.arange(20) * 0.5 + 100.0 * i  # 2 fps, offset per video
@@ -194,7 +194,7 @@ def test_search_finds_injected_vectors(tmp_path):
             add_video(lib, path, tokens, emb, ts)
         manifest = lib.rebuild_index()
         assert manifest["factory"] == "Flat" and manifest["n_vectors"] == 60
-    with Library(tmp_path / "lib") as reader:  # a reader: no lock needed
+    with LibraryStore(tmp_path / "lib") as reader:  # a reader: no lock needed
         hits = reader.search_vectors(target + 0.05 * rng.standard_normal(D), top_k=5)
         assert isinstance(hits[0], Hit)
         assert (hits[0].path, hits[0].timestamp_s, hits[0].frame_idx) == (str(paths[1]), 107.0, 14)
@@ -227,7 +227,7 @@ def test_index_factory_switches_past_the_threshold(tmp_path):
     assert big.factory.startswith("IVF") and big.nprobe and big.factory.endswith(",Flat")
     paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(4)]
     target = np.random.default_rng(7).standard_normal(D).astype(np.float32)
-    with Library.create(tmp_path / "lib", flat_max=100) as lib:
+    with LibraryStore.create(tmp_path / "lib", flat_max=100) as lib:
         add_video(lib, paths[0], *frames(0, n=60))
         assert lib.rebuild_index()["factory"] == "Flat"
         for i, path in enumerate(paths[1:], start=1):
@@ -255,7 +255,7 @@ def test_build_index_ivf_recall_is_high_on_clustered_vectors():
 
 def test_remove_deletes_rows_shards_and_index_entries(tmp_path):
     paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         ids = [add_video(lib, p, *frames(i)) for i, p in enumerate(paths)]
         lib.mark_failed(make_video(tmp_path, "bad.mp4", seed=9), "not a video")
         lib.rebuild_index()
@@ -273,7 +273,7 @@ def test_remove_deletes_rows_shards_and_index_entries(tmp_path):
 
 def test_stats_reports_counts_hours_bytes_and_failures(tmp_path):
     paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(2)]
-    with Library.create(tmp_path / "lib") as lib:
+    with LibraryStore.create(tmp_path / "lib") as lib:
         for i, p in enumerate(paths):
             add_video(lib, p, *frames(i, n=1800))  # duration_s = 1800 each
         lib.mark_failed(make_video(tmp_path, "bad.mp4", seed=5), "zero-byte file")
@@ -294,24 +294,24 @@ def test_stats_reports_counts_hours_bytes_and_failures(tmp_path):
 
 def test_second_writer_is_refused_readers_are_not(tmp_path):
     root = tmp_path / "lib"
-    with Library.create(root):
+    with LibraryStore.create(root):
         with pytest.raises(LibraryBusy) as busy:
-            Library.open(root, writer=True)
+            LibraryStore.open(root, writer=True)
         assert str(root) in str(busy.value) and f"pid {os.getpid()}" in str(busy.value)
         assert "\n" not in str(busy.value)
         with pytest.raises(LibraryBusy, match="after waiting 0.05 s"):
-            Library.open(root, writer=True, wait_s=0.05)
-        with Library.open(root) as reader:  # readers never take the lock
+            LibraryStore.open(root, writer=True, wait_s=0.05)
+        with LibraryStore.open(root) as reader:  # readers never take the lock
             assert reader.stats()["videos"] == 0
-    with Library.open(root, writer=True, wait_s=0.05):  # released on close
+    with LibraryStore.open(root, writer=True, wait_s=0.05):  # released on close
         pass
 
 
 def test_second_writer_in_another_process_is_refused(tmp_path):
     root = tmp_path / "lib"
-    with Library.create(root):
-        code = ("import sys\nfrom videomini.library import Library, LibraryBusy\n"
-                "try:\n    Library.open(sys.argv[1], writer=True)\n"
+    with LibraryStore.create(root):
+        code = ("import sys\nfrom videomini.storage import LibraryBusy, LibraryStore\n"
+                "try:\n    LibraryStore.open(sys.argv[1], writer=True)\n"
                 "except LibraryBusy as e:\n    print(e); sys.exit(3)\n")
         out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 3, out.stderr
@@ -320,7 +320,7 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
 
 def test_reader_sees_published_generations_only(tmp_path):
     paths = [make_video(tmp_path, f"v{i}.mp4", seed=i) for i in range(3)]
-    with Library.create(tmp_path / "lib") as lib, Library(tmp_path / "lib") as reader:
+    with LibraryStore.create(tmp_path / "lib") as lib, LibraryStore(tmp_path / "lib") as reader:
         add_video(lib, paths[0], *frames(0))
         lib.rebuild_index()
         query = frames(1)[1][2]
@@ -341,14 +341,14 @@ def test_reader_sees_published_generations_only(tmp_path):
 def test_open_for_writing_recovers_from_a_crash(tmp_path):
     a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
     root = tmp_path / "lib"
-    lib = Library.create(root)
+    lib = LibraryStore.create(root)
     va, vb = lib.mark_running(a), lib.mark_running(b)
     lib.write_shard(va, *frames(0), duration_s=6.0)  # durable, but the process "dies" before mark_done
-    lib.db.close()
-    os.close(lib._lock_fd)  # the kernel drops the flock of a dead process
+    lib.catalog.close()
+    lib._lock.release()  # the kernel drops the flock of a dead process
     (root / "shards" / ".tmp-999-2-abc.safetensors").write_bytes(b"partial")
     (root / ".tmp-999-index.json").write_bytes(b"{")
-    with Library.open(root, writer=True) as lib:
+    with LibraryStore.open(root, writer=True) as lib:
         assert leftovers(root) == []
         assert lib.video(va)["status"] == "done" and lib.video(va)["duration_s"] == 6.0
         assert lib.video(vb)["status"] == "pending" and lib.plan([b])[0].action == "resume"
@@ -360,10 +360,15 @@ INDEXER = r"""
 import sys
 from pathlib import Path
 import numpy as np
-from videomini.library import Library
+from videomini.storage import LibraryStore
 
-root, *files = sys.argv[1:]
-with Library.create(root) as lib:
+tests, crash_at, root, *files = sys.argv[1:]
+if crash_at:
+    sys.path.insert(0, tests)
+    from crash import sigkill_at
+
+    sigkill_at(crash_at.split(":")[0], int(crash_at.split(":")[1]))
+with LibraryStore.create(root) as lib:
     for item in lib.plan(files):
         if item.action in ("unchanged", "skip_failed"):
             continue
@@ -384,19 +389,16 @@ N_VIDEOS = 6
 
 
 def run_indexer(root: Path, files: list[Path], crash_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "VIDEOMINI_LIBRARY_CRASH_AT"}
-    if crash_at:
-        env["VIDEOMINI_LIBRARY_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-c", INDEXER, str(root), *map(str, files)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", INDEXER, str(Path(__file__).parent), crash_at or "", str(root),
+                           *map(str, files)], capture_output=True, text=True, timeout=120)
 
 
 def library_state(root: Path) -> dict:
     """Everything a user relies on, with paths made relative so two libraries can be compared."""
-    with Library(root) as lib:
+    with LibraryStore(root) as lib:
         rows = [(Path(r["path"]).name, r["fingerprint"], r["status"], r["n_frames"], r["shard"], r["error"],
                  r["model_id"], r["fps"], r["duration_s"]) for r in lib.videos()]
-        snap = lib._load_snapshot()
+        snap = lib.snapshot()
         vectors = snap.index.reconstruct_n(0, snap.index.ntotal)
         shards = {p.name: lib.load_frames(int(p.name.split("-")[0])).embeddings.tobytes()
                   for p in sorted(lib.shards_dir.iterdir())}
@@ -426,7 +428,7 @@ def test_sigkilled_writer_resumes_to_the_uninterrupted_state(tmp_path, reference
     root = tmp_path / "lib"
     killed = run_indexer(root, files, crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    with Library(root) as reader:  # a reader can open the crashed library without recovering it
+    with LibraryStore(root) as reader:  # a reader can open the crashed library without recovering it
         reader.stats()
     resumed = run_indexer(root, files)
     assert resumed.returncode == 0, resumed.stderr
@@ -440,10 +442,10 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from test_library import add_video, frames, make_video
-from videomini.library import Library
+from videomini.storage import LibraryStore
 
 root, n = Path(sys.argv[1]), int(sys.argv[3])
-with Library.create(root) as lib:
+with LibraryStore.create(root) as lib:
     for i in range(1, n):
         add_video(lib, make_video(root.parent, f"v{i}.mp4", seed=i), *frames(i, n=6 + i))
         lib.rebuild_index()
@@ -455,7 +457,7 @@ def test_search_while_indexing_sees_consistent_snapshots(tmp_path):
     result must come from one published generation -- all its videos' frames, no half-built index, scores
     equal to the stored vectors -- and nothing may fail on files the writer replaces or deletes."""
     root, n_videos = tmp_path / "lib", 30
-    with Library.create(root) as lib:
+    with LibraryStore.create(root) as lib:
         add_video(lib, make_video(tmp_path, "v0.mp4", seed=0), *frames(0, n=6))
         lib.rebuild_index()
     stored = {i + 1: frames(i, n=6 + i)[1] for i in range(n_videos)}  # video id -> its embeddings
@@ -463,10 +465,10 @@ def test_search_while_indexing_sees_consistent_snapshots(tmp_path):
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(Path(__file__).parent), str(n_videos)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen_generations, searches = set(), 0
-    with Library(root) as reader:
+    with LibraryStore(root) as reader:
         while True:
             done = writer.poll() is not None  # one more search after the writer ends: the final state
-            snapshot = reader._load_snapshot()
+            snapshot = reader.snapshot()
             videos = set(snapshot.videos)
             assert videos == set(range(1, len(videos) + 1))  # whole videos, in order: never a partial publish
             assert snapshot.index.ntotal == sum(6 + i for i in range(len(videos)))

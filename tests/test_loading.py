@@ -56,6 +56,25 @@ def test_vision_tower_override(tmp_path, golden_dir):
     assert model.vision_tower_dir == golden_dir / "clip_tiny"
 
 
+def test_vision_tower_copy_in_checkpoint_is_ignored(tmp_path, golden_dir, golden_model):
+    # The released checkpoint also stores the tower under model.vision_tower.vision_tower.*; our copy of the golden
+    # one drops those keys (tests/data/README.md). Put a corrupted copy back: the tower still comes from
+    # mm_vision_tower and every weight equals the golden load.
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "with_tower_copy"
+    shutil.copytree(golden_dir / "llavamini_tiny", folder)
+    state = load_file(str(folder / "model.safetensors"))
+    tower = load_file(str(golden_dir / "clip_tiny" / "model.safetensors"))
+    state.update({f"model.vision_tower.vision_tower.{k}": torch.zeros_like(v) for k, v in tower.items()})
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model, _, _ = load_model(folder, device="cpu", dtype="fp32", vision_tower=golden_dir / "clip_tiny")
+    want = golden_model.model.state_dict()
+    got = model.state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def _one_line(error: Exception) -> str:
     message = str(error)
     assert "\n" not in message

@@ -1,4 +1,4 @@
-"""Frame memory, frame selection and the memory planner (videomini/memory.py)."""
+"""Time references, frame selection, the frame memory and the memory planner."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from videomini.memory import (
-    KNOWN_CONFIGS,
-    FrameMemory,
-    device_memory,
-    parse_size,
-    parse_time_references,
-    plan_memory,
-    select_frames,
-)
+from videomini.frame_memory import FrameMemory
+from videomini.loading import KNOWN_CONFIGS
+from videomini.planner import device_memory, parse_size, plan_memory
+from videomini.selection import select_frames
+from videomini.timerefs import parse_time_references
 
 HOUR = 3600.0
 MODEL_8B = "ICTNLP/llava-mini-llama-3.1-8b"

@@ -1,4 +1,4 @@
-"""videomini.model against the official implementation's tensors (../shared/golden), plus the properties the
+"""videomini.model against the official implementation's tensors (tests/data/golden), plus the properties the
 pipeline relies on: batched == one-by-one, question-independent frame tokens, any configuration."""
 
 from __future__ import annotations

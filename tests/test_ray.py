@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 
 from conftest import make_tiny_checkpoint
 from synth import make_numbered_video
-from videomini.library import Library
+from videomini.storage import LibraryStore
 from videomini.pipelines.index import IndexError_, index_videos
 from videomini.pipelines.ray_engine import short_temp_dir
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's own settings
 
 
@@ -83,7 +82,7 @@ def test_ray_library_equals_local_engine(libraries, media):
         assert str(media / "text.mp4") in error and "\n" not in error
     assert reports["ray"].failed == reports["local"].failed
     assert reports["ray"].frames == reports["local"].frames
-    with Library(root / "ray") as ray_lib, Library(root / "local") as local_lib:
+    with LibraryStore(root / "ray") as ray_lib, LibraryStore(root / "local") as local_lib:
         ray_videos = {v["path"]: v for v in ray_lib.videos()}
         local_videos = {v["path"]: v for v in local_lib.videos()}
         assert ray_videos.keys() == local_videos.keys()
@@ -108,7 +107,7 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
     assert again.indexed == [] and again.failed == []
     assert sorted(why for _, why in again.skipped) == ["failed before (use --retry-failed)", "unchanged", "unchanged"]
     # a driver killed while encoding leaves the video `running` with no shard: the next run indexes that one only
-    with Library(root / "ray", writer=True) as lib:
+    with LibraryStore(root / "ray", writer=True) as lib:
         numbers = lib.video(media / "numbers.mp4")
         lib.mark_running(media / "numbers.mp4", numbers["fingerprint"], model_id=str(checkpoint), fps=1.0)
         (lib.shards_dir / numbers["shard"]).unlink()
@@ -119,7 +118,7 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
     assert ("video", "numbers.mp4") in events and ("done", "numbers.mp4") in events
     assert events.index(("video", "numbers.mp4")) < events.index(("info", "numbers.mp4")) \
         < events.index(("frames", "numbers.mp4")) < events.index(("done", "numbers.mp4"))
-    with Library(root / "ray") as lib, Library(root / "local") as local:
+    with LibraryStore(root / "ray") as lib, LibraryStore(root / "local") as local:
         got = lib.load_frames(lib.video(media / "numbers.mp4")["id"])
         want = local.load_frames(local.video(media / "numbers.mp4")["id"])
         np.testing.assert_array_equal(got.timestamps_s, want.timestamps_s)
@@ -129,20 +128,18 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
 
 def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated):
     # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders
-    pytest.importorskip("rapidocr_onnxruntime")
-    pytest.importorskip("faster_whisper")
     from videomini.pipelines.index import IndexReport, _text_embedder
     from videomini.pipelines.ray_engine import run_ray
 
     signals = ["ocr", "speech"]
     index_videos(tmp_path / "local", [narrated.path], model_id=str(checkpoint), signals=signals, batch_size=4)
-    with Library(tmp_path / "ray", create=True) as lib:
+    with LibraryStore(tmp_path / "ray", create=True) as lib:
         plan = lib.plan([narrated.path], model_id=str(checkpoint), signals=signals)
         report = IndexReport()
         run_ray(lib, plan, str(checkpoint), fps=1.0, batch_size=4, timeout_s=120, address=None, report=report,
                 emit=lambda kind, details: None, signals=signals, text_embedder=_text_embedder())
         assert [Path(p).name for p in report.indexed] == [narrated.path.name]
-    with Library(tmp_path / "ray") as ray_lib, Library(tmp_path / "local") as local_lib:
+    with LibraryStore(tmp_path / "ray") as ray_lib, LibraryStore(tmp_path / "local") as local_lib:
         mine, local = ray_lib.video(narrated.path), local_lib.video(narrated.path)
         assert mine["signals"] == local["signals"] == "ocr,speech"
         segments = ray_lib.segments(mine["id"])
@@ -159,7 +156,7 @@ def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media
         index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing), engine="ray",
                      ray_address=address)
     assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
-    with Library(tmp_path / "lib", writer=True) as lib:  # left for a re-run, as after a crash
+    with LibraryStore(tmp_path / "lib", writer=True) as lib:  # left for a re-run, as after a crash
         assert [v["status"] for v in lib.videos()] == ["pending"]
 
 
@@ -197,5 +194,5 @@ def test_cli_engine_ray_starts_and_stops_its_own_ray(tmp_path, checkpoint, media
     assert [Path(p).name for p in report["indexed"]] == ["numbers.mp4"]
     assert [Path(f["path"]).name for f in report["failed"]] == ["text.mp4"]
     assert leftovers == []  # its session folder went with it
-    with Library(tmp_path / "lib") as lib:
+    with LibraryStore(tmp_path / "lib") as lib:
         assert lib.stats()["status"]["done"] == 1 and lib.index_is_current()

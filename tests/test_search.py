@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.library import Library
 from videomini.pipelines.index import index_videos
-from videomini.pipelines.search import search_library
-from videomini.search import MAX_MOMENT_S, MIN_SCALE, Background, Candidate, fuse, visual_candidates
+from videomini.search import MAX_MOMENT_S, MIN_SCALE, Background, Candidate, fuse, search_library, visual_candidates
+from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
 NOISE = Background(center=0.0, scale=0.1, n_total=100)  # noise ceiling sqrt(2 ln 100) = 3.03 spreads
@@ -118,7 +117,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_signals_only_library_stores_segments_and_no_frames(signals_library, narrated, silent):
-    with Library(signals_library) as lib:
+    with LibraryStore(signals_library) as lib:
         stats = lib.stats()
         assert stats["status"]["done"] == 2 and stats["frames"] == 0
         assert stats["index"]["n_vectors"] == 0 and stats["index"]["text_n_vectors"] >= 5
@@ -176,18 +175,18 @@ def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, na
 
 def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, checkpoint, narrated):
     from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import ask_library
+    from videomini.ask import ask_library
 
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"
     first = index_videos(library, [narrated.path], vm)
     assert first.indexed and first.segments == 0
-    with Library(library) as lib:
+    with LibraryStore(library) as lib:
         frames_before = lib.load_frames(1)
     # the same file with --no-visual --signals: only the signals are new, the stored frames are kept as they were
     second = index_videos(library, [narrated.path], visual=False, signals=("speech",))
     assert second.indexed and second.segments >= 3
-    with Library(library) as lib:
+    with LibraryStore(library) as lib:
         row = lib.video(narrated.path)
         assert row["signals"] == "speech" and row["model_id"] == str(checkpoint)
         frames_after = lib.load_frames(row["id"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 
 import numpy as np
@@ -13,14 +12,9 @@ import pytest
 
 from narrated import DEFAULT_LINES, Caption, Line, frame_at, make_narrated_video
 from videomini.signals import SignalError, TextSegment
-
-pytest.importorskip("faster_whisper")
-pytest.importorskip("rapidocr_onnxruntime")
-pytest.importorskip("sentence_transformers")
-
-from videomini.signals.ocr import ocr_video, read_text  # noqa: E402
-from videomini.signals.speech import bundled_whisper_path, transcribe  # noqa: E402
-from videomini.signals.text import TextEmbedder, bundled_minilm_path  # noqa: E402
+from videomini.signals.ocr import ocr_video, read_text
+from videomini.signals.speech import bundled_whisper_path, transcribe
+from videomini.signals.text import TextEmbedder, bundled_minilm_path
 
 TOLERANCE_S = 1.0
 
@@ -92,8 +86,6 @@ def test_transcript_has_each_sentence_with_word_times(narrated, speech):
 
 
 def test_speech_times_are_on_the_video_timeline_when_audio_starts_late(tmp_path):
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
     line = DEFAULT_LINES[0]
     late = make_narrated_video(tmp_path / "late.mp4", lines=[Line(1.0, line.text, line.paraphrase)], captions=[],
                                duration_s=5.0, audio_delay_s=2.5)

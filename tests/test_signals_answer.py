@@ -8,15 +8,10 @@ import re
 import pytest
 
 from narrated import Caption, make_narrated_video
+from videomini.evidence import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
+from videomini.search import rank_segments
 from videomini.signals import TextSegment
-
-pytest.importorskip("faster_whisper")
-pytest.importorskip("rapidocr_onnxruntime")
-pytest.importorskip("sentence_transformers")
-
-from videomini.evidence import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context  # noqa: E402
-from videomini.search import rank_segments  # noqa: E402
-from videomini.signals.text import default_embedder  # noqa: E402
+from videomini.signals.text import default_embedder
 
 TOLERANCE_S = 2.0
 # Questions about each caption that share at most one word with it.

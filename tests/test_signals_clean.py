@@ -45,7 +45,6 @@ def test_text_on_screen_through_the_whole_video_is_a_watermark():
 
 
 def test_ocr_keeps_word_spaces_and_skips_timecode_and_logo():
-    pytest.importorskip("rapidocr_onnxruntime")
     from videomini.signals.ocr import frame_texts
 
     captions = [Caption(0, 9, "WARNING WET FLOOR")]

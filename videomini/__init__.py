@@ -12,11 +12,11 @@ def __getattr__(name: str):
 
         return load_model
     if name == "VideoMini":
-        from videomini.pipelines.ask import VideoMini
+        from videomini.ask import VideoMini
 
         return VideoMini
     if name == "Library":
-        from videomini.pipelines.library import Library
+        from videomini.library import Library
 
         return Library
     raise AttributeError(f"module 'videomini' has no attribute {name!r}")

@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from videomini.model import image_slot
 from videomini.prompting import stop_token_ids
+
+MOMENT_GAP_SPACINGS = 1.5  # chosen frames closer than 1.5 sampling intervals belong to one moment
 
 
 @dataclass
@@ -145,7 +148,7 @@ def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, met
     chosen = sorted(order[:top_k].tolist())
     groups: list[list[int]] = []
     for index in chosen:
-        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * 1.5:
+        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * MOMENT_GAP_SPACINGS:
             groups[-1].append(index)
         else:
             groups.append([index])
@@ -184,7 +187,9 @@ class Generator:
                 out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
                                           do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
                                           streamer=streamer, return_dict_in_generate=True, **sampling)
-                self.result = {"ids": out.sequences, "cache": out.past_key_values}
+                # transformers renamed the output's past_key_values to cache (the old name warns on every ask)
+                cache = out["cache"] if "cache" in out else out.get("past_key_values")
+                self.result = {"ids": out.sequences, "cache": cache}
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
                 streamer.end()
@@ -202,3 +207,33 @@ class Generator:
                 self.result["layer_inputs"] = recorder.inputs
         if errors:
             raise errors[0]
+
+
+@dataclass
+class Generated:
+    """What the LLM said and how much attention each frame received while it said it."""
+
+    text: str
+    frame_scores: np.ndarray  # (n_frames,) mean attention mass per frame (see `attention_to_frames`)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids (stop token included)
+
+
+def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
+                           frame_tokens: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+                           on_token: Callable[[str], None] | None = None) -> Generated:
+    """The one answering path: the fused question (L, H) with its <image> slot replaced by the chosen frames'
+    tokens (T, C*C, H) -> generated answer (streamed to `on_token`) -> each frame's attention mass."""
+    inputs_embeds = model.build_inputs_embeds(input_ids, fused_text, frame_tokens)
+    generator = Generator(model, tokenizer)
+    pieces = []
+    for piece in generator.stream(inputs_embeds, max_new_tokens=max_new_tokens, do_sample=do_sample):
+        pieces.append(piece)
+        if on_token:
+            on_token(piece)
+    slot = image_slot(input_ids)
+    frames, tokens_per_frame = frame_tokens.shape[0], frame_tokens.shape[1]
+    scores = attention_to_frames(model.llm, generator.result.get("layer_inputs", [[]]),
+                                 generator.result.get("cache"), inputs_embeds.shape[1],
+                                 slice(slot, slot + frames * tokens_per_frame), tokens_per_frame)
+    ids = generator.result.get("ids")
+    return Generated("".join(pieces).strip(), scores, [] if ids is None else ids[0].tolist())

@@ -110,7 +110,7 @@ def _video_duration_s(path: str | os.PathLike, segments: Sequence[TextSegment]) 
 def _named_times(question: str, path: str | os.PathLike, segments: list[TextSegment],
                  notes: list[str]) -> list[TextSegment]:
     """The segments within the times the question names ("in the last 5 seconds"), or all when none are."""
-    from videomini.memory import parse_time_references
+    from videomini.timerefs import parse_time_references
 
     windows = parse_time_references(question, _video_duration_s(path, segments)) if segments else []
     if not windows:
@@ -170,10 +170,10 @@ def answer_library_from_signals(library_dir: str | os.PathLike, question: str, t
                                 text_embedder: Any = None) -> Answer:
     """An evidence-only answer over a library: the stored speech / on-screen text moments that best match the
     question (the ranking of `search`), quoted with (video, time). No generative model is involved."""
-    from videomini.library import Library, LibraryError
+    from videomini.storage import LibraryError, LibraryStore
 
     started = time.perf_counter()
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         if not (library.manifest() or {}).get("text_n_vectors"):
             raise LibraryError(f"{library.root}: no speech or on-screen text indexed to answer from without a model "
                                f"(index with `videomini index ... --library {library.root} --signals speech,ocr`)")

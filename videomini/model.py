@@ -147,6 +147,16 @@ def prefusion_layout(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def image_slot(input_ids: torch.Tensor) -> int:
+    """The position of the single <image> placeholder in `input_ids` (1, L) or (L,): where the frame tokens go."""
+    slots = (input_ids.reshape(-1) == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+    if len(slots) != 1:
+        raise ValueError(f"input_ids must contain the <image> placeholder ({IMAGE_TOKEN_INDEX}) exactly once, "
+                         f"found {len(slots)}")
+    return slots[0]
+
+
+
 @dataclass
 class VisionEncoding:
     """Question-independent per-frame results of one vision-tower pass.
@@ -161,6 +171,26 @@ class VisionEncoding:
     clip_embeddings: torch.Tensor | None = None
     compressor_attn: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FusedText:
+    """The question fused with each frame, accumulated batch by batch as a float32 sum: its mean over the frames
+    is the text the LLM reads (the reference's video computation), without keeping every frame's copy."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None  # (L, H) float32
+        self.count = 0
+
+    def add(self, batch_sum: torch.Tensor, n_frames: int) -> None:
+        """Add one batch: `batch_sum` (L, H), the fused text summed over its `n_frames` frames."""
+        batch_sum = batch_sum.float()
+        self.total = batch_sum if self.total is None else self.total + batch_sum.to(self.total.device)
+        self.count += int(n_frames)
+
+    def mean(self, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        if self.total is None or self.count == 0:
+            raise ValueError("no frames were fused with the question")
+        return (self.total / self.count).to(device, dtype)
 
 
 class LlavaMini(nn.Module):
@@ -292,11 +322,7 @@ class LlavaMini(nn.Module):
                             frame_tokens: torch.Tensor) -> torch.Tensor:
         """Fused text (L, H) with the single <image> slot replaced by all frame tokens (T*C*C, H) -> (1, S, H)."""
         ids = input_ids.reshape(-1)
-        slots = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
-        if len(slots) != 1:
-            raise ValueError(f"input_ids must contain the <image> placeholder ({IMAGE_TOKEN_INDEX}) exactly once, "
-                             f"found {len(slots)}")
-        slot = slots[0]
+        slot = image_slot(ids)
         fused_text = fused_text.reshape(ids.shape[0], -1)
         frame_tokens = frame_tokens.reshape(-1, fused_text.shape[-1]).to(fused_text.dtype)
         return torch.cat([fused_text[:slot], frame_tokens, fused_text[slot + 1:]]).unsqueeze(0)
@@ -312,14 +338,12 @@ class LlavaMini(nn.Module):
         if pixel_values.dim() != 6 or pixel_values.shape[0] != 1 or input_ids.reshape(-1, input_ids.shape[-1]).shape[0] != 1:
             raise ValueError("expected batch size 1: pixel_values (1, parts, 3, H, W) or (1, T, parts, 3, H, W)")
         frames = pixel_values[0]
-        tokens, text_sum = [], None
+        tokens, fused_text = [], FusedText()
         for start in range(0, frames.shape[0], frames_per_batch):
             encoding, fused = self.encode_frames(frames[start: start + frames_per_batch], input_ids)
             tokens.append(encoding.frame_tokens)
-            batch_sum = fused.float().sum(0)
-            text_sum = batch_sum if text_sum is None else text_sum + batch_sum
-        fused_text = (text_sum / frames.shape[0]).to(self.dtype)
-        return self.build_inputs_embeds(input_ids, fused_text, torch.cat(tokens))
+            fused_text.add(fused.float().sum(0), fused.shape[0])
+        return self.build_inputs_embeds(input_ids, fused_text.mean(self.device, self.dtype), torch.cat(tokens))
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, **llm_kwargs: Any) -> CausalLMOutputWithPast:

@@ -20,6 +20,7 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -207,19 +208,6 @@ def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
                         confident=score >= CONFIDENT_EVIDENCE, matches=matches)
 
 
-def library_model_id(library: Any) -> str:
-    """The model the library was indexed with (one model per library)."""
-    from videomini.library import LibraryError
-
-    ids = {v["model_id"] for v in library.videos("done") if v.get("model_id")}
-    if not ids:
-        raise LibraryError(f"{library.root}: no videos indexed with a vision model yet (run `videomini index ... "
-                           f"--library {library.root}`)")
-    if len(ids) > 1:
-        raise LibraryError(f"{library.root}: indexed with several models ({', '.join(sorted(ids))}); re-index with one")
-    return ids.pop()
-
-
 def text_tower_for(model_id: str, device: str = "cpu") -> Any:
     """The CLIP text tower beside the checkpoint's vision tower — search needs only that, not the LLM."""
     from videomini.loading import CheckpointError, read_config, resolve_checkpoint, resolve_vision_tower
@@ -234,19 +222,21 @@ def text_tower_for(model_id: str, device: str = "cpu") -> Any:
 
 
 def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, text_tower: Any = None,
-                   gap_s: float | None = None, text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
+                   thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
+                   text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
                    notes: list[str] | None = None) -> list[SearchMoment]:
-    """The `top_k` best moments for `query`, best first, fused over frames and stored speech / on-screen text.
+    """The `top_k` best moments for `query`, best first, fused over frames and stored speech / on-screen text
+    (each moment's best frame written to `thumbnails_dir` when one is given).
 
     `signals` limits the lists fused. When the library holds text but the CLIP text tower cannot be loaded (no
     checkpoint on this machine), the search runs on text alone and says so in `notes`."""
-    from videomini.library import Library, LibraryError
     from videomini.loading import CheckpointError
+    from videomini.storage import LibraryError, LibraryStore
 
     notes = notes if notes is not None else []
     lists: dict[str, list[Candidate]] = {}
     backgrounds: dict[str, Background] = {}
-    with Library(library_dir) as library:
+    with LibraryStore(library_dir) as library:
         index = library.manifest() or {}
         has_frames, has_text = bool(index.get("n_vectors")), bool(index.get("text_n_vectors"))
         if not has_frames and not has_text:
@@ -256,7 +246,7 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
         depth = max(1, top_k) * CANDIDATES_PER_RESULT
         if has_frames and "visual" in signals:
             try:
-                text_tower = text_tower or text_tower_for(library_model_id(library))
+                text_tower = text_tower or text_tower_for(library.indexed_model_id())
             except CheckpointError as e:
                 if not has_text:
                     raise
@@ -281,7 +271,27 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
                         hit.path, hit.start_s, hit.end_s, hit.start_s, hit.score, hit.source, hit.text,
                         lexical_bonus(query, hit.text)))
                     backgrounds[hit.source] = background
-    return fuse(lists, backgrounds, gap_s)[:top_k]
+    results = fuse(lists, backgrounds, gap_s)[:top_k]
+    if thumbnails_dir is not None:
+        write_thumbnails(results, Path(thumbnails_dir))
+    return results
+
+
+def write_thumbnails(results: list[SearchMoment], folder: Path, max_side: int = 320) -> None:
+    """Each moment's best frame as `NN-<video>-<time>s.jpg`; a file that moved since indexing gets none."""
+    from PIL import Image
+
+    from videomini.video import VideoError, read_frames_at
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, moment in enumerate(results, 1):
+        try:
+            frames, _ = read_frames_at(moment.video, [moment.best_s], max_side=max_side)
+        except (VideoError, ValueError):
+            continue  # the file moved or changed since indexing: the moment is still reported
+        target = folder / f"{rank:02d}-{Path(moment.video).stem}-{moment.best_s:08.2f}s.jpg"
+        Image.fromarray(frames[0]).save(target, quality=90)
+        moment.thumbnail = str(target)
 
 
 def _background(library: Any, kind: str, query_vector: np.ndarray, n_total: int) -> Background:

@@ -1,0 +1,20 @@
+"""The on-disk storage of a video library, split by concern:
+
+    catalog.py       SQLite catalog (WAL): one row per video file, its status, and the library's meta
+    shards.py        one durable safetensors file per indexed video
+    vector_index.py  the FAISS index (factory choice, generations published by a manifest, search)
+    lock.py          the writer lock
+    files.py         durable writes and the crash seam the kill -9 tests use
+    store.py         LibraryStore, the one class composing them (what the index engines, search and ask open)
+"""
+
+from videomini.storage.catalog import ACTIONS, CATALOG, FORMAT_VERSION, STATUSES, PlanItem, fingerprint
+from videomini.storage.errors import LibraryBusy, LibraryError
+from videomini.storage.hits import Hit, Moment, TextHit, moments
+from videomini.storage.shards import SHARDS, VideoFrames
+from videomini.storage.store import LibraryStore
+from videomini.storage.vector_index import FLAT_MAX_VECTORS, MANIFEST, IndexSpec, build_index, index_spec_for
+
+__all__ = ["ACTIONS", "CATALOG", "FLAT_MAX_VECTORS", "FORMAT_VERSION", "MANIFEST", "SHARDS", "STATUSES", "Hit",
+           "IndexSpec", "LibraryBusy", "LibraryError", "LibraryStore", "Moment", "PlanItem", "TextHit",
+           "VideoFrames", "build_index", "fingerprint", "index_spec_for", "moments"]

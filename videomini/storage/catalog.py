@@ -1,0 +1,267 @@
+"""The catalog: one SQLite row per video file (fingerprint, status, error, model, timings, shard) and a meta table
+(format version, the library's embedding dimensions). WAL journal: readers get a consistent snapshot while the one
+writer commits; synchronous FULL: a committed status survives power loss."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+from videomini.storage.errors import LibraryError, one_line
+
+FORMAT_VERSION = 1
+CATALOG = "catalog.sqlite"
+STATUSES = ("pending", "running", "done", "failed")
+ACTIONS = ("new", "changed", "unchanged", "resume", "retry_failed", "skip_failed")
+FINGERPRINT_CHUNK = 1 << 20  # bytes hashed at the head and at the tail of a file
+BUSY_TIMEOUT_S = 60  # a reader waits this long for a writer's checkpoint before failing
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    duration_s REAL,
+    n_frames INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    error TEXT,
+    model_id TEXT,
+    fps REAL,
+    timings TEXT,
+    shard TEXT,
+    signals TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS videos_status ON videos (status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class PlanItem(NamedTuple):
+    path: Path
+    action: str  # one of ACTIONS
+    fingerprint: str
+    signals: tuple[str, ...] = ()  # signals stored for it so far (a re-index keeps extracting them)
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Cheap change detector: size, mtime_ns and blake2b of the first and last MiB (not the whole file: libraries
+    hold terabytes). Any edit that keeps size, mtime and both ends identical goes unnoticed, by design."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise LibraryError(f"{path}: not a regular file")
+    try:
+        st = path.stat()
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(FINGERPRINT_CHUNK))
+            if st.st_size > FINGERPRINT_CHUNK:
+                f.seek(max(FINGERPRINT_CHUNK, st.st_size - FINGERPRINT_CHUNK))
+                h.update(f.read(FINGERPRINT_CHUNK))
+    except OSError as e:
+        raise LibraryError(f"{path}: cannot fingerprint: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+class Catalog:
+    """The SQLite catalog of a library folder. Only a writer (holding the writer lock) creates or changes it."""
+
+    def __init__(self, path: Path, writer: bool) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            if writer:
+                self._create_schema()
+            version = self.meta().get("format_version")
+            if version != str(FORMAT_VERSION):
+                raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_schema(self) -> None:
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        with self.transaction():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
+            if "signals" not in columns:  # libraries made before signals were indexed
+                self.db.execute("ALTER TABLE videos ADD COLUMN signals TEXT")
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    @contextlib.contextmanager
+    def transaction(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ reading
+
+    def meta(self) -> dict[str, str]:
+        return {k: v for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def row(self, video_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
+
+    def row_by_path(self, path: str | os.PathLike) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM videos WHERE path = ?", (str(absolute(path)),)).fetchone()
+
+    def video(self, key: int | str | os.PathLike) -> dict | None:
+        """The catalog row of a video, by id or path, as a dict (None if absent)."""
+        row = self.row(key) if isinstance(key, int) else self.row_by_path(key)
+        return _row_dict(row) if row else None
+
+    def videos(self, status: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM videos", ()
+        if status is not None:
+            sql, args = sql + " WHERE status = ?", (status,)
+        return [_row_dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def done_shards(self) -> dict[int, str]:
+        """video id -> shard file name of every done video."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT id, shard FROM videos WHERE status = 'done'")}
+
+    def done_rows(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT id, path, shard, n_frames FROM videos WHERE status = 'done' ORDER BY id"
+                               ).fetchall()
+
+    def referenced_shards(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT shard FROM videos WHERE shard IS NOT NULL")}
+
+    def plan(self, paths: Iterable[str | os.PathLike], *, retry_failed: bool = False,
+             model_id: str | None = None, signals: Iterable[str] = ()) -> list[PlanItem]:
+        """What an indexer must do for each file (see LibraryStore.plan)."""
+        wanted_signals = set(signals)
+        items: list[PlanItem] = []
+        seen: set[Path] = set()
+        for p in paths:
+            path = absolute(p)
+            if path in seen:
+                continue
+            seen.add(path)
+            fp = fingerprint(path)
+            row = self.row_by_path(path)
+            stored_signals = set((row["signals"] or "").split(",")) - {""} if row is not None else set()
+            if row is None:
+                action = "new"
+            elif row["fingerprint"] != fp or (row["status"] == "done" and (
+                    (model_id is not None and row["model_id"] != model_id) or wanted_signals - stored_signals)):
+                action = "changed"
+            elif row["status"] == "done":
+                action = "unchanged"
+            elif row["status"] == "failed":
+                action = "retry_failed" if retry_failed else "skip_failed"
+            else:
+                action = "resume"
+            items.append(PlanItem(path, action, fp, tuple(sorted(stored_signals))))
+        return items
+
+    def stats(self) -> dict[str, Any]:
+        """Videos per status, frames, seconds of video, failures and text signals of the done videos."""
+        counts = {s: 0 for s in STATUSES}
+        counts.update({r[0]: r[1] for r in self.db.execute("SELECT status, COUNT(*) FROM videos GROUP BY status")})
+        frames, seconds = self.db.execute(
+            "SELECT COALESCE(SUM(n_frames), 0), COALESCE(SUM(duration_s), 0) FROM videos WHERE status = 'done'"
+        ).fetchone()
+        failures = [{"path": r["path"], "error": r["error"]} for r in
+                    self.db.execute("SELECT path, error FROM videos WHERE status = 'failed' ORDER BY path")]
+        signals = {name: n for name, n in self.db.execute(
+            "SELECT signals, COUNT(*) FROM videos WHERE status = 'done' AND signals != '' GROUP BY signals")}
+        return {"videos": sum(counts.values()), "status": counts, "frames": int(frames), "seconds": float(seconds),
+                "failures": failures, "signals": signals}
+
+    # ------------------------------------------------------------------ writing (the writer lock is held)
+
+    def mark_running(self, path: Path, fp: str, model_id: str | None, fps: float | None) -> int:
+        try:
+            st = path.stat()
+            size, mtime_ns = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime_ns = None
+        now = time.time()
+        with self.transaction():
+            row = self.db.execute("SELECT id FROM videos WHERE path = ?", (str(path),)).fetchone()
+            if row is None:
+                cur = self.db.execute(
+                    "INSERT INTO videos (path, fingerprint, size, mtime_ns, status, model_id, fps, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                    (str(path), fp, size, mtime_ns, model_id, fps, now, now))
+                return int(cur.lastrowid)
+            self.db.execute(
+                "UPDATE videos SET fingerprint = ?, size = ?, mtime_ns = ?, status = 'running', error = NULL,"
+                " n_frames = NULL, duration_s = NULL, shard = NULL, timings = NULL, model_id = ?, fps = ?,"
+                " updated_at = ? WHERE id = ?", (fp, size, mtime_ns, model_id, fps, now, row["id"]))
+            return int(row["id"])
+
+    def mark_done(self, video_id: int, shard: str, n_frames: int, info: dict) -> None:
+        """Record a video as done from its durable shard's name, frame count and stored info."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE videos SET status = 'done', error = NULL, shard = ?, n_frames = ?, duration_s = ?,"
+                " model_id = ?, fps = COALESCE(?, fps), timings = ?, signals = ?, updated_at = ?"
+                " WHERE id = ?",
+                (shard, n_frames, info.get("duration_s"), info.get("model_id"), info.get("fps"),
+                 json.dumps(info["timings"]) if info.get("timings") is not None else None,
+                 ",".join(info.get("signals") or []), time.time(), video_id))
+
+    def mark_pending(self, video_id: int, error: str | None = None) -> None:
+        """Send a video back to be indexed again (its shard is gone or was never durable)."""
+        with self.transaction():
+            self.db.execute("UPDATE videos SET status = 'pending', shard = NULL, n_frames = NULL, error = ?, "
+                            "updated_at = ? WHERE id = ?", (error, time.time(), video_id))
+
+    def mark_failed(self, path: Path, error: str, fp: str) -> int:
+        now = time.time()
+        error = one_line(error) or "failed"
+        with self.transaction():
+            row = self.db.execute("SELECT id FROM videos WHERE path = ?", (str(path),)).fetchone()
+            if row is None:
+                cur = self.db.execute(
+                    "INSERT INTO videos (path, fingerprint, status, error, created_at, updated_at)"
+                    " VALUES (?, ?, 'failed', ?, ?, ?)", (str(path), fp, error, now, now))
+                return int(cur.lastrowid)
+            self.db.execute("UPDATE videos SET status = 'failed', fingerprint = ?, error = ?, shard = NULL,"
+                            " n_frames = NULL, updated_at = ? WHERE id = ?", (fp, error, now, row["id"]))
+            return int(row["id"])
+
+    def delete(self, video_ids: Iterable[int]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in video_ids])
+
+    def set_meta_once(self, values: dict[str, Any]) -> None:
+        """Record meta keys not yet set (the first video fixes the library's dimensions)."""
+        with self.transaction():
+            self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+
+
+def _row_dict(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["timings"] = json.loads(d["timings"]) if d["timings"] else None
+    return d

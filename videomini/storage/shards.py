@@ -1,0 +1,171 @@
+"""Shards: one safetensors file per indexed video, written once, durably, and read by search and answer.
+
+    shards/<id>-<fp12>.safetensors   frame_tokens fp16 (N, T, H), embeddings fp32 (N, D), timestamps_s f64 (N,)
+                                     and, when indexed with signals, segment_embeddings fp32 (S, E) and
+                                     segment_times_s f64 (S, 2); metadata: video id, path, fingerprint, info
+                                     (duration, model, fps, timings, signals) and the segments' source and text
+
+The name carries the file's fingerprint, so a changed video gets a new shard while the published index still
+reads the old one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videomini.storage.errors import LibraryError
+from videomini.storage.files import atomic_write, durability_point
+
+SHARDS = "shards"
+SHARD_FORMAT_VERSION = "1"
+FINGERPRINT_IN_NAME = 12  # hex digits of the fingerprint in a shard's file name
+VECTOR_TENSORS = ("embeddings", "timestamps_s", "segment_embeddings", "segment_times_s")
+
+
+@dataclass
+class VideoFrames:
+    """Everything stored for one video: what the answer step needs without re-encoding."""
+
+    video_id: int
+    path: str
+    frame_tokens: np.ndarray  # fp16 (N, T, H)
+    embeddings: np.ndarray  # fp32 (N, D), L2-normalised
+    timestamps_s: np.ndarray  # f64 (N,)
+
+
+@dataclass
+class ShardContent:
+    """A validated shard, ready to write: tensors and metadata as safetensors stores them."""
+
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, str]
+
+
+def shard_name(video_id: int, fp: str) -> str:
+    return f"{video_id}-{fp[:FINGERPRINT_IN_NAME]}.safetensors"
+
+
+def to_numpy(x: Any, dtype: np.dtype) -> np.ndarray:
+    """A contiguous numpy array of `dtype` from a numpy array or a torch tensor (any device, bf16 included)."""
+    if hasattr(x, "detach"):  # torch tensor (bf16 has no numpy dtype: convert on the torch side first)
+        import torch
+
+        x = x.detach().to("cpu", {np.float16: torch.float16, np.float32: torch.float32,
+                                  np.float64: torch.float64}[np.dtype(dtype).type]).numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=dtype))
+
+
+def unit_rows(vectors: np.ndarray, label: str) -> np.ndarray:
+    """Rows scaled to unit length, so inner product is cosine similarity; a zero row is an error."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise LibraryError(f"{label}: zero embedding vector")
+    return (vectors / norms).astype(np.float32)
+
+
+def frame_tensors(label: str, frame_tokens: Any, embeddings: Any, timestamps_s: Any,
+                  signals: list[str]) -> dict[str, np.ndarray]:
+    """Validated frame tensors of one video (embeddings made unit length); one-line LibraryError otherwise."""
+    frame_tokens = to_numpy(frame_tokens, np.float16)
+    if frame_tokens.ndim == 2:
+        frame_tokens = frame_tokens[:, None, :]
+    embeddings = to_numpy(embeddings, np.float32)
+    timestamps_s = to_numpy(timestamps_s, np.float64)
+    n = len(timestamps_s)
+    if frame_tokens.ndim != 3 or embeddings.ndim != 2 or timestamps_s.ndim != 1:
+        raise LibraryError(f"{label}: expected frame_tokens (N, T, H), embeddings (N, D), timestamps_s (N,); "
+                           f"got {frame_tokens.shape}, {embeddings.shape}, {timestamps_s.shape}")
+    if (n == 0 and not signals) or len(frame_tokens) != n or len(embeddings) != n:
+        raise LibraryError(f"{label}: frame counts differ or are zero: {len(frame_tokens)} tokens, "
+                           f"{len(embeddings)} embeddings, {n} timestamps")
+    if not (np.isfinite(embeddings).all() and np.isfinite(timestamps_s).all() and np.isfinite(frame_tokens).all()):
+        raise LibraryError(f"{label}: non-finite values in frame tokens, embeddings or timestamps")
+    if np.any(np.diff(timestamps_s) < 0):
+        raise LibraryError(f"{label}: timestamps_s are not sorted")
+    return {"frame_tokens": frame_tokens, "embeddings": unit_rows(embeddings, label), "timestamps_s": timestamps_s}
+
+
+def segment_tensors(label: str, segments: list[dict], segment_embeddings: Any,
+                    signals: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Validated text segments: their tensors and their (source, text) list as JSON for the shard's metadata."""
+    unknown = {seg.get("source") for seg in segments} - set(signals)
+    if unknown:
+        raise LibraryError(f"{label}: segments from {sorted(map(str, unknown))} but signals {signals}")
+    vectors = to_numpy(segment_embeddings, np.float32) if segment_embeddings is not None else None
+    if vectors is None or vectors.ndim != 2 or len(vectors) != len(segments):
+        raise LibraryError(f"{label}: {len(segments)} segments need as many segment_embeddings rows, got "
+                           f"{None if vectors is None else vectors.shape}")
+    times = np.array([[seg["start_s"], seg["end_s"]] for seg in segments], dtype=np.float64).reshape(-1, 2)
+    texts = json.dumps([[seg["source"], seg["text"]] for seg in segments])
+    return {"segment_embeddings": unit_rows(vectors, label), "segment_times_s": times}, texts
+
+
+class ShardStore:
+    """The shards folder of a library: durable writes, and reads of what each consumer needs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write(self, name: str, content: ShardContent) -> None:
+        """Write a shard durably (temp + fsync + rename); a crash leaves the old file or none."""
+        from safetensors.numpy import save
+
+        blob = save(content.tensors, metadata=content.metadata)
+        self.folder.mkdir(exist_ok=True)
+        atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
+        durability_point("shard_durable")
+
+    def exists(self, name: str | None) -> bool:
+        return bool(name) and (self.folder / name).is_file()
+
+    def _open(self, name: str, read: Any) -> Any:
+        from safetensors import safe_open
+
+        path = self.folder / name
+        try:
+            with safe_open(path, framework="np") as f:
+                return read(f)
+        except LibraryError:
+            raise
+        except Exception as e:
+            raise LibraryError(f"{path}: cannot read shard: {e}") from None
+
+    def read_frames(self, name: str) -> dict[str, np.ndarray]:
+        """frame_tokens, embeddings and timestamps_s of a shard."""
+        return self._open(name, lambda f: {k: f.get_tensor(k) for k in ("frame_tokens", "embeddings",
+                                                                          "timestamps_s")})
+
+    def read_vectors(self, name: str) -> dict[str, np.ndarray]:
+        """What the index is built from: embeddings, timestamps_s and, when stored, segment_embeddings and
+        segment_times_s -- never the frame tokens, the bulk of a shard."""
+        return self._open(name, lambda f: {k: f.get_tensor(k) for k in VECTOR_TENSORS if k in f.keys()})
+
+    def read_segments(self, name: str) -> tuple[list, np.ndarray]:
+        """A shard's text segments: [(source, text)] and their (S, 2) start/end times."""
+        def read(f):
+            texts = json.loads((f.metadata() or {}).get("segments", "[]"))
+            times = f.get_tensor("segment_times_s") if "segment_times_s" in f.keys() else np.empty((0, 2))
+            return texts, times
+
+        return self._open(name, read)
+
+    def read_header(self, name: str) -> tuple[dict[str, str], int]:
+        """A shard's metadata and frame count, without reading its tensors (missing or unreadable: LibraryError)."""
+        path = self.folder / name
+        try:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="np") as f:
+                return f.metadata() or {}, f.get_slice("timestamps_s").get_shape()[0]
+        except Exception as e:  # missing or unreadable: not durable
+            raise LibraryError(f"{path}: shard missing or unreadable: {e}") from None
+
+    def collect_garbage(self, keep: set[str]) -> None:
+        """Delete the shards neither the catalog nor the published index refers to."""
+        for shard in self.folder.glob("*.safetensors"):
+            if shard.name not in keep:
+                shard.unlink(missing_ok=True)
