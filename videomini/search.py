@@ -272,6 +272,8 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
                         lexical_bonus(query, hit.text)))
                     backgrounds[hit.source] = background
     results = fuse(lists, backgrounds, gap_s)[:top_k]
+    if results and not results[0].confident:
+        notes.append("no moment stands out from the background for this query: the closest are shown")
     if thumbnails_dir is not None:
         write_thumbnails(results, Path(thumbnails_dir))
     return results
