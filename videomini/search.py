@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,17 +31,6 @@ MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of 
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
-LEXICAL_BONUS = 0.1  # at most this much is added to a text similarity when all of a text's words are asked about
-
-# Words that carry no topic: sharing them with the question says nothing about relevance.
-_STOPWORDS = frozenset("""
-a an the and or but if of to in on at by for with from as is are was were be been being am do does did doing
-have has had it its this that these those there here what which who whom whose when where why how i you he she
-we they me him her us them my your his our their not no yes so than then too very can could will would shall
-should may might must just about into over under again all any some each other such only own same up down out
-off s t say says said tell show video clip film moment time happen happens happened
-""".split())
-_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -88,11 +76,6 @@ class Candidate:
     similarity: float
     signal: str  # visual | speech | ocr
     text: str | None = None
-    bonus: float = 0.0  # lexical bonus added to the similarity before calibration (text only)
-
-    @property
-    def relevance(self) -> float:
-        return self.similarity + self.bonus
 
 
 @dataclass
@@ -112,26 +95,6 @@ class SearchMoment:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words minus stopwords, with a plural 's' dropped ("hours" matches "hour")."""
-    words = set()
-    for word in _WORD.findall(text.lower()):
-        if word in _STOPWORDS:
-            continue
-        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        words.add(word)
-    return words
-
-
-def lexical_bonus(query: str, text: str) -> float:
-    """Up to `LEXICAL_BONUS` for the share of a text's content words that the query repeats: a short caption
-    ("OPEN 24 HOURS") embeds far from a full question naming its words, and an exact word match is strong
-    evidence that the cosine underrates."""
-    said = content_words(text)
-    return LEXICAL_BONUS * len(said & content_words(query)) / len(said) if said else 0.0
 
 
 def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Sequence[str], background: Background,
@@ -168,8 +131,8 @@ def fuse(lists: dict[str, list[Candidate]], backgrounds: dict[str, Background], 
     scored = []
     for signal, candidates in lists.items():
         background = backgrounds[signal]
-        ranked = sorted(candidates, key=lambda c: -c.relevance)
-        scored += [(background.evidence(c.relevance), background.z(c.relevance), rank, c)
+        ranked = sorted(candidates, key=lambda c: -c.similarity)
+        scored += [(background.evidence(c.similarity), background.z(c.similarity), rank, c)
                    for rank, c in enumerate(ranked, 1)]
     scored.sort(key=lambda s: (-s[0], -s[1], s[3].video, s[3].start_s))
     groups: list[list[tuple]] = []
@@ -268,8 +231,7 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
             for hit in library.search_text(query_vector, top_k=depth):
                 if hit.source in signals:
                     lists.setdefault(hit.source, []).append(Candidate(
-                        hit.path, hit.start_s, hit.end_s, hit.start_s, hit.score, hit.source, hit.text,
-                        lexical_bonus(query, hit.text)))
+                        hit.path, hit.start_s, hit.end_s, hit.start_s, hit.score, hit.source, hit.text))
                     backgrounds[hit.source] = background
     results = fuse(lists, backgrounds, gap_s)[:top_k]
     if results and not results[0].confident:
@@ -316,5 +278,5 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
     lists: dict[str, list[Candidate]] = {}
     for seg, cosine in zip(segments, cosines):
         lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s, float(cosine),
-                                                          seg.source, seg.text, lexical_bonus(query, seg.text)))
+                                                          seg.source, seg.text))
     return fuse(lists, {signal: background for signal in lists}, gap_s=0.0)[:top_k]

@@ -172,16 +172,20 @@ def transcribe(
 
 
 _SENTENCE_END = (".", "?", "!")
+SENTENCE_PAUSE_S = 1.0  # a silence this long between two words ends a sentence, whatever the punctuation
 
 
 def split_sentences(segment: TextSegment) -> list[TextSegment]:
     """One segment per sentence, timed by its words. Whisper cuts its windows where it likes and often runs two
-    or three sentences into one segment; a search hit should point at the sentence, not at 20 s around it.
-    A segment without word times is kept whole."""
+    or three sentences into one segment (across a pause of many seconds, joined by a comma); a search hit should
+    point at the sentence, not at 20 s around it. A segment without word times is kept whole."""
     if not segment.words:
         return [segment]
     sentences, current = [], []
     for word in segment.words:
+        if current and word[0] - current[-1][1] >= SENTENCE_PAUSE_S:
+            sentences.append(current)
+            current = []
         current.append(word)
         if word[2].endswith(_SENTENCE_END) and len(current) > 1:
             sentences.append(current)
