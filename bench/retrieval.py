@@ -218,7 +218,8 @@ def evaluate(results: dict[str, list], queries: list[Query], top_k: int) -> dict
     spans = [m.end_s - m.start_s for found in results.values() for m in found]
     out["longest_moment_s"] = round(max(spans, default=0.0), 2)
     out["misses"] = [{"query": q.text, "kind": q.kind, "truth": [q.video, q.start_s, q.end_s],
-                      "top": [Path(m.video).name, m.start_s, m.end_s, m.score, m.signals] if found else None}
+                      "top": [Path(found[0].video).name, found[0].start_s, found[0].end_s, found[0].score,
+                              found[0].signals] if found else None}
                      for q in queries for found in [results[q.text]]
                      if (q.kind == "absent" and found and getattr(found[0], "confident", True))
                      or (q.kind != "absent" and not (found and is_hit(found[0], q)))]
