@@ -9,13 +9,8 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
-
-
-def fail(message: str, code: int = 1) -> None:
-    """Expected failures: one line on stderr, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def evidence_table(answer, title: str = "evidence"):

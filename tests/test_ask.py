@@ -50,18 +50,23 @@ def test_one_pass_fusion_equals_reference_video_computation(golden_model, golden
     assert (embeds - tensors["video.inputs_embeds"]).abs().max() <= 1e-5
 
 
-def test_attention_evidence_equals_eager_attention(golden_model, golden_cases):
+@pytest.mark.parametrize("score_bytes,chunk", [(64 << 20, 4096), (1, 40)])
+def test_attention_evidence_equals_eager_attention(golden_model, golden_cases, monkeypatch, score_bytes, chunk):
     """The evidence (each frame's attention mass, recomputed from the layer inputs and the KV cache after an SDPA
-    generation) equals the attention weights an eager forward over the same sequence returns."""
+    generation) equals the attention weights an eager forward over the same sequence returns; also when the
+    prompt is prefilled in chunks and the scores are computed one answer step at a time."""
+    from videomini import answer as answer_module
     from videomini.answer import generate_with_evidence
     from videomini.model import image_slot
+
+    monkeypatch.setattr(answer_module, "EVIDENCE_SCORE_BYTES", score_bytes)
 
     model, tokenizer, _ = golden_model
     tensors, _ = golden_cases
     ids = tensors["video.input_ids"]
     encoding, fused = model.encode_frames(tensors["video.pixel_values"][0], ids)
     generated = generate_with_evidence(model, tokenizer, ids, fused.float().mean(0), encoding.frame_tokens,
-                                       max_new_tokens=6)
+                                       max_new_tokens=6, prefill_chunk_tokens=chunk)
     steps = len(generated.token_ids)
     assert steps >= 2 and generated.frame_scores.shape == (5,)
     with torch.inference_mode():
@@ -202,3 +207,14 @@ def test_two_hour_video_in_bounded_memory(tmp_path, golden_dir):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["frames"] == 7200 and result["used"] == 7200
     assert result["rss_mb"] < 1500, result
+
+
+def test_encoded_frame_tokens_own_their_memory(golden_model, golden_cases):
+    """The frame memory must hold one token per frame, not a view that keeps the batch's pre-fusion hidden
+    states (patches + prompt, per frame) alive: that grew `ask`'s memory with the video's length."""
+    model, _, processor = golden_model
+    tensors, _ = golden_cases
+    encoder = FrameEncoder(model, processor, batch_size=5)
+    encoded = encoder.encode_pixels(tensors["video.pixel_values"][0], np.arange(5.0), tensors["video.input_ids"])
+    tokens = encoded.frame_tokens
+    assert tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_audio_only, make_numbered_video, truncate
+from synth import damage, make_audio_only, make_numbered_video, truncate
 from videomini.cli.main import app
 from videomini.storage import LibraryStore
 
@@ -114,7 +114,7 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     """Known vectors injected: the query's text embedding is made equal to one stored frame's image embedding,
     so search must return that video at that time, and `ask --library` must cite frames from that video."""
     from videomini.pipelines import search as search_module
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
     from videomini.pipelines.index import index_videos
 
     _, good = media
@@ -186,3 +186,20 @@ def test_python_api_index_search_ask_remove(tmp_path, checkpoint, media):
     assert lib.stats()["status"]["done"] == 2 and lib.model_id == str(checkpoint)
     assert lib.remove([good[0]]) == [str(good[0].resolve())]
     assert [v["path"] for v in lib.videos()] == [str(good[1].resolve())]
+
+
+def test_index_warnings_on_stderr_and_a_missing_model_in_one_line(tmp_path, checkpoint):
+    clip = make_numbered_video(tmp_path / "clip.mp4", seconds=10, fps=5, faststart=True)
+    hurt = damage(clip, tmp_path / "clip_b.mp4", 4.0, 5.0)
+    out = run_cli("index", str(hurt), "--library", str(tmp_path / "lib"), "--model", str(checkpoint))
+    assert out.returncode == 0, out.stderr
+    [warning] = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {hurt}: damaged video data between ")
+    assert "damaged video data" not in out.stdout and "RuntimeWarning" not in out.stderr
+    # the model is loaded only when a file needs encoding, and a missing one is one line with the way out
+    missing = tmp_path / "no-such-model"
+    out = run_cli("index", str(clip), "--library", str(tmp_path / "lib"), "--model", str(missing))
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("error: ") and str(missing) in line
+    assert line.endswith("(or index speech and on-screen text only: --no-visual --signals speech,ocr)")

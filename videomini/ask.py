@@ -115,6 +115,34 @@ class VideoMini:
                             "total": round(time.perf_counter() - started, 3)}
         return answer
 
+    def ask_frames(self, frames: np.ndarray, question: str, timestamps_s: np.ndarray | None = None,
+                   max_new_tokens: int = 256, top_k_evidence: int = 5, on_token: TokenFn | None = None,
+                   video: str = "frames") -> Answer:
+        """Answer about decoded frames of ONE video, (N, H, W, 3) uint8 in time order (as an evaluation harness
+        sends them): one token per frame, the question fused with every frame — `ask`'s path after decoding.
+        `timestamps_s` (default 0, 1, 2 ... s) date the evidence; more frames than fit are spread uniformly."""
+        started = time.perf_counter()
+        times = np.arange(len(frames), dtype=np.float64) if timestamps_s is None else np.asarray(timestamps_s, float)
+        if len(frames) == 0 or len(times) != len(frames):
+            raise ValueError(f"{len(frames)} frames and {len(times)} timestamps: give one timestamp per frame")
+        input_ids = encode_question(self.tokenizer, question).to(self.model.device)
+        budget = self.frame_budget(input_ids.shape[1], max_new_tokens)
+        keep = np.unique(np.linspace(0, len(frames) - 1, min(budget, len(frames))).round().astype(int))
+        fused, tokens = FusedText(), []
+        for start in range(0, len(keep), self.encoder.batch_size):
+            batch = keep[start: start + self.encoder.batch_size]
+            encoded = self.encoder.encode(frames[batch], times[batch], input_ids)
+            tokens.append(encoded.frame_tokens)
+            fused.add(encoded.fused_text_sum, len(batch))
+        spacing = float(np.median(np.diff(times[keep]))) if len(keep) > 1 else 1.0
+        answer = self._answer(question, input_ids, fused, torch.cat(tokens), times[keep], spacing, max_new_tokens,
+                              False, top_k_evidence, on_token, video)
+        answer.frames_total = len(frames)
+        if len(keep) < len(frames):
+            answer.notes.append(f"{len(frames)} frames given, {len(keep)} fit the budget (uniform coverage)")
+        answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
+        return answer
+
     def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
                       on_progress: ProgressFn | None) -> tuple[FrameMemory, FusedText]:
         """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed."""

@@ -128,6 +128,16 @@ class Library:
         with LibraryStore(self.root) as store:
             return store.videos(status)
 
+    def check(self) -> list[str]:
+        """Everything wrong with the library (catalog, shards and index files against their checksums, and their
+        agreement), one line each naming the file; [] when whole. Only reads."""
+        return LibraryStore.check(self.root)
+
+    def repair(self, wait_s: float = 0.0) -> list[str]:
+        """Fix what `check` finds: rebuild a damaged catalog from the shards, send videos whose shard is missing
+        or damaged back to be indexed again (by the next `index`), rebuild the index. Returns what was done."""
+        return LibraryStore.repair(self.root, wait_s)
+
     def remove(self, paths: Iterable[str | os.PathLike], wait_s: float = 0.0) -> list[str]:
         """Remove videos from the catalog, the index and the shards."""
         with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:

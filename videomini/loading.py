@@ -8,17 +8,20 @@ path). Weights are read with safetensors only (never pickle) and no remote code 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from videomini.errors import first_line
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -45,7 +48,7 @@ _LLAMA_31_8B = {
     "tokenizer_model_max_length": 4096, "torch_dtype": "bfloat16",
 }
 # Built in so that `videomini plan` works with no files and no network.
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {"ICTNLP/llava-mini-llama-3.1-8b": _LLAMA_31_8B}
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {DEFAULT_MODEL_ID: _LLAMA_31_8B}
 _CLIP_L_336 = {
     "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
     "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu",
@@ -197,8 +200,8 @@ def resolve_checkpoint(id_or_path: str | os.PathLike, what: str = "model") -> Pa
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({reason[:120]}): {fix}") from None
+        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({first_line(e)[:120]}): "
+                              f"{fix}") from None
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -265,24 +268,34 @@ def has_weights(folder: str | os.PathLike, prefix: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load with transformers silent -- no "Loading weights" bar, no notice about checkpoint keys a model leaves
+    unused on purpose (a full CLIP checkpoint holds both towers) -- then restore its settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
     """CLIP vision tower + its image processor. A full CLIP checkpoint (with `visual_projection`) is loaded
     with the projection so that the same pass yields the CLIP image embedding used for retrieval."""
     from transformers import CLIPImageProcessorPil, CLIPVisionModel, CLIPVisionModelWithProjection
 
-    from transformers.utils import logging as hf_logging
-
     cls = CLIPVisionModelWithProjection if has_weights(tower, "visual_projection.") else CLIPVisionModel
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text-tower keys are expected to go unused
-    hf_logging.disable_progress_bar()
     try:
-        model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+        with quiet_transformers():  # a full CLIP checkpoint's text-tower keys are expected to go unused
+            model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({str(e).splitlines()[0][:160]})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({first_line(e)[:160]})") from None
     # PIL backend named explicitly: bit-identical to the reference, and an installed torchvision cannot switch it
     try:
         processor = CLIPImageProcessorPil.from_pretrained(str(tower))
@@ -348,7 +361,7 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{folder}: cannot load the tokenizer ({first_line(e)[:160]})") from None
     return LoadedModel(model, tokenizer, image_processor)
 
 

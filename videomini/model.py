@@ -37,6 +37,10 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder in input_ids, as in the reference
 COMPRESSOR_WIDTH = 1024  # the official compressor hard-codes width 1024 and 8 heads
 COMPRESSOR_HEADS = 8
+# Positions per prefill forward: the LLM's activations are bounded by one chunk, not by the number of frames.
+PREFILL_CHUNK_TOKENS = 4096
+# --kv-cache: transformers' quantized cache backends that run on the CPU (HQQ for 8 bits, quanto for 4).
+KV_CACHE_BACKENDS = {"int8": ("hqq", 8), "int4": ("quanto", 4)}
 
 
 @dataclass
@@ -357,15 +361,47 @@ class LlavaMini(nn.Module):
         llm_kwargs.setdefault("use_cache", False)
         return self.llm(inputs_embeds=inputs_embeds, **llm_kwargs)
 
+    def new_cache(self, kv_cache: str | None = None) -> Any:
+        """An empty KV cache for one generation: transformers' DynamicCache in the model's dtype, or its
+        QuantizedCache (`kv_cache` "int8": HQQ 8-bit, "int4": quanto 4-bit; the newest 128 positions stay in
+        the compute dtype until they are flushed into the quantized store)."""
+        from transformers import DynamicCache, QuantizedCache
+
+        if kv_cache in (None, "none", "model"):
+            return DynamicCache(config=self.llm.config)
+        if kv_cache not in KV_CACHE_BACKENDS:
+            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        backend, nbits = KV_CACHE_BACKENDS[kv_cache]
+        return QuantizedCache(backend=backend, config=self.llm.config, nbits=nbits)
+
+    @torch.inference_mode()
+    def prefill(self, inputs_embeds: torch.Tensor, cache: Any, chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Any:
+        """Every position but the last into `cache`, `chunk_tokens` positions per forward, so that activations are
+        bounded by the chunk. `generate` continues from the cache (transformers' restart-from-cache path: only
+        the last position is run, and it yields the first token). A no-op for a prompt within one chunk.
+
+        transformers' own `prefill_chunk_size` splits `input_ids` and cannot take `inputs_embeds`, which is what
+        the LLM receives here (fused text + frame tokens), hence this loop over the LLM's own forward."""
+        end = inputs_embeds.shape[1] - 1
+        if end <= chunk_tokens:
+            return cache
+        for start in range(cache.get_seq_length(), end, chunk_tokens):
+            chunk = inputs_embeds[:, start: min(start + chunk_tokens, end)].to(self.dtype)
+            self.llm.model(inputs_embeds=chunk, cache=cache, use_cache=True)
+        return cache
+
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                  inputs_embeds: torch.Tensor | None = None, max_new_tokens: int = 512,
                  do_sample: bool = False, eos_token_id: int | Iterable[int] | None = None,
-                 **generate_kwargs: Any) -> torch.Tensor:
+                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS, kv_cache: str | None = None,
+                 **generate_kwargs: Any) -> Any:
         """Reference-compatible generation: returns only the new token ids (1, <= max_new_tokens).
 
         Generated tokens enter the LLM as plain embeddings (they never go through pre-fusion), as in the
-        reference. Uses transformers' `generate` (greedy or sampling, a streamer via `streamer=`).
+        reference. Uses transformers' `generate` (greedy or sampling, a streamer via `streamer=`), after a
+        chunked prefill of long prompts into a `kv_cache` ("int8", "int4" or the model's dtype), or into the
+        `cache=` given.
         """
         if inputs_embeds is None:
             inputs_embeds = (self.encode_inputs(input_ids, pixel_values) if pixel_values is not None
@@ -374,10 +410,12 @@ class LlavaMini(nn.Module):
             eos_token_id = self.llm.generation_config.eos_token_id
         if not do_sample:  # greedy: drop sampling knobs a checkpoint's generation_config may carry
             generate_kwargs.update(temperature=None, top_p=None, top_k=None)
+        cache = generate_kwargs.pop("cache", None) or self.new_cache(kv_cache)
+        self.prefill(inputs_embeds, cache, prefill_chunk_tokens)
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         return self.llm.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
-                                 max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos_token_id,
-                                 pad_token_id=_first(eos_token_id), **generate_kwargs)
+                                 cache=cache, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 eos_token_id=eos_token_id, pad_token_id=_first(eos_token_id), **generate_kwargs)
 
 
 def _first(value: int | Iterable[int] | None) -> int | None:

@@ -19,7 +19,8 @@ published by atomically replacing the manifest; a killed writer leaves unreferen
 deletes, and thresholds still past their limit make the next update finish a killed compaction. A reader keeps
 the generation it opened whole: files of the current and the previous generation are never deleted, and open
 segment files are memory-mapped (an unlinked file stays readable while mapped). Each segment file's size and
-SHA-256 are recorded in the manifest.
+checksum are recorded in the manifest; a reader verifies a file the first time it opens it (a damaged or missing
+file is a one-line LibraryDamaged naming it, never a result), `problems()` lists what is wrong for `library --check`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from videomini.storage.errors import LibraryError, one_line
-from videomini.storage.files import atomic_write, durability_point
+from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, repair_hint
+from videomini.storage.files import atomic_write, checksum_file, durability_point
 from videomini.storage.hits import Hit, TextHit
 from videomini.storage.vector_index import (ADD_CHUNK, FLAT_MAX_VECTORS, IndexSpec, index_spec_for, new_index,
                                             read_index, search_index, training_positions, write_index)
@@ -111,6 +112,7 @@ class SegmentedIndex:
         self.flat_max = flat_max
         self._snapshot: Snapshot | None = None
         self._open_parts: dict[str, OpenPart] = {}  # index file name -> open part, reused across generations
+        self._verified: set[str] = set()  # files this process checked against the manifest's checksums
 
     def read_manifest(self) -> dict | None:
         """The published manifest (format 1 read as one base segment), None before the first build."""
@@ -186,7 +188,8 @@ class SegmentedIndex:
                 text_vectors.append(vectors["segment_embeddings"])
                 text_ids.append(_text_ids(r["id"], vectors["segment_times_s"]))
             videos[str(r["id"])] = {"path": r["path"], "shard": r["shard"], "version": r["version"],
-                                    "n_frames": r["n_frames"], "n_text": n_text, "segment": seg_id}
+                                    "n_frames": r["n_frames"], "n_text": n_text, "segment": seg_id,
+                                    "checksum": r.get("checksum")}
         if text_ids:
             text = np.concatenate(text_vectors)
             builders["text"] = self._part_builder("text", len(text), source, base)
@@ -205,7 +208,7 @@ class SegmentedIndex:
         spec = index_spec_for(n, self.flat_max)
         base_part = (base or {}).get(kind)
         if base_part is not None and spec.factory != "Flat" and base_part["factory"].startswith("IVF"):
-            quantizer = self._open(base_part).index.quantizer  # the base's trained centroids
+            quantizer = self._open(base_part, verify=False).index.quantizer  # the base's trained centroids
             spec = IndexSpec(f"IVF{quantizer.ntotal},Flat", base_part["nprobe"])
             return _PartBuilder(kind, new_index(source.dims[kind], spec, quantizer), spec)
         return _PartBuilder(kind, new_index(source.dims[kind], spec), spec)
@@ -273,7 +276,11 @@ class SegmentedIndex:
                 return self._snapshot
             try:
                 self._snapshot = self._open_snapshot(manifest)
-            except FileNotFoundError:
+            except FileNotFoundError as e:
+                now = self.read_manifest()
+                if now is not None and now["generation"] == manifest["generation"]:  # no writer's doing: lost
+                    raise LibraryDamaged(f"{self.root / str(e.filename or e)}: index file missing; "
+                                         f"{repair_hint(self.root)} (or re-run `videomini index`)") from None
                 continue  # published and deleted by a writer since we read the manifest: read it again
             return self._snapshot
         raise LibraryError(f"{self.root}: index changed repeatedly while opening it; retry")
@@ -290,8 +297,45 @@ class SegmentedIndex:
         self._open_parts = {name: part for name, part in self._open_parts.items() if name in in_use}
         return Snapshot(manifest["generation"], manifest, videos, parts["frames"], parts["text"], {})
 
-    def _open(self, record: dict) -> OpenPart:
+    def problems(self, deep: bool = True) -> list[str]:
+        """What is wrong with the published segments' files, one line each: missing, another size than recorded,
+        or (deep: each file read whole) another checksum. [] when whole."""
+        manifest = self.read_manifest()
+        found = []
+        for segment in (manifest or {}).get("segments", []):
+            for kind in KINDS:
+                for name in _part_files(segment.get(kind)):
+                    try:
+                        self.verify_file(segment[kind], name, deep)
+                    except FileNotFoundError:
+                        found.append(f"{self.root / name}: index file missing")
+                    except LibraryDamaged as e:
+                        found.append(str(e).split(";")[0])
+        return found
+
+    def verify_file(self, record: dict, name: str, deep: bool = True) -> None:
+        """Raise FileNotFoundError when index file `name` is missing, LibraryDamaged when its size (or, deep, its
+        checksum) differs from what its part's manifest record holds. Segment files are never rewritten, so the
+        file opened next is the one verified."""
+        path = self.root / name
+        if not path.is_file():
+            raise FileNotFoundError(2, "index file missing", str(path))
+        recorded = record.get("files", {}).get(name)  # format-1 generations recorded none
+        if recorded is None:
+            return
+        if path.stat().st_size != recorded["size"] or (
+                deep and "checksum" in recorded and checksum_file(path) != recorded["checksum"]):
+            raise LibraryDamaged(f"{path}: index file damaged (size or checksum differs from the manifest's); "
+                                 f"{repair_hint(self.root)} (or re-run `videomini index`)")
+
+    def _open(self, record: dict, verify: bool = True) -> OpenPart:
+        """One part of a segment, opened once per process; verify: its files checked whole first (a writer
+        reading only the base's centroids skips that: the readers and `library --check` verify)."""
         name = record["index_file"]
+        if verify and name not in self._verified:
+            for file in _part_files(record):
+                self.verify_file(record, file)
+            self._verified.add(name)
         if name not in self._open_parts:
             try:
                 index = read_index(self.root / name, record["factory"].startswith("IVF"))
@@ -417,6 +461,11 @@ def _merged(parts: list[LivePart], queries: np.ndarray, top_k: int,
 
 
 # ----------------------------------------------------------------------------------------------- the manifest
+
+
+def _part_files(record: dict | None) -> tuple[str, ...]:
+    """The files of one kind of one segment (none when the segment holds no rows of that kind)."""
+    return (record["index_file"], record["ids_file"]) if record else ()
 
 
 def segment_files(manifest: dict) -> set[str]:

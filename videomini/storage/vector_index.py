@@ -93,7 +93,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, seed: int = TRAIN_SEED) ->
 
 
 def write_index(index: Any, path: Path) -> FileDigest:
-    """Write an index file durably; returns its size and SHA-256."""
+    """Write an index file durably; returns its size and checksum (recorded in the manifest)."""
     import faiss
 
     def write(f: Any) -> None:
