@@ -267,7 +267,7 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
 def _quoted_context(library: Any, found: list, rows: dict, chosen: dict[str, set[float]]) -> str | None:
     """Stored speech / on-screen text near the chosen frames, as timestamped prompt lines (named by video when
     several videos answer)."""
-    from videomini.pipelines.signals_answer import signal_context  # TEMPORARY: until signal_context moves to videomini/
+    from videomini.evidence import signal_context
     from videomini.signals import TextSegment
 
     lines: list[str] = []
@@ -300,7 +300,7 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, to
     """Retrieve moments, re-decode their frames, answer with LLaVA-Mini, cite (video, time). Stored speech and
     on-screen text near the chosen frames go into the prompt as timestamped lines (`quote_signals`). Raises
     NoStoredFrames when no moment found has stored frames."""
-    from videomini.pipelines.search import search_library  # TEMPORARY: until search moves to videomini/search.py
+    from videomini.search import search_library
 
     started = time.perf_counter()
     if vm.text_tower is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,9 @@ class TextEmbedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def default_embedder() -> TextEmbedder:
+    """The bundled all-MiniLM-L6-v2, loaded once per process (loading takes seconds, encoding milliseconds)."""
+    return TextEmbedder()
