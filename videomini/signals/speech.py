@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
+from videomini.errors import first_line
 from videomini.signals import SignalError, TextSegment
 
 BUNDLED_NAMES = ("tiny.en", "bundled")
@@ -90,8 +91,7 @@ def load_whisper(model: str | os.PathLike = "tiny.en", device: str = "auto", com
                 _models[key] = WhisperModel(model_ref, device=device, compute_type=compute_type,
                                             cpu_threads=_cpu_threads() if device == "cpu" else 0)
             except Exception as exc:  # hub offline, corrupt folder, unsupported compute type...
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise SignalError(f"{model}: cannot load Whisper model: {reason}") from exc
+                raise SignalError(f"{model}: cannot load Whisper model: {first_line(exc)}") from exc
         return _models[key]
 
 
