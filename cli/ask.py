@@ -42,6 +42,10 @@ def ask(
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantize the LLM's weights: int8 (CUDA: "
+                                           "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
+                                           "the frame tokens of very long videos)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
@@ -79,16 +83,17 @@ def ask(
     try:
         with progress:
             if library is not None:
-                answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype, top_k=top_k,
+                answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype,
+                                         quantize=quantize, kv_cache=kv_cache, top_k=top_k,
                                          max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
                                          on_token=on_token, on_progress=on_progress, on_notice=on_notice)
             else:
                 wanted = tuple(s.strip() for s in signals.split(",") if s.strip())
                 answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
-                                       signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
+                                       quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
                                        max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
                                        on_token=on_token, on_notice=on_notice)
-    except (CheckpointError, LibraryError, VideoError, SignalError) as e:
+    except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
         fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
 

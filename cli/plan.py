@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.errors import first_line
 
 _PLANNED_WITHOUT_GPU = "24GB"
 
@@ -31,52 +33,66 @@ def plan(
                                           "(default: the CUDA device's, else 24GB)."),
     device: Optional[str] = typer.Option(None, "--device", help="Plan for this device's memory (cuda, cuda:1, "
                                          "cpu = RAM available now) instead of --gpu-mem."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Weights dtype: bf16, fp16, fp32 or int8."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Weights dtype: bf16, fp16 or fp32."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantized LLM weights: int8 or nf4."),
+    kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantized KV cache: int8 or int4."),
     prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="Tokens reserved for the prompt."),
     answer_tokens: int = typer.Option(512, "--answer-tokens", help="Tokens reserved for the answer."),
     fps: float = typer.Option(1.0, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
 ) -> None:
     """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""
-    from videomini.loading import DEFAULT_MODEL_ID
-    from videomini.planner import device_memory, normalize_dtype, parse_size, plan_memory
-
     notes: list[str] = []
     try:
-        if gpu_mem is not None:
-            try:
-                memory = parse_size(gpu_mem)
-            except ValueError as e:
-                raise ValueError(f"--gpu-mem: {e}") from None
-        elif device is not None:
-            memory = device_memory(device)
-        else:
-            import torch
-
-            if torch.cuda.is_available():
-                memory = device_memory("cuda")
-            else:
-                memory = parse_size(_PLANNED_WITHOUT_GPU)
-                notes.append(f"no CUDA device here: planned for {_PLANNED_WITHOUT_GPU} (pass --gpu-mem or --device)")
+        memory = _device_memory(gpu_mem, device, notes)
         if fps <= 0:
             raise ValueError(f"--fps: must be positive, got {fps}")
-        try:
-            normalize_dtype(dtype)
-        except ValueError as e:
-            raise ValueError(f"--dtype: {e}") from None
-        result = plan_memory(model or DEFAULT_MODEL_ID, memory, dtype=dtype, prompt_tokens=prompt_tokens,
-                             answer_tokens=answer_tokens)
+        result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens)
     except (ValueError, OSError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1)
+        fail(first_line(e))
     result.notes[:0] = notes
     hours = result.max_frames / fps / 3600
-
     if as_json:
         typer.echo(json.dumps({**result.to_dict(), "fps": fps, "hours_of_video": hours}, indent=2))
         return
+    _render(result, fps, hours)
 
+
+def _device_memory(gpu_mem: str | None, device: str | None, notes: list[str]) -> int:
+    from videomini.planner import device_memory, parse_size
+
+    if gpu_mem is not None:
+        try:
+            return parse_size(gpu_mem)
+        except ValueError as e:
+            raise ValueError(f"--gpu-mem: {e}") from None
+    if device is not None:
+        return device_memory(device)
+    import torch
+
+    if torch.cuda.is_available():
+        return device_memory("cuda")
+    notes.append(f"no CUDA device here: planned for {_PLANNED_WITHOUT_GPU} (pass --gpu-mem or --device)")
+    return parse_size(_PLANNED_WITHOUT_GPU)
+
+
+def _plan(model: str | None, memory: int, weights: str, kv_cache: str | None, prompt_tokens: int,
+          answer_tokens: int):
+    from videomini.loading import DEFAULT_MODEL_ID
+    from videomini.planner import normalize_dtype, plan_memory
+
+    for option, value, allowed in (("--dtype/--quantize", weights, ("fp32", "fp16", "bf16", "int8", "nf4")),
+                                   ("--kv-cache", kv_cache, ("int8", "int4"))):
+        try:
+            if value is not None and normalize_dtype(value) not in allowed:
+                raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        except ValueError as e:
+            raise ValueError(f"{option}: {e}") from None
+    return plan_memory(model or DEFAULT_MODEL_ID, memory, dtype=weights, kv_dtype=kv_cache,
+                       prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+
+
+def _render(result, fps: float, hours: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -89,12 +105,12 @@ def plan(
     table.add_row("weights: total", f"{sum(result.parameters.values()):,}", _human(result.total_weights_bytes),
                   end_section=True)
     table.add_row("device memory", "", _human(result.device_memory_bytes))
-    table.add_row("activation overhead", "", _human(result.activation_overhead_bytes))
+    table.add_row(f"activations (runtime reserve + one {result.prefill_chunk_tokens:,}-token prefill chunk)", "",
+                  _human(result.activation_overhead_bytes))
     table.add_row(f"prompt + answer KV ({result.prompt_tokens_reserved:,} tokens)", "", _human(result.prompt_kv_bytes))
-    table.add_row(f"KV per frame ({result.tokens_per_frame} token{'s' * (result.tokens_per_frame != 1)})", "",
-                  f"{result.kv_bytes_per_frame:,} B" + (f" ({_human(result.kv_bytes_per_frame)})"
-                                                         if result.kv_bytes_per_frame >= 1024 else ""),
-                  end_section=True)
+    per_frame = result.kv_bytes_per_frame + result.embedding_bytes_per_frame
+    table.add_row(f"per frame: KV ({result.tokens_per_frame} token{'s' * (result.tokens_per_frame != 1)}) + "
+                  "embeddings", "", f"{per_frame:,} B ({_human(per_frame)})", end_section=True)
     table.add_row("frames that fit in memory", f"{result.frames_fit_memory:,}", "")
     table.add_row("context length (positions)", f"{result.context_length:,}", "")
     table.add_row("frames that fit in the context", f"{result.frames_fit_context:,}", "")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
@@ -34,9 +35,7 @@ def serve(
     from videomini.pipelines.serve import ServeConfig, ServeError, run
 
     if library is not None and not (library / "catalog.sqlite").is_file():
-        print(f"error: {library}: not a videomini library (index into it first: videomini index VIDEOS "
-              f"--library {library})", file=sys.stderr)
-        raise typer.Exit(1)
+        fail(f"{library}: not a videomini library (index into it first: videomini index VIDEOS --library {library})")
     config = ServeConfig(library=library, model=model, device=device, dtype=dtype, token=token,
                          allow_dirs=list(allow_dir), max_waiting=queue, max_body_bytes=max_upload_mb << 20)
     try:
@@ -44,5 +43,4 @@ def serve(
             on_listening=lambda url: print(f"videomini serve: listening on {url}/ (library: {library or 'none'}; "
                                            f"Ctrl-C stops)", file=sys.stderr, flush=True))
     except ServeError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        raise typer.Exit(e.status if e.status < 100 else 1)
+        fail(e.message, e.status if e.status < 100 else 1)

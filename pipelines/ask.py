@@ -46,13 +46,14 @@ def _notice(on_notice: NoticeFn | None, message: str) -> None:
         on_notice(message)
 
 
-def _loader(device: str | None, dtype: str | None) -> Loader:
-    return lambda model_id: VideoMini.from_pretrained(model_id, device=device, dtype=dtype)
+def _loader(device: str | None, dtype: str | None, quantize: str | None, kv_cache: str | None) -> Loader:
+    return lambda model_id: VideoMini.from_pretrained(model_id, device=device, dtype=dtype, quantize=quantize,
+                                                      kv_cache=kv_cache)
 
 
 def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: float) -> str | None:
     """Speech / on-screen text of the whole video as timestamped prompt lines, one window per sampled frame."""
-    from videomini.pipelines.signals_answer import extract_signals, signal_context
+    from videomini.evidence import extract_signals, signal_context
     from videomini.video import probe
 
     duration_s = probe(path).duration_s
@@ -62,12 +63,13 @@ def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: floa
 
 
 def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini | None = None,
-              device: str | None = None, dtype: str | None = None, signals: tuple[str, ...] = (),
+              device: str | None = None, dtype: str | None = None, quantize: str | None = None,
+              kv_cache: str | None = None, signals: tuple[str, ...] = (),
               fallback: bool = True, fps: float = 1.0, max_frames: int | None = None, max_new_tokens: int = 256,
               fusion: str = "all", on_progress: ProgressFn | None = None, on_token: TokenFn | None = None,
               on_notice: NoticeFn | None = None, load: Loader | None = None) -> Answer:
     """Answer `question` about one video or image. `model` is a VideoMini, or a checkpoint id/folder loaded
-    with `load` (default: from_pretrained on `device`/`dtype`). With no loadable model and `fallback`, the
+    with `load` (default: from_pretrained on `device`/`dtype`, `quantize`d weights, a `kv_cache` type). With no loadable model and `fallback`, the
     speech and on-screen text answer (Answer.generated_by == "signals")."""
     vm = model if isinstance(model, VideoMini) else None
     if vm is None:
@@ -75,13 +77,13 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
         if on_progress:
             on_progress(f"loading {model_id}", 0, None)
         try:
-            vm = (load or _loader(device, dtype))(model_id)
+            vm = (load or _loader(device, dtype, quantize, kv_cache))(model_id)
         except CheckpointError as e:
             if not fallback or not signals_available():
                 raise
             _notice(on_notice, f"warning: {e}")
             _notice(on_notice, "warning: answering from speech and on-screen text instead (no generative model)")
-            from videomini.pipelines.signals_answer import answer_from_signals
+            from videomini.evidence import answer_from_signals
 
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
@@ -108,13 +110,14 @@ def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[s
 
 
 def _from_signals(library_dir: str | os.PathLike, question: str, top_k: int) -> Answer:
-    from videomini.pipelines.search import answer_library_from_signals
+    from videomini.evidence import answer_library_from_signals
 
     return answer_library_from_signals(library_dir, question, top_k=min(top_k, SIGNAL_ANSWER_MOMENTS))
 
 
 def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | VideoMini | None = None,
-                device: str | None = None, dtype: str | None = None, top_k: int = 10,
+                device: str | None = None, dtype: str | None = None, quantize: str | None = None,
+                kv_cache: str | None = None, top_k: int = 10,
                 max_frames: int | None = None, max_new_tokens: int = 256, fallback: bool = True,
                 on_token: TokenFn | None = None, on_progress: ProgressFn | None = None,
                 on_notice: NoticeFn | None = None, load: Loader | None = None) -> Answer:
@@ -131,7 +134,7 @@ def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | V
         if on_progress:
             on_progress(f"loading {model_id}", 0, None)
         try:
-            vm = (load or _loader(device, dtype))(model_id)
+            vm = (load or _loader(device, dtype, quantize, kv_cache))(model_id)
         except CheckpointError as e:
             if not (fallback and has_text):
                 raise

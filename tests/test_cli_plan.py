@@ -29,7 +29,7 @@ def test_plan_table_for_local_checkpoint(golden_dir: Path) -> None:
                                  "--dtype", "int8"])
     assert result.exit_code == 0, result.output
     words = " ".join(result.stdout.split())  # the table title wraps where the checkpoint path is long
-    for text in ("weights: llm", "KV per frame", "frames that fit in memory", "frame budget", "int8 weights",
+    for text in ("weights: llm", "per frame: KV", "frames that fit in memory", "frame budget", "int8 weights",
                  "129,536"):  # the context cap: 131,072 positions − 1,536 reserved
         assert text in words
 

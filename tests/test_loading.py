@@ -128,3 +128,27 @@ def test_uncached_hub_id_says_how_to_fix():
     message = _one_line(e.value)
     assert "ICTNLP/llava-mini-llama-3.1-8b" in message and "not in the Hugging Face cache" in message
     assert "--model PATH" in message
+
+
+def test_int8_weights_keep_the_reference_greedy_ids(golden_dir, golden_cases):
+    """--quantize int8 on the CPU (torchao weight-only through transformers' TorchAoConfig): the LLM's linears
+    are int8, the rest is untouched, and greedy decoding still gives the reference's ids on the golden cases (the
+    logits move by at most the measured 0.06)."""
+    exact, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="fp32")
+    model, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="fp32", quantize="int8")
+    assert type(model.llm.model.layers[0].mlp.up_proj.weight).__name__ == "Int8Tensor"
+    assert torch.equal(model.compressor.query, exact.compressor.query) and model.dtype == torch.float32
+    tensors, _ = golden_cases
+    for case in ("image", "video"):
+        ids, pixel_values = tensors[f"{case}.input_ids"], tensors[f"{case}.pixel_values"]
+        with torch.inference_mode():
+            embeds = model.encode_inputs(ids, pixel_values)
+        out = model.generate(inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
+        ref = exact.generate(inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
+        assert torch.equal(out.sequences, tensors[f"{case}.generated_ids"])
+        assert max((a - b).abs().max().item() for a, b in zip(out.logits, ref.logits)) <= 0.1
+
+
+def test_nf4_on_the_cpu_is_refused_in_one_line(golden_dir):
+    with pytest.raises(CheckpointError, match="nf4 needs a CUDA device"):
+        load_model(golden_dir / "llavamini_tiny", device="cpu", quantize="nf4")

@@ -248,8 +248,10 @@ def test_plan_8b_in_bf16_fits_ten_thousand_frames_on_24gb() -> None:
     assert plan.frames_fit_context == 131072 - plan.prompt_tokens_reserved
     assert plan.frames_fit_memory >= 10_000
     assert plan.max_frames == min(plan.frames_fit_memory, plan.frames_fit_context) >= 10_000
-    free = 24e9 - plan.total_weights_bytes - plan.activation_overhead_bytes - plan.prompt_kv_bytes
-    assert plan.frames_fit_memory == int(free // 131072)
+    assert plan.embedding_bytes_per_frame == 2 * 4096 * 2  # the frame token and its copy in the prompt, bf16
+    fit = plan.frames_fit_memory  # the most frames whose peak (weights, KV, embeddings, one chunk) fits
+    assert plan.peak_bytes_for(fit) + plan.runtime_reserve_bytes <= 24e9
+    assert plan.peak_bytes_for(fit + 1) + plan.runtime_reserve_bytes > 24e9 and plan.limited_by == "memory"
 
     big = plan_memory(MODEL_8B, "80GB")
     assert big.frames_fit_memory > plan.frames_fit_memory
@@ -260,14 +262,54 @@ def test_plan_dtypes() -> None:
     bf16 = plan_memory(MODEL_8B, "24GB", dtype="bf16")
     int8 = plan_memory(MODEL_8B, "24GB", dtype="int8")
     fp32 = plan_memory(MODEL_8B, "24GB", dtype="fp32")
-    assert int8.total_weights_bytes * 2 == bf16.total_weights_bytes
+    # int8: the decoder linears (6.98 B parameters) at 1 byte + a scale per 64; the rest stays bf16
+    saved = bf16.weights_bytes["llm"] - int8.weights_bytes["llm"]
+    assert saved == pytest.approx(6_979_321_856 * (2 - 1.0625), rel=1e-6)
+    assert int8.weights_bytes["prefusion"] == bf16.weights_bytes["prefusion"]
     assert int8.kv_bytes_per_frame == bf16.kv_bytes_per_frame == 131072  # KV stays bf16
     assert int8.frames_fit_memory > bf16.frames_fit_memory
     assert fp32.kv_bytes_per_frame == 262144
     assert fp32.frames_fit_memory == 0 and fp32.max_frames == 0  # 37 GB of weights
-    assert plan_memory(MODEL_8B, "24GB", dtype="int8", kv_dtype="int8").kv_bytes_per_frame == 65536
+    assert plan_memory(MODEL_8B, "24GB", dtype="int8", kv_dtype="int8").kv_bytes_per_frame == 65536 + 4096
     with pytest.raises(ValueError, match="unknown dtype"):
         plan_memory(MODEL_8B, "24GB", dtype="fp8")
+
+
+def test_plan_hundred_thousand_frames_with_int8_weights_and_int4_cache() -> None:
+    """The frame budgets the README states: >= 10,000 frames in 24 GB in bf16, >= 100,000 with int8 weights and an
+    int4 KV cache (the context, 131,072 positions, binds first), about 97,000 with an int8 cache (memory binds)."""
+    assert plan_memory(MODEL_8B, "24GB").max_frames >= 10_000
+    int4 = plan_memory(MODEL_8B, "24GB", dtype="int8", kv_dtype="int4")
+    assert int4.max_frames >= 100_000 and int4.limited_by == "context"
+    int8 = plan_memory(MODEL_8B, "24GB", dtype="int8", kv_dtype="int8")
+    assert 90_000 <= int8.max_frames < int4.max_frames and int8.limited_by == "memory"
+
+
+@pytest.mark.parametrize("kv_cache", [None, "int8", "int4"])
+def test_plan_kv_bytes_per_token_match_a_measured_cache(golden_dir: Path, kv_cache) -> None:
+    """The planner's KV bytes per token for each cache type equal what transformers' cache holds after a prefill
+    of the tiny model, within 10 %."""
+    from videomini import load_model
+    from videomini.planner import plan_for_model, tensor_bytes
+
+    model, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="bf16")
+    embeds = torch.randn(1, 2049, model.hidden_size, dtype=torch.bfloat16) * 0.02
+    cache = model.prefill(embeds, model.new_cache(kv_cache), chunk_tokens=512)
+    measured = tensor_bytes(cache) / cache.get_seq_length()
+    planned = plan_for_model(model, "1GB", kv_cache=kv_cache).kv_bytes_per_token
+    assert planned == pytest.approx(measured, rel=0.10)
+
+
+def test_plan_for_a_loaded_model_counts_its_weights_as_stored(golden_dir: Path) -> None:
+    from videomini import load_model
+    from videomini.planner import plan_for_model, tensor_bytes
+
+    model, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="fp32")
+    plan = plan_for_model(model, "1GB")
+    assert plan.weights_bytes["llm"] == tensor_bytes(model.llm) == 4 * plan.parameters["llm"]
+    quantized, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="fp32", quantize="int8")
+    int8 = plan_for_model(quantized, "1GB").weights_bytes["llm"]
+    assert int8 == tensor_bytes(quantized.llm) < 0.6 * plan.weights_bytes["llm"]  # fp32 embeddings stay
 
 
 def test_plan_context_counts_compressor_tokens_and_reserve() -> None:

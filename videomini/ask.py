@@ -30,7 +30,7 @@ from videomini.frame_memory import FrameMemory
 from videomini.selection import select_frames
 from videomini.storage import LibraryError, LibraryStore
 from videomini.loading import default_model_id, load_model
-from videomini.model import FusedText
+from videomini.model import KV_CACHE_BACKENDS, FusedText
 from videomini.planner import device_memory, plan_for_model
 from videomini.prompting import encode_question
 from videomini.retrieval import load_text_tower
@@ -51,8 +51,9 @@ class VideoMini:
     """The Python API: `VideoMini.from_pretrained(id_or_path).ask(path, question) -> Answer`."""
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, batch_size: int = 16,
-                 retrieval: bool = True):
+                 retrieval: bool = True, kv_cache: str | None = None):
         self.model = model
+        self.kv_cache = kv_cache  # None (the model's dtype), "int8" or "int4": transformers' quantized cache
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.encoder = FrameEncoder(model, image_processor, batch_size=batch_size)
@@ -61,15 +62,20 @@ class VideoMini:
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, vision_tower: str | None = None, batch_size: int = 16) -> "VideoMini":
-        loaded = load_model(id_or_path or default_model_id(), device=device, dtype=dtype, vision_tower=vision_tower)
-        return cls(*loaded, batch_size=batch_size)
+                        dtype: str | None = None, vision_tower: str | None = None, batch_size: int = 16,
+                        quantize: str | None = None, kv_cache: str | None = None) -> "VideoMini":
+        """Load a checkpoint; `quantize` ("int8", "nf4") the LLM's weights, `kv_cache` ("int8", "int4") its cache."""
+        if kv_cache is not None and kv_cache not in KV_CACHE_BACKENDS:
+            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        loaded = load_model(id_or_path or default_model_id(), device=device, dtype=dtype, vision_tower=vision_tower,
+                            quantize=quantize)
+        return cls(*loaded, batch_size=batch_size, kv_cache=kv_cache)
 
     # -- budget ---------------------------------------------------------------------------------------------
     def frame_budget(self, prompt_tokens: int, answer_tokens: int) -> int:
         """Frames that fit: the planner's min(memory after weights, context after the prompt)."""
         plan = plan_for_model(self.model, device_memory(self.model.device), prompt_tokens=prompt_tokens,
-                              answer_tokens=answer_tokens)
+                              answer_tokens=answer_tokens, kv_cache=self.kv_cache)
         return max(1, plan.max_frames)
 
     # -- ask ------------------------------------------------------------------------------------------------
@@ -228,7 +234,7 @@ class VideoMini:
         device, dtype = self.model.device, self.model.dtype
         return generate_with_evidence(self.model, self.tokenizer, input_ids, fused.mean(device, dtype),
                                       frame_tokens.to(device), max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                      on_token=on_token)
+                                      on_token=on_token, kv_cache=self.kv_cache)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,7 +267,7 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
 def _quoted_context(library: Any, found: list, rows: dict, chosen: dict[str, set[float]]) -> str | None:
     """Stored speech / on-screen text near the chosen frames, as timestamped prompt lines (named by video when
     several videos answer)."""
-    from videomini.pipelines.signals_answer import signal_context  # TEMPORARY: until signal_context moves to videomini/
+    from videomini.evidence import signal_context
     from videomini.signals import TextSegment
 
     lines: list[str] = []
@@ -294,7 +300,7 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, to
     """Retrieve moments, re-decode their frames, answer with LLaVA-Mini, cite (video, time). Stored speech and
     on-screen text near the chosen frames go into the prompt as timestamped lines (`quote_signals`). Raises
     NoStoredFrames when no moment found has stored frames."""
-    from videomini.pipelines.search import search_library  # TEMPORARY: until search moves to videomini/search.py
+    from videomini.search import search_library
 
     started = time.perf_counter()
     if vm.text_tower is None:

@@ -8,17 +8,20 @@ path). Weights are read with safetensors only (never pickle) and no remote code 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from videomini.errors import first_line
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -45,7 +48,7 @@ _LLAMA_31_8B = {
     "tokenizer_model_max_length": 4096, "torch_dtype": "bfloat16",
 }
 # Built in so that `videomini plan` works with no files and no network.
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {"ICTNLP/llava-mini-llama-3.1-8b": _LLAMA_31_8B}
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {DEFAULT_MODEL_ID: _LLAMA_31_8B}
 _CLIP_L_336 = {
     "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
     "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu",
@@ -197,8 +200,8 @@ def resolve_checkpoint(id_or_path: str | os.PathLike, what: str = "model") -> Pa
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({reason[:120]}): {fix}") from None
+        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({first_line(e)[:120]}): "
+                              f"{fix}") from None
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -265,24 +268,34 @@ def has_weights(folder: str | os.PathLike, prefix: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load with transformers silent -- no "Loading weights" bar, no notice about checkpoint keys a model leaves
+    unused on purpose (a full CLIP checkpoint holds both towers) -- then restore its settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
     """CLIP vision tower + its image processor. A full CLIP checkpoint (with `visual_projection`) is loaded
     with the projection so that the same pass yields the CLIP image embedding used for retrieval."""
     from transformers import CLIPImageProcessorPil, CLIPVisionModel, CLIPVisionModelWithProjection
 
-    from transformers.utils import logging as hf_logging
-
     cls = CLIPVisionModelWithProjection if has_weights(tower, "visual_projection.") else CLIPVisionModel
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text-tower keys are expected to go unused
-    hf_logging.disable_progress_bar()
     try:
-        model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+        with quiet_transformers():  # a full CLIP checkpoint's text-tower keys are expected to go unused
+            model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({str(e).splitlines()[0][:160]})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({first_line(e)[:160]})") from None
     # PIL backend named explicitly: bit-identical to the reference, and an installed torchvision cannot switch it
     try:
         processor = CLIPImageProcessorPil.from_pretrained(str(tower))
@@ -291,12 +304,74 @@ def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> 
     return model.to(device).eval(), processor
 
 
+QUANTIZE_MODES = ("int8", "nf4")
+
+
+def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """transformers' quantization config for the LLM: bitsandbytes on CUDA (8-bit as the official --load-8bit, or
+    4-bit NF4), torchao int8 weight-only on the CPU. The vision tower, compressor, projector and pre-fusion stay
+    in the compute dtype."""
+    if quantize not in QUANTIZE_MODES:
+        raise CheckpointError(f"unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
+    if device.type == "cuda":
+        from transformers import BitsAndBytesConfig
+
+        if quantize == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    if quantize == "nf4":
+        raise CheckpointError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig
+    except ImportError:
+        raise CheckpointError("--quantize int8 on the CPU needs torchao (pip install 'videomini[quant]')") from None
+    from transformers import TorchAoConfig
+
+    return TorchAoConfig(Int8WeightOnlyConfig())
+
+
+def _load_llm(folder: Path, llm_config: Any, dtype: torch.dtype, device: torch.device, quantize: str) -> nn.Module:
+    """The LLM's weights (the official checkpoint's `model.*` and `lm_head.*` are LlamaForCausalLM's own names)
+    through transformers' from_pretrained, quantized on load; the multimodal keys are left for `load_model`."""
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    quantization_config = llm_quantization_config(quantize, device, dtype)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the multimodal keys are expected to go unused here
+    hf_logging.disable_progress_bar()
+    try:
+        return LlamaForCausalLM.from_pretrained(str(folder), config=llm_config, dtype=dtype, use_safetensors=True,
+                                                quantization_config=quantization_config,
+                                                device_map={"": device}).eval()
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder}: cannot load the LLM with --quantize {quantize} "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _read_state(folder: Path, expected: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        for key, tensor in load_file(str(file), device="cpu").items():
+            mapped = _map_key(key)
+            if mapped is not None and mapped in expected:
+                # copy=True: own, aligned memory rather than a view into the mapped file (whose offsets change
+                # CPU matmul results in the last bit, and which must not change under a loaded model)
+                state[mapped] = tensor.to(device=device, dtype=dtype, copy=True)
+    return state
+
+
 def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | torch.device | None = None,
-               dtype: str | torch.dtype | None = None, vision_tower: str | os.PathLike | None = None) -> LoadedModel:
+               dtype: str | torch.dtype | None = None, vision_tower: str | os.PathLike | None = None,
+               quantize: str | None = None) -> LoadedModel:
     """Load an official LLaVA-Mini checkpoint -> (model, tokenizer, image_processor).
 
     `device` defaults to CUDA when present, else CPU; `dtype` to bf16 on CUDA and float32 on CPU (weights stored in
-    bf16 are upcast). `vision_tower` overrides the checkpoint's `mm_vision_tower`.
+    bf16 are upcast). `vision_tower` overrides the checkpoint's `mm_vision_tower`. `quantize` ("int8", "nf4")
+    quantizes the LLM's weights on load (`llm_quantization_config`).
     """
     from transformers import GenerationConfig, PreTrainedTokenizerFast
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -307,48 +382,43 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
     dtype = parse_dtype(dtype, device)
     folder = resolve_checkpoint(id_or_path)
     config = read_config(folder)
-    mm_config = LlavaMiniConfig.from_dict(config)
-    llm_config = llm_config_from(config)
+    mm_config, llm_config = LlavaMiniConfig.from_dict(config), llm_config_from(config)
     tower_path = resolve_vision_tower(mm_config.mm_vision_tower, folder, vision_tower)
     tower, image_processor = load_vision_tower(tower_path, dtype, device)
-
     with torch.device("meta"):
         model = LlavaMini(mm_config, llm_config, vision_tower=nn.Identity())
     model.vision_tower = tower
-    expected = {k for k in model.state_dict() if not k.startswith("vision_tower.")}
-    state: dict[str, torch.Tensor] = {}
-    for file in weight_files(folder):
-        for key, tensor in load_file(str(file), device="cpu").items():
-            mapped = _map_key(key)
-            if mapped is not None and mapped in expected:
-                # copy=True: own, aligned memory rather than a view into the mapped file (whose offsets change
-                # CPU matmul results in the last bit, and which must not change under a loaded model)
-                state[mapped] = tensor.to(device=device, dtype=dtype, copy=True)
+    skip = ("vision_tower.", "llm.") if quantize else ("vision_tower.",)
+    expected = {k for k in model.state_dict() if not k.startswith(skip)}
+    state = _read_state(folder, expected, device, dtype)
     if "compressor.pos_embed" not in state:  # fixed sin-cos table: derivable when an export drops it
         state["compressor.pos_embed"] = torch.from_numpy(
             sincos_pos_embed_2d(mm_config.mm_hidden_size, mm_config.compressor_size)).to(device, dtype)
-    if "llm.lm_head.weight" not in state and llm_config.tie_word_embeddings:
+    if "llm.lm_head.weight" not in state and llm_config.tie_word_embeddings and not quantize:
         state["llm.lm_head.weight"] = state.get("llm.model.embed_tokens.weight")
     missing = sorted(expected - state.keys())
     if missing:
         shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
         raise CheckpointError(f"{folder}: weights missing from the checkpoint: {shown}")
     model.load_state_dict(state, strict=False, assign=True)
+    if quantize:
+        model.llm = _load_llm(folder, llm_config, dtype, device, quantize)
     # non-persistent buffers (RoPE inverse frequencies) were created on meta: build them on the device
     with torch.device(device):
         model.prefusion_rotary = LlamaRotaryEmbedding(config=llm_config)
         model.llm.model.rotary_emb = LlamaRotaryEmbedding(config=llm_config)
-    model.to(device)
+    for name, part in model.named_children():
+        if name != "llm" or not quantize:  # a bitsandbytes model is placed by from_pretrained and refuses .to()
+            part.to(device)
     if (folder / "generation_config.json").is_file():
         model.llm.generation_config = GenerationConfig.from_pretrained(str(folder))
-    model.name_or_path = os.fspath(id_or_path)
-    model.checkpoint_dir = folder
-    model.vision_tower_dir = tower_path
+    model.name_or_path, model.checkpoint_dir, model.vision_tower_dir = os.fspath(id_or_path), folder, tower_path
+    model.quantize = quantize
     model.eval()
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{folder}: cannot load the tokenizer ({first_line(e)[:160]})") from None
     return LoadedModel(model, tokenizer, image_processor)
 
 

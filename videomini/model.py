@@ -222,7 +222,7 @@ class LlavaMini(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llm.lm_head.weight.dtype
+        return self.llm.get_input_embeddings().weight.dtype  # embeddings are never quantized
 
     @property
     def hidden_size(self) -> int:

@@ -17,16 +17,21 @@ from typing import Any
 import torch
 
 from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
-from videomini.model import LlavaMini, LlavaMiniConfig
+from videomini.model import PREFILL_CHUNK_TOKENS, LlavaMini, LlavaMiniConfig
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "nf4": 0.5, "int4": 0.5}
+QUANTIZED = ("int8", "nf4", "int4")
+# Bytes per quantized value including its group's scale and zero point (fp16, one pair per 64 values), as measured
+# in transformers' quantized caches (tests/test_memory.py; bench/capacity.py): HQQ 8-bit 1.0625, quanto 4-bit 0.5625.
+GROUP_OVERHEAD_BYTES = 4 / 64
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
-                  "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "8bit": "int8"}
+                  "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "8bit": "int8", "nf4": "nf4",
+                  "4bit": "nf4", "int4": "int4"}
 _TORCH_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 # Activations beyond the weights and the KV cache: the CUDA context and allocator slack, plus the largest
 # transient of one step (a prefill chunk through the MLP, a batch through the vision tower).
 DEFAULT_RUNTIME_RESERVE_BYTES = 1 << 30
-PREFILL_CHUNK_TOKENS = 4096
+MASK_BYTES = 1  # the boolean attention mask of a chunk against its context (SDPA's input, one byte per pair)
 _REQUIRED_LLM_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
@@ -44,6 +49,9 @@ class MemoryPlan:
     tokens_per_frame: int  # compressor_size²
     kv_bytes_per_token: int
     kv_bytes_per_frame: int
+    embedding_bytes_per_frame: int  # the frame tokens on the device and their copy in the prompt embeddings
+    prefill_chunk_tokens: int
+    runtime_reserve_bytes: int  # CUDA context, allocator slack, the vision batch
     context_length: int  # the LLM's max_position_embeddings
     prompt_tokens_reserved: int  # prompt + answer
     prompt_kv_bytes: int
@@ -52,13 +60,33 @@ class MemoryPlan:
     max_frames: int
     limited_by: str  # "memory" or "context"
     notes: list[str] = field(default_factory=list)
+    _activation_width: int = 0  # values per token in one prefill chunk's widest moment
+    _activation_bytes: int = 2
+    _expanded_kv_bytes_per_token: int = 0
 
     @property
     def total_weights_bytes(self) -> int:
         return sum(self.weights_bytes.values())
 
+    def chunk_activation_bytes(self, context_tokens: int) -> int:
+        """Peak transient of prefilling one chunk at the end of a `context_tokens` context: the chunk through one
+        decoder layer (residual, q/k/v/o, gate, up and their product), its attention mask against the context,
+        and one layer's keys and values expanded from the KV heads to all heads (transformers' SDPA path copies
+        them with repeat_kv whenever a mask is passed, as it is for every chunk after the first)."""
+        chunk = min(self.prefill_chunk_tokens, context_tokens)
+        return int(chunk * self._activation_width * self._activation_bytes + chunk * context_tokens * MASK_BYTES
+                   + context_tokens * self._expanded_kv_bytes_per_token)
+
+    def peak_bytes_for(self, frames: int) -> int:
+        """Memory while answering over `frames` frames (weights, KV cache, frame embeddings, one prefill chunk),
+        without the runtime reserve."""
+        context = self.prompt_tokens_reserved + frames * self.tokens_per_frame
+        return (self.total_weights_bytes + self.prompt_kv_bytes + frames * (self.kv_bytes_per_frame
+                + self.embedding_bytes_per_frame) + self.chunk_activation_bytes(context))
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_weights_bytes": self.total_weights_bytes}
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return {**out, "total_weights_bytes": self.total_weights_bytes}
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
@@ -95,8 +123,42 @@ def device_memory(device: str | torch.device) -> int:
 def normalize_dtype(dtype: str | torch.dtype) -> str:
     name = str(dtype).removeprefix("torch.").lower()
     if name not in _DTYPE_ALIASES:
-        raise ValueError(f"unknown dtype {dtype!r} (use bf16, fp16, fp32 or int8)")
+        raise ValueError(f"unknown dtype {dtype!r} (use bf16, fp16, fp32, int8, nf4 or int4)")
     return _DTYPE_ALIASES[name]
+
+
+def stored_bytes(dtype: str) -> float:
+    """Bytes one value takes in memory: its dtype's, plus the group scale / zero point when quantized."""
+    return DTYPE_BYTES[dtype] + (GROUP_OVERHEAD_BYTES if dtype in QUANTIZED else 0.0)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every distinct tensor storage reachable from a module, a cache, a tensor or containers of them;
+    quantized tensor subclasses (torchao, quanto) are counted by their inner tensors. What a plan is checked with."""
+    seen: set[tuple[int, int]] = set()
+
+    def walk(value: Any) -> int:
+        if isinstance(value, torch.nn.Module):
+            return sum(walk(t) for t in value.parameters())
+        if isinstance(value, torch.Tensor):
+            if hasattr(value, "__tensor_flatten__") and type(value) not in (torch.Tensor, torch.nn.Parameter):
+                names, _ = value.__tensor_flatten__()
+                return sum(walk(getattr(value, name)) for name in names)
+            storage = value.untyped_storage()
+            key = (storage.data_ptr(), storage.nbytes())
+            if key in seen or value.device.type == "meta":
+                return 0
+            seen.add(key)
+            return storage.nbytes()
+        if isinstance(value, (list, tuple)):
+            return sum(walk(v) for v in value)
+        if isinstance(value, dict):
+            return sum(walk(v) for v in value.values())
+        if hasattr(value, "layers"):  # a transformers Cache
+            return sum(walk({k: v for k, v in vars(layer).items()}) for layer in value.layers)
+        return 0
+
+    return walk(obj)
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -145,23 +207,27 @@ def plan_memory(
     vision_config: dict[str, Any] | None = None,
     activation_overhead: int | str | None = None,
     kv_dtype: str | None = None,
+    prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
 ) -> MemoryPlan:
-    """How many frames fit: min(what memory leaves after weights, what the LLM's context leaves after the prompt).
+    """How many frames fit: min(what memory leaves after weights, what the LLM's context leaves after the prompt),
+    and which of the two binds.
 
     `config` is a LLaVA-Mini config dict, a checkpoint folder, its config.json, a hub id in the cache, or a key
     of `KNOWN_CONFIGS`. The model is built from it on the meta device exactly as the loader builds it (a missing
-    `compressor_size` is the reference's 2), so parameters and tokens per frame are the model's own. Weights take
-    `dtype`'s bytes per parameter (int8 counts every weight as one byte; bitsandbytes keeps embeddings, norms and
-    lm_head in 16 bit, about 1 GB more for an 8B). The KV cache stays 16-bit (bf16) for int8 weights unless
-    `kv_dtype` says otherwise; it is the weights' dtype for fp32/fp16/bf16. Each frame is `tokens_per_frame`
-    tokens, each token 2 × layers × kv_heads × head_dim × bytes of KV.
+    `compressor_size` is the reference's 2), so parameters and tokens per frame are the model's own.
 
-    The context cap is the LLM's `max_position_embeddings` (131,072 for Llama-3.1) minus the prompt and the
-    answer. The official `tokenizer_model_max_length` (4096) truncation is not applied: it would cut the
-    question off a long video's prompt; videomini selects frames instead.
+    `dtype` is the weights': bf16, fp16, fp32, or int8 / nf4 (`--quantize`: the LLM's decoder linears at 1 or
+    0.5 byte plus a scale per 64 values; embeddings, lm_head, norms and the vision side stay bf16). `kv_dtype`
+    (`--kv-cache`) is the cache's: the compute dtype by default, or int8 / int4 at the bytes measured in
+    transformers' quantized caches. Each frame costs its KV (`tokens_per_frame` tokens × 2 × layers × kv_heads
+    × head_dim values) plus its embedding twice (the frame tokens and the prompt built from them).
 
-    `activation_overhead` (bytes or a size string) defaults to 1 GiB (CUDA context, allocator slack, the
-    vision batch) plus one prefill chunk of `PREFILL_CHUNK_TOKENS` tokens through the widest layer.
+    Activations: one prefill chunk of `prefill_chunk_tokens` through one decoder layer plus its attention mask
+    against the whole context (`MemoryPlan.chunk_activation_bytes`), checked against measured peaks by
+    bench/capacity.py; `activation_overhead` replaces the 1 GiB runtime reserve (CUDA context, allocator slack,
+    the vision batch). The context cap is the LLM's `max_position_embeddings` (131,072 for Llama-3.1) minus the
+    prompt and the answer; the official `tokenizer_model_max_length` (4096) truncation is not applied (it would
+    cut the question off a long video's prompt; videomini selects frames instead).
     """
     cfg, name, folder = _checked_config(config)
     notes: list[str] = []
@@ -172,58 +238,88 @@ def plan_memory(
                          f"{DEFAULT_VISION_TOWER}")
     mm_config, llm_config = LlavaMiniConfig.from_dict(cfg), llm_config_from(cfg)
     with torch.device("meta"):
-        parameters = part_parameters(LlavaMini(mm_config, llm_config, vision_tower=_vision_tower(vision_config)))
+        model = LlavaMini(mm_config, llm_config, vision_tower=_vision_tower(vision_config) if vision_config
+                          else torch.nn.Identity())
+        parameters = part_parameters(model)
+        weights = _weights_bytes(model, parameters, normalize_dtype(dtype))
     tokenizer_max = cfg.get("tokenizer_model_max_length")
     if tokenizer_max and tokenizer_max < llm_config.max_position_embeddings:
         notes.append(f"tokenizer_model_max_length {tokenizer_max} is not applied (it would cut the question off "
                      f"long prompts); the cap is max_position_embeddings {llm_config.max_position_embeddings}")
-    return _plan(name, parameters, mm_config, llm_config, device_memory_bytes, dtype, kv_dtype, prompt_tokens,
-                 answer_tokens, activation_overhead, notes)
+    return _plan(name, parameters, weights, mm_config, llm_config, device_memory_bytes, dtype, kv_dtype,
+                 prompt_tokens, answer_tokens, activation_overhead, prefill_chunk_tokens, notes)
+
+
+def _weights_bytes(model: LlavaMini, parameters: dict[str, int], dtype: str) -> dict[str, int]:
+    """Bytes per part in `dtype`; quantized, only the LLM's decoder linears are (the rest stays bf16)."""
+    if dtype not in QUANTIZED:
+        return {part: count * DTYPE_BYTES[dtype] for part, count in parameters.items()}
+    linear = sum(p.numel() for p in model.llm.model.layers.parameters() if p.dim() == 2)
+    weights = {part: count * DTYPE_BYTES["bf16"] for part, count in parameters.items()}
+    weights["llm"] = int(linear * stored_bytes(dtype) + (parameters["llm"] - linear) * DTYPE_BYTES["bf16"])
+    return weights
 
 
 def plan_for_model(model: LlavaMini, device_memory_bytes: int | str, prompt_tokens: int = 1024,
-                   answer_tokens: int = 512) -> MemoryPlan:
-    """The plan for a loaded model in its own dtype (what `ask` uses to size its frame budget)."""
-    return _plan(getattr(model, "name_or_path", "llava-mini"), part_parameters(model), model.config,
-                 model.llm_config, device_memory_bytes, _TORCH_DTYPES[model.dtype], None, prompt_tokens,
-                 answer_tokens, None, [])
+                   answer_tokens: int = 512, kv_cache: str | None = None) -> MemoryPlan:
+    """The plan for a loaded model: its weights as they are in memory (quantized or not), its compute dtype,
+    the given KV cache type. What `ask` sizes its frame budget with."""
+    weights = {part: tensor_bytes(module) for part, module in (
+        ("llm", model.llm), ("prefusion", model.prefusion_layers), ("vision", model.vision_tower),
+        ("compressor", model.compressor), ("projector", model.mm_projector))}
+    return _plan(getattr(model, "name_or_path", "llava-mini"), part_parameters(model), weights, model.config,
+                 model.llm_config, device_memory_bytes, _TORCH_DTYPES[model.dtype], kv_cache, prompt_tokens,
+                 answer_tokens, None, PREFILL_CHUNK_TOKENS, [])
 
 
-def _plan(name: str, parameters: dict[str, int], mm_config: LlavaMiniConfig, llm_config: Any,
-          device_memory_bytes: int | str, dtype: str, kv_dtype: str | None, prompt_tokens: int, answer_tokens: int,
-          activation_overhead: int | str | None, notes: list[str]) -> MemoryPlan:
+def _frames_that_fit(plan: MemoryPlan) -> int:
+    """The most frames whose whole peak (`peak_bytes_for`, which grows with the context) plus the runtime reserve
+    fits in device memory: a binary search, since the activations depend on the context they are planned for."""
+    def fits(frames: int) -> bool:
+        return plan.peak_bytes_for(frames) + plan.runtime_reserve_bytes <= plan.device_memory_bytes
+
+    low, high = 0, max(1, plan.device_memory_bytes // max(1, plan.kv_bytes_per_frame + plan.embedding_bytes_per_frame))
+    if not fits(0):
+        return 0
+    while low < high:  # invariant: fits(low)
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_config: LlavaMiniConfig,
+          llm_config: Any, device_memory_bytes: int | str, dtype: str, kv_dtype: str | None, prompt_tokens: int,
+          answer_tokens: int, reserve: int | str | None, chunk_tokens: int, notes: list[str]) -> MemoryPlan:
     dtype = normalize_dtype(dtype)
-    kv_dtype = normalize_dtype(kv_dtype) if kv_dtype is not None else ("bf16" if dtype == "int8" else dtype)
-    device_memory_bytes = parse_size(device_memory_bytes)
-    weights = {part: count * DTYPE_BYTES[dtype] for part, count in parameters.items()}
-    hidden = int(llm_config.hidden_size)
+    compute = "bf16" if dtype in QUANTIZED else dtype
+    kv_dtype = normalize_dtype(kv_dtype) if kv_dtype is not None else compute
+    hidden, layers = int(llm_config.hidden_size), int(llm_config.num_hidden_layers)
     head_dim = int(getattr(llm_config, "head_dim", None) or hidden // llm_config.num_attention_heads)
     kv_heads = int(llm_config.num_key_value_heads or llm_config.num_attention_heads)
-    kv_bytes_per_token = 2 * llm_config.num_hidden_layers * kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
+    kv_bytes_per_token = int(round(2 * layers * kv_heads * head_dim * stored_bytes(kv_dtype)))
     tokens_per_frame = mm_config.tokens_per_frame
-    kv_bytes_per_frame = kv_bytes_per_token * tokens_per_frame
-    if activation_overhead is None:
-        activation_bytes = DTYPE_BYTES["fp32" if kv_dtype == "fp32" else "bf16"]
-        widest = 4 * hidden + 3 * int(llm_config.intermediate_size)  # residual, q/k/v/o + gate, up, act
-        activation_overhead = DEFAULT_RUNTIME_RESERVE_BYTES + PREFILL_CHUNK_TOKENS * widest * activation_bytes
-    activation_overhead = parse_size(activation_overhead)
-
-    context_length = int(llm_config.max_position_embeddings)
-    reserved = int(prompt_tokens) + int(answer_tokens)
-    prompt_kv_bytes = reserved * kv_bytes_per_token
-    free = device_memory_bytes - sum(weights.values()) - activation_overhead - prompt_kv_bytes
-    frames_fit_memory = max(0, free // kv_bytes_per_frame)
-    frames_fit_context = max(0, (context_length - reserved) // tokens_per_frame)
-    if free < 0:
+    plan = MemoryPlan(
+        model=name, dtype=dtype, kv_dtype=kv_dtype, device_memory_bytes=parse_size(device_memory_bytes),
+        weights_bytes=weights, parameters=parameters, activation_overhead_bytes=0, tokens_per_frame=tokens_per_frame,
+        kv_bytes_per_token=kv_bytes_per_token, kv_bytes_per_frame=kv_bytes_per_token * tokens_per_frame,
+        embedding_bytes_per_frame=2 * tokens_per_frame * hidden * DTYPE_BYTES[compute],
+        prefill_chunk_tokens=int(chunk_tokens), runtime_reserve_bytes=parse_size(
+            reserve if reserve is not None else DEFAULT_RUNTIME_RESERVE_BYTES),
+        context_length=int(llm_config.max_position_embeddings),
+        prompt_tokens_reserved=int(prompt_tokens) + int(answer_tokens),
+        prompt_kv_bytes=(int(prompt_tokens) + int(answer_tokens)) * kv_bytes_per_token, frames_fit_memory=0,
+        frames_fit_context=0, max_frames=0, limited_by="", notes=notes,
+        _activation_width=4 * hidden + 3 * int(llm_config.intermediate_size), _activation_bytes=DTYPE_BYTES[compute],
+        _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute])
+    plan.frames_fit_context = max(0, (plan.context_length - plan.prompt_tokens_reserved) // tokens_per_frame)
+    plan.frames_fit_memory = _frames_that_fit(plan)
+    plan.max_frames = min(plan.frames_fit_memory, plan.frames_fit_context)
+    plan.limited_by = "memory" if plan.frames_fit_memory < plan.frames_fit_context else "context"
+    context = plan.prompt_tokens_reserved + plan.max_frames * tokens_per_frame
+    plan.activation_overhead_bytes = plan.runtime_reserve_bytes + plan.chunk_activation_bytes(context)
+    if plan.peak_bytes_for(0) + plan.runtime_reserve_bytes > plan.device_memory_bytes:
         notes.append("the weights alone do not fit in this device memory")
-    if dtype == "int8":
-        notes.append("int8 counts every weight as 1 byte; the KV cache stays " + kv_dtype)
-    return MemoryPlan(
-        model=name, dtype=dtype, kv_dtype=kv_dtype, device_memory_bytes=device_memory_bytes,
-        weights_bytes=weights, parameters=parameters, activation_overhead_bytes=activation_overhead,
-        tokens_per_frame=tokens_per_frame, kv_bytes_per_token=kv_bytes_per_token,
-        kv_bytes_per_frame=kv_bytes_per_frame, context_length=context_length, prompt_tokens_reserved=reserved,
-        prompt_kv_bytes=prompt_kv_bytes, frames_fit_memory=int(frames_fit_memory),
-        frames_fit_context=int(frames_fit_context), max_frames=int(min(frames_fit_memory, frames_fit_context)),
-        limited_by="memory" if frames_fit_memory < frames_fit_context else "context", notes=notes,
-    )
+    if dtype in QUANTIZED:
+        notes.append(f"{dtype} weights: the LLM's decoder linears quantized, embeddings, lm_head and the vision side "
+                     f"bf16; KV cache {kv_dtype}")
+    return plan

@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from videomini.errors import first_line
+
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
     "VideoInfo", "FrameBatches", "probe", "sample_frames", "read_frames_at", "uniform_frame_indices",
@@ -307,7 +309,7 @@ class _Damage:
 
     def record(self, error: Exception, at_s: float | None = None) -> None:
         self.count += 1
-        self.reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+        self.reason = getattr(error, "strerror", None) or first_line(error)
         if at_s is not None:
             self.first_s = at_s if self.first_s is None else min(self.first_s, at_s)
             self.last_s = at_s if self.last_s is None else max(self.last_s, at_s)
@@ -475,7 +477,7 @@ def _decord_frames(path: Path, targets: Iterator[float], max_side: int | None, i
         try:
             decoded = reader.get_batch(unique).asnumpy()
         except decord.DECORDError as e:
-            raise DecodeError(path, f"decord failed at {pts[unique[0]]:.2f} s ({str(e).splitlines()[0][:200]})") from None
+            raise DecodeError(path, f"decord failed at {pts[unique[0]]:.2f} s ({first_line(e)[:200]})") from None
         by_index = dict(zip(unique, decoded))
         for i in chunk:
             yield by_index[i], float(pts[i])
@@ -907,7 +909,7 @@ def reference_video_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarr
             frames = reader.get_batch(indices).asnumpy()
             return frames, np.asarray(indices, dtype=np.int64)
         except decord.DECORDError as e:
-            raise DecodeError(p, f"decord cannot read this file ({str(e).splitlines()[0][:200]})") from None
+            raise DecodeError(p, f"decord cannot read this file ({first_line(e)[:200]})") from None
     total, avg = _count_frames_pyav(p)
     if total == 0 or not avg:
         raise DecodeError(p, "the video stream holds no frames")

@@ -93,7 +93,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec, seed: int = TRAIN_SEED) ->
 
 
 def write_index(index: Any, path: Path) -> FileDigest:
-    """Write an index file durably; returns its size and SHA-256."""
+    """Write an index file durably; returns its size and checksum (recorded in the manifest)."""
     import faiss
 
     def write(f: Any) -> None:
@@ -129,6 +129,17 @@ def stored_vectors(index: Any) -> np.ndarray:
             codes = faiss.rev_swig_ptr(lists.get_codes(list_no), size * lists.code_size)
             out[rows] = np.frombuffer(codes, np.float32).reshape(size, index.d)
     return out
+
+
+def vectors_at(index: Any, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors at `rows` of an exact-code index (an IVF index gets its id map the first time)."""
+    import faiss
+
+    if is_ivf(index):
+        ivf = faiss.extract_index_ivf(index)
+        if ivf.direct_map.no():
+            ivf.make_direct_map()  # IVF lists reconstruct by id only through the map (8 bytes per vector)
+    return np.asarray(index.reconstruct_batch(np.asarray(rows, dtype=np.int64)), dtype=np.float32)
 
 
 def is_ivf(index: Any) -> bool:
