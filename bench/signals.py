@@ -88,7 +88,7 @@ def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, wo
     from conftest import make_tiny_checkpoint
     from videomini.pipelines.ask import VideoMini
     from videomini.pipelines.index import index_videos
-    from videomini.pipelines.signals_answer import default_embedder
+    from videomini.signals.text import default_embedder
 
     with console.status("index: building the tiny checkpoint"):
         checkpoint = make_tiny_checkpoint(workdir / "tiny-checkpoint", with_clip_text=True)

@@ -21,14 +21,15 @@ def search(
     signal: list[str] = typer.Option([], "--signal", help="Search only these: visual, speech, ocr (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Moments as JSON, with the signals and text that matched."),
 ) -> None:
-    """Search an indexed library: frames (CLIP) and stored speech / on-screen text (MiniLM), fused by rank."""
+    """Search an indexed library: frames (CLIP) and stored speech / on-screen text (MiniLM), each calibrated
+    against the query's background and fused by evidence."""
     from rich.console import Console
     from rich.table import Table
 
     from videomini.answer import format_time
     from videomini.storage import LibraryError
     from videomini.loading import CheckpointError
-    from videomini.pipelines.search import search_library
+    from videomini.search import search_library
 
     from videomini.signals import SignalError
 
@@ -49,11 +50,11 @@ def search(
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     table = Table(title=f"{query!r} in {library}")
-    for column in ("#", "video", "from", "to", "best", "matched") + (("thumbnail",) if thumbnails else ()):
-        table.add_column(column, justify="right" if column == "#" else "left")
+    for column in ("#", "video", "from", "to", "best", "score", "matched") + (("thumbnail",) if thumbnails else ()):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
     for rank, r in enumerate(results, 1):
-        matched = "\n".join(f"{m['signal']} #{m['rank']} ({m['similarity']:.2f})" + (f" “{m['text']}”" if "text" in m else "")
-                             for m in r.matches)
+        matched = "\n".join(f"{m['signal']} #{m['rank']} (similarity {m['similarity']:.2f}, z {m['z']:.1f})"
+                             + (f" “{m['text']}”" if "text" in m else "") for m in r.matches)
         table.add_row(str(rank), r.video, format_time(r.start_s), format_time(r.end_s), format_time(r.best_s),
-                      matched, *((r.thumbnail or "",) if thumbnails else ()))
+                      f"{r.score:.2f}", matched, *((r.thumbnail or "",) if thumbnails else ()))
     Console().print(table)

@@ -181,7 +181,7 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
 
 def default_text_embedder() -> Any:
     """The bundled MiniLM that embeds speech / on-screen text (loaded once per process)."""
-    from videomini.pipelines.signals_answer import default_embedder
+    from videomini.signals.text import default_embedder
     from videomini.signals import SignalError
 
     try:

@@ -13,6 +13,7 @@ import tempfile
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -104,13 +105,51 @@ def _draw_caption(image: np.ndarray, text: str, shift: tuple[int, int] = (0, 0))
     return np.asarray(canvas)
 
 
+def _draw_corner(image: np.ndarray, text: str, corner: str) -> np.ndarray:
+    """Small white text on a dark strip in a top corner: a burned-in timecode or a channel watermark."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(12, image.shape[0] // 18))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = 10 if corner == "left" else image.shape[1] - (right - left) - 10
+    draw.rectangle((x - 4, 6, x + right - left + 4, 14 + bottom - top), fill=(0, 0, 0))
+    draw.text((x - left, 10 - top), text, font=font, fill=(255, 255, 255))
+    return np.asarray(canvas)
+
+
+def timecode(t: float, fps: int) -> str:
+    """A camera-style timecode with the frame counter: "00:00:26.000 650"."""
+    ms = int(round(t * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d} {int(round(t * fps))}"
+
+
+def clip_background(paths: list[Path], size: tuple[int, int] = (640, 360), fps: int = 10) -> Callable:
+    """Real footage as the background: the clips decoded at `fps`, scaled to `size` and played one after the
+    other in a loop. Returns `frame(t) -> uint8 (H, W, 3)`."""
+    from videomini.video import sample_frames
+
+    frames = []
+    for path in paths:
+        for batch, _times in sample_frames(path, fps=fps, prefetch=0):
+            frames.extend(np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in batch)
+    if not frames:
+        raise ValueError(f"no frames decoded from {paths}")
+    return lambda t: frames[int(round(t * fps)) % len(frames)]
+
+
 def frame_at(t: float, captions: list[Caption], size: tuple[int, int] = (640, 360),
-             caption_shift: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """The uint8 RGB frame shown at time `t`: background plus the captions on screen at `t`."""
-    image = _background(t, *size)
+             caption_shift: tuple[int, int] = (0, 0), background: Callable | None = None,
+             timecode_fps: int | None = None, watermark: str | None = None) -> np.ndarray:
+    """The uint8 RGB frame shown at time `t`: background plus the captions on screen at `t` (and, when asked,
+    a burned-in timecode top left and a watermark top right on every frame)."""
+    image = background(t) if background is not None else _background(t, *size)
     for caption in captions:
         if caption.start_s <= t < caption.end_s:
             image = _draw_caption(image, caption.text, caption_shift)
+    if timecode_fps:
+        image = _draw_corner(image, timecode(t, timecode_fps), "left")
+    if watermark:
+        image = _draw_corner(image, watermark, "right")
     return image
 
 
@@ -123,11 +162,16 @@ def make_narrated_video(
     fps: int = 10,
     with_audio: bool = True,
     audio_delay_s: float = 0.0,
+    background: Callable | None = None,
+    burned_timecode: bool = False,
+    watermark: str | None = None,
 ) -> NarratedVideo:
     """Write an H.264 (+ AAC) MP4 with the sentences spoken and the captions shown at their times.
 
     `audio_delay_s` starts the audio track that much after the first video frame (the container records the
     audio stream's later start time, as in clips cut from a longer recording); line times include it.
+    `background(t)` gives the picture under the captions (default: a moving gradient; `clip_background` plays
+    real footage); `burned_timecode` and `watermark` draw text that is on every frame and says nothing.
     """
     path = Path(path)
     lines = DEFAULT_LINES if lines is None else lines
@@ -156,7 +200,8 @@ def make_narrated_video(
         audio.layout = "mono"
 
     for index in range(int(round(duration_s * fps))):
-        image = frame_at(index / fps, captions, size)
+        image = frame_at(index / fps, captions, size, background=background,
+                         timecode_fps=fps if burned_timecode else None, watermark=watermark)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = index
         out.mux(video.encode(frame))

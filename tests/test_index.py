@@ -113,7 +113,7 @@ def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path, chec
 def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, media, monkeypatch):
     """Known vectors injected: the query's text embedding is made equal to one stored frame's image embedding,
     so search must return that video at that time, and `ask --library` must cite frames from that video."""
-    from videomini.pipelines import search as search_module
+    import videomini.search as search_module
     from videomini.ask import VideoMini
     from videomini.pipelines.index import index_videos
 

@@ -13,41 +13,83 @@ import numpy as np
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.storage import LibraryStore
 from videomini.pipelines.index import index_videos
-from videomini.pipelines.search import RRF_K, fuse_rankings, search_library
+from videomini.search import MAX_MOMENT_S, MIN_SCALE, Background, Candidate, fuse, search_library, visual_candidates
+from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
+NOISE = Background(center=0.0, scale=0.1, n_total=100)  # noise ceiling sqrt(2 ln 100) = 3.03 spreads
 
 
-def entry(video: str, start_s: float, end_s: float, similarity: float, **extra) -> dict:
-    return {"video": video, "start_s": start_s, "end_s": end_s, "best_s": start_s, "similarity": similarity, **extra}
+def hit(video: str, start_s: float, end_s: float, similarity: float, signal: str, text: str | None = None,
+        best_s: float | None = None) -> Candidate:
+    return Candidate(video, start_s, end_s, start_s if best_s is None else best_s, similarity, signal, text)
 
 
-# ----------------------------------------------------------------------------------------------- rank fusion
+def fused(lists: dict[str, list[Candidate]], gap_s: float = 1.5) -> list:
+    return fuse(lists, {signal: NOISE for signal in lists}, gap_s=gap_s)
 
 
-def test_fusion_joins_a_frame_moment_and_a_text_segment_that_overlap():
-    ranked = {"visual": [entry("a.mp4", 10, 12, 0.3), entry("b.mp4", 0, 2, 0.29)],
-              "text": [entry("a.mp4", 11, 14, 0.8, text="hello", signal="speech"),
-                       entry("b.mp4", 40, 41, 0.5, text="EXIT", signal="ocr")]}
-    fused = fuse_rankings(ranked, gap_s=1.5)
-    assert [(m.video, m.start_s, m.end_s) for m in fused] == [("a.mp4", 10, 14), ("b.mp4", 40, 41), ("b.mp4", 0, 2)]
-    top = fused[0]
-    assert top.score == pytest.approx(2 / (RRF_K + 1), abs=1e-6) and top.best_s == 10  # the frame is the anchor
-    assert {m["signal"]: m.get("text") for m in top.matches} == {"visual": None, "speech": "hello"}
-    # rank 2 in both lists, but 38 s apart in b.mp4: two moments, equal scores ordered by their own similarity
-    assert fused[1].signals == ["ocr"] and fused[2].signals == ["visual"]
+# ----------------------------------------------------------------------------------------------- fusion
 
 
-def test_fusion_never_merges_entries_of_one_list_and_respects_the_gap():
-    ranked = {"text": [entry("a.mp4", 5, 6, 0.9, text="x", signal="speech"),
-                       entry("a.mp4", 6.5, 7, 0.8, text="y", signal="speech")],
-              "visual": [entry("a.mp4", 9, 10, 0.2)]}
-    fused = fuse_rankings(ranked, gap_s=1.0)
-    assert len(fused) == 3  # two segments stay apart; the frame moment is 2 s after the nearest: too far
-    fused = fuse_rankings(ranked, gap_s=2.5)  # now the frame moment reaches the second segment (6.5-7 s) only
-    assert [(m.signals, m.start_s, m.end_s) for m in fused] == [(["visual", "speech"], 6.5, 10), (["speech"], 5, 6)]
+def test_calibration_gives_evidence_only_above_what_noise_reaches():
+    sims = np.random.default_rng(0).normal(0.2, 0.05, 1000)
+    background = Background.of(np.concatenate([sims, [0.9, 0.95]]), n_total=1002)  # true hits do not move it
+    assert background.center == pytest.approx(0.2, abs=0.01) and background.scale == pytest.approx(0.05, abs=0.01)
+    assert background.evidence(sims.max()) == 0.0  # the best of pure noise is no evidence
+    assert background.evidence(0.9) > 5.0
+    assert Background.of([0.5, 0.5, 0.5]).scale == MIN_SCALE  # identical values are no scale
+
+
+def test_a_strong_hit_of_one_signal_beats_a_weak_coincidence_of_two():
+    ranked = fused({"speech": [hit("a.mp4", 20, 24, 0.75, "speech", "the train leaves at noon"),
+                               hit("b.mp4", 5, 8, 0.34, "speech", "a weak one")],
+                    "ocr": [hit("b.mp4", 6, 9, 0.34, "ocr", "SALE")]})
+    assert [(Path(m.video).name, m.signals) for m in ranked] == [("a.mp4", ["speech"]), ("b.mp4", ["speech", "ocr"])]
+    assert ranked[0].score > ranked[1].score > 0 and ranked[0].confident and not ranked[1].confident
+
+
+def test_two_strong_signals_that_agree_rank_above_either_alone():
+    ranked = fused({"speech": [hit("a.mp4", 10, 13, 0.7, "speech", "said"), hit("b.mp4", 40, 43, 0.72, "speech", "x")],
+                    "ocr": [hit("a.mp4", 11, 15, 0.65, "ocr", "shown"), hit("c.mp4", 2, 5, 0.75, "ocr", "y")]})
+    top = ranked[0]
+    assert Path(top.video).name == "a.mp4" and sorted(top.signals) == ["ocr", "speech"]
+    assert top.score == pytest.approx(sum(m["evidence"] for m in top.matches), abs=1e-3)
+    assert (top.start_s, top.end_s) == (10, 15) and top.best_s in (10, 11)
+    assert {Path(m.video).name for m in ranked[1:]} == {"b.mp4", "c.mp4"}
+
+
+def test_an_uninformative_list_does_not_reorder_the_others():
+    speech = [hit("a.mp4", 30, 33, 0.8, "speech", "one"), hit("b.mp4", 10, 12, 0.6, "speech", "two"),
+              hit("c.mp4", 50, 52, 0.5, "speech", "three")]
+    # frames at the background: the best of them no higher than pure noise reaches, one beside each weaker text hit
+    visual = [hit("c.mp4", 50, 51, 0.30, "visual"), hit("b.mp4", 11, 12, 0.29, "visual"),
+              hit("d.mp4", 0, 1, 0.28, "visual")]
+    alone = [(m.video, m.start_s, m.end_s, m.score) for m in fused({"speech": speech})]
+    with_noise = fused({"speech": speech, "visual": visual})
+    assert [(m.video, m.start_s, m.end_s, m.score) for m in with_noise if "speech" in m.signals] == alone
+    assert [m.video for m in with_noise][:3] == ["a.mp4", "b.mp4", "c.mp4"]
+    assert all(m.score == 0 for m in with_noise if m.signals == ["visual"])
+
+
+def test_a_moment_spans_the_hits_with_evidence_and_never_exceeds_the_cap():
+    ranked = fused({"speech": [hit("a.mp4", 15, 17.5, 0.8, "speech", "London")],
+                    "visual": [hit("a.mp4", 0, 19, 0.25, "visual", best_s=3)]})  # a whole-video frame run: noise
+    assert [(m.start_s, m.end_s, m.best_s) for m in ranked] == [(15, 17.5, 15)]
+    long = fused({"ocr": [hit("a.mp4", 100, 160, 0.9, "ocr", "a caption shown for a minute")]})[0]
+    assert (long.start_s, long.end_s) == (100, 100 + MAX_MOMENT_S)
+
+
+def test_visual_moments_keep_the_frames_near_the_peak():
+    times = np.arange(0.0, 30.0)  # one 30 s shot, every frame a hit; 12-13 s stand out
+    sims = np.full(30, 0.20)
+    sims[12:14] = [0.40, 0.42]
+    background = Background(0.2, 0.02, 1000)
+    (moment,) = visual_candidates(times, sims, ["a.mp4"] * 30, background, gap_s=1.5, frame_s=1.0)
+    assert (moment.start_s, moment.end_s, moment.best_s) == (12.0, 14.0, 13.0)
+    flat = visual_candidates(times, np.full(30, 0.2), ["a.mp4"] * 30, background, gap_s=1.5, frame_s=1.0)
+    assert len(flat) == 1 and flat[0].end_s - flat[0].start_s <= MAX_MOMENT_S + 1.0
 
 
 # ----------------------------------------------------------------------------------------------- real signals
@@ -164,3 +206,24 @@ def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, 
     answer = ask_library(library, spoken.paraphrase, model=vm, top_k=3, max_new_tokens=2)
     assert answer.generated_by == "llava-mini" and answer.frames_used > 0
     assert answer.context and "London" in answer.context  # stored speech quoted into the prompt
+
+
+def test_the_train_question_points_at_the_spoken_sentence_not_the_whole_video(tmp_path, checkpoint, narrated):
+    """examples/example.mp4 content indexed with frames (a random CLIP tower: a noise list) and speech + text."""
+    from videomini.pipelines.ask import VideoMini
+
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    library = tmp_path / "lib"
+    assert index_videos(library, [narrated.path], vm, signals=("speech", "ocr")).indexed
+    spoken = narrated.lines[2]  # "The train to London departs at noon." at 15 s
+    results = search_library(library, "When does the train to London leave?", top_k=5, text_tower=vm.text_tower)
+    best = results[0]
+    assert best.matches[0]["signal"] == "speech" and "London" in best.matches[0]["text"] and best.confident
+    assert spoken.start_s - TOLERANCE_S <= best.start_s and best.end_s <= spoken.end_s + TOLERANCE_S
+    assert best.end_s - best.start_s <= 5.0 and abs(best.best_s - spoken.start_s) <= TOLERANCE_S
+    assert all(m.end_s - m.start_s <= MAX_MOMENT_S for m in results)
+
+
+def test_a_query_answered_nowhere_gets_no_confident_moment(signals_library):
+    results = search_library(signals_library, "a penguin sliding on the ice", top_k=3)
+    assert results and not any(m.confident for m in results)

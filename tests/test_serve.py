@@ -13,7 +13,7 @@ fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from videomini.storage import LibraryStore  # noqa: E402
-from videomini.pipelines.search import search_library  # noqa: E402
+from videomini.search import search_library  # noqa: E402
 from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app  # noqa: E402
 
 TOLERANCE_S = 2.0

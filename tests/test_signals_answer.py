@@ -8,15 +8,10 @@ import re
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.pipelines.signals_answer import (
-    EVIDENCE_ONLY_LABEL,
-    answer_from_signals,
-    default_embedder,
-    extract_signals,
-    rank_segments,
-    signal_context,
-)
+from videomini.evidence import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
+from videomini.search import rank_segments
 from videomini.signals import TextSegment
+from videomini.signals.text import default_embedder
 
 TOLERANCE_S = 2.0
 # Questions about each caption that share at most one word with it.
@@ -76,7 +71,7 @@ def test_paraphrase_of_a_spoken_line_cites_its_time(narrated, segments, embedder
     assert lines[0] == EVIDENCE_ONLY_LABEL
     quoted = re.search(r"\(speech\): “(.+)”$", lines[1]).group(1)
     assert len(_words(quoted) & _words(line.text)) >= 0.7 * len(_words(line.text))
-    assert re.match(r"\d+:\d\d–\d+:\d\d \(speech\)", lines[1])
+    assert re.match(r"\d+:\d\d(\.\d)?–\d+:\d\d(\.\d)? \(speech\)", lines[1])
 
 
 @pytest.mark.parametrize("caption_text", list(CAPTION_QUESTIONS))
@@ -142,8 +137,8 @@ def test_video_with_no_text_at_all_says_so(tmp_path):
 
 def test_rank_segments_orders_best_first(segments, embedder):
     ranked = rank_segments("The railway service to the capital leaves at midday.", segments, embedder, top_k=2)
-    assert len(ranked) == 2 and ranked[0][1] >= ranked[1][1]
-    assert "London" in ranked[0][0].text
+    assert len(ranked) == 2 and ranked[0].score >= ranked[1].score and ranked[0].confident
+    assert "London" in ranked[0].matches[0]["text"]
     assert rank_segments("anything", [], embedder) == []
 
 
@@ -151,7 +146,7 @@ def test_signal_context_lists_only_text_near_the_frames(narrated, segments):
     context = signal_context(segments, [6.0], window_s=2.0)
     lines = context.splitlines()
     assert "[0:05–0:08 on screen] OPEN 24 HOURS" in lines
-    assert any(re.fullmatch(r"\[0:0[12] speech\] .*weather.*", line) for line in lines)  # ends 1.5 s before
+    assert any(re.fullmatch(r"\[0:0[12](\.\d)? speech\] .*weather.*", line) for line in lines)  # ends 1.5 s before
     for far in ("cat", "train", "EXIT"):  # all start more than 3 s after 0:06 or end before it
         assert far not in context
     assert signal_context(segments, [60.0]) == "" and signal_context(segments, []) == ""

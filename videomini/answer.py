@@ -73,7 +73,12 @@ def is_when_question(question: str) -> bool:
     return bool(WHEN_QUESTION.search(question))
 
 
-def format_time(seconds: float) -> str:
+def format_time(seconds: float, end_s: float | None = None) -> str:
+    """m:ss (h:mm:ss past an hour) with tenths when they are not 0; with `end_s`, the range "m:ss–m:ss"
+    (one time when both ends read the same). The one time format of everything videomini prints."""
+    if end_s is not None:
+        start, end = format_time(seconds), format_time(end_s)
+        return start if start == end else f"{start}–{end}"
     seconds = max(0.0, float(seconds))
     hours, rest = divmod(int(seconds), 3600)
     minutes, secs = divmod(rest, 60)

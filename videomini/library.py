@@ -99,7 +99,7 @@ class Library:
     def search(self, query: str, top_k: int = 10, *, signals: Iterable[str] = ("visual", "speech", "ocr"),
                thumbnails_dir: str | os.PathLike | None = None) -> list:
         """The best moments for a plain-language query, fused over frames and speech / on-screen text."""
-        from videomini.pipelines.search import search_library  # TODO(redesign): videomini/search.py once merged
+        from videomini.search import search_library
 
         text_tower = self._model.text_tower if self._model is not None else None
         return search_library(self.root, query, top_k=top_k, text_tower=text_tower, signals=tuple(signals),

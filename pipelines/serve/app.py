@@ -211,7 +211,7 @@ def add_media_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/thumbnails/{video_id}/{t}", tags=["media"], summary="The frame of a library video at t seconds")
     def thumbnail(video_id: int, t: float):
-        from videomini.pipelines.search import SearchMoment, write_thumbnails
+        from videomini.search import SearchMoment, write_thumbnails
 
         row = state.video_row(video_id)
         duration = float(row.get("duration_s") or 0.0)

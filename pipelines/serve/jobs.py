@@ -40,7 +40,7 @@ def as_serve_error(exc: BaseException) -> ServeError | None:
 
 def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...]) -> tuple[list[dict], list[str]]:
     """The search job's moments as the CLI's --json prints them, plus each video's id and a thumbnail URL."""
-    from videomini.pipelines.search import search_library
+    from videomini.search import search_library
 
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")

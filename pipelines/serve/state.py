@@ -137,7 +137,7 @@ class ServerState:
         with self._load_lock:
             if self._text_tower is None:
                 from videomini.loading import CheckpointError
-                from videomini.pipelines.search import text_tower_for
+                from videomini.search import text_tower_for
                 from videomini.storage import LibraryError
 
                 try:

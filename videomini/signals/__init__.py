@@ -14,6 +14,7 @@ __all__ = [
     "SignalError",
     "TextSegment",
     "TextEmbedder",
+    "default_embedder",
     "bundled_minilm_path",
     "bundled_whisper_path",
     "ocr_video",
@@ -62,6 +63,7 @@ _LAZY = {
     "read_text": "videomini.signals.ocr",
     "ocr_video": "videomini.signals.ocr",
     "TextEmbedder": "videomini.signals.text",
+    "default_embedder": "videomini.signals.text",
     "bundled_minilm_path": "videomini.signals.text",
 }
 

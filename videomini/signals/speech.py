@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
+from videomini.errors import first_line
 from videomini.signals import SignalError, TextSegment
 
 BUNDLED_NAMES = ("tiny.en", "bundled")
@@ -90,8 +91,7 @@ def load_whisper(model: str | os.PathLike = "tiny.en", device: str = "auto", com
                 _models[key] = WhisperModel(model_ref, device=device, compute_type=compute_type,
                                             cpu_threads=_cpu_threads() if device == "cpu" else 0)
             except Exception as exc:  # hub offline, corrupt folder, unsupported compute type...
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise SignalError(f"{model}: cannot load Whisper model: {reason}") from exc
+                raise SignalError(f"{model}: cannot load Whisper model: {first_line(exc)}") from exc
         return _models[key]
 
 
@@ -166,6 +166,33 @@ def transcribe(
             score = float(np.mean([w.probability for w in seg.words]))
         else:
             score = float(math.exp(seg.avg_logprob)) if np.isfinite(seg.avg_logprob) else None
-        out.append(TextSegment(start_s=float(seg.start) + offset_s, end_s=float(seg.end) + offset_s, text=text,
-                               source="speech", words=words, score=score))
+        out += split_sentences(TextSegment(start_s=float(seg.start) + offset_s, end_s=float(seg.end) + offset_s,
+                                           text=text, source="speech", words=words, score=score))
     return out
+
+
+_SENTENCE_END = (".", "?", "!")
+SENTENCE_PAUSE_S = 1.0  # a silence this long between two words ends a sentence, whatever the punctuation
+
+
+def split_sentences(segment: TextSegment) -> list[TextSegment]:
+    """One segment per sentence, timed by its words. Whisper cuts its windows where it likes and often runs two
+    or three sentences into one segment (across a pause of many seconds, joined by a comma); a search hit should
+    point at the sentence, not at 20 s around it. A segment without word times is kept whole."""
+    if not segment.words:
+        return [segment]
+    sentences, current = [], []
+    for word in segment.words:
+        if current and word[0] - current[-1][1] >= SENTENCE_PAUSE_S:
+            sentences.append(current)
+            current = []
+        current.append(word)
+        if word[2].endswith(_SENTENCE_END) and len(current) > 1:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    if len(sentences) == 1:
+        return [segment]
+    return [TextSegment(start_s=words[0][0], end_s=words[-1][1], text=" ".join(w for _, _, w in words),
+                        source="speech", words=words, score=segment.score) for words in sentences]

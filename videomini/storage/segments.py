@@ -37,7 +37,7 @@ from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, rep
 from videomini.storage.files import atomic_write, checksum_file, durability_point
 from videomini.storage.hits import Hit, TextHit
 from videomini.storage.vector_index import (ADD_CHUNK, FLAT_MAX_VECTORS, IndexSpec, index_spec_for, new_index,
-                                            read_index, search_index, training_positions, write_index)
+                                            read_index, search_index, training_positions, vectors_at, write_index)
 
 INDEX_FORMAT_VERSION = 2
 MANIFEST = "index.json"
@@ -363,6 +363,22 @@ class SegmentedIndex:
                                 score, video_id))
             out.append(hits)
         return out
+
+    @staticmethod
+    def sample(snap: Snapshot, kind: str, n: int, seed: int = 0) -> np.ndarray:
+        """Up to `n` live vectors of the snapshot's "frames" or "text" parts, drawn at random with a fixed seed
+        (each part in proportion to its live rows)."""
+        parts = [p for p in (snap.frames if kind == "frames" else snap.text) if p.n_live]
+        total = sum(p.n_live for p in parts)
+        rng = np.random.default_rng(seed)
+        out = [np.zeros((0, 1), np.float32)] if not parts else []
+        for live in parts:
+            rows = np.arange(len(live.part.ids)) if live.bitmap is None else np.flatnonzero(
+                np.unpackbits(live.bitmap, bitorder="little")[:len(live.part.ids)])
+            rows = np.sort(rng.choice(rows, size=min(len(rows), max(1, round(n * live.n_live / total))),
+                                      replace=False))
+            out.append(vectors_at(live.part.index, rows))
+        return np.concatenate(out) if len(out) > 1 else out[0]
 
     @staticmethod
     def search_text(snap: Snapshot, query: np.ndarray, top_k: int,

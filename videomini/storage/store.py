@@ -480,6 +480,13 @@ class LibraryStore:
         return out[0] if single else out
 
     @guarded
+    def sample_vectors(self, kind: str = "frames", n: int = 1024, seed: int = 0) -> np.ndarray:
+        """Up to `n` stored vectors of the published index ("frames" or "text"), drawn at random with a fixed
+        seed: the background a query's similarities are calibrated against (`videomini.search`)."""
+        snap = self.snapshot()
+        return self.index.sample(snap, kind, n, seed) if snap is not None else np.zeros((0, 1), dtype=np.float32)
+
+    @guarded
     def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
         """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
         q = to_numpy(query, np.float32).reshape(-1)

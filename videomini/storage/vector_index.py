@@ -131,6 +131,17 @@ def stored_vectors(index: Any) -> np.ndarray:
     return out
 
 
+def vectors_at(index: Any, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors at `rows` of an exact-code index (an IVF index gets its id map the first time)."""
+    import faiss
+
+    if is_ivf(index):
+        ivf = faiss.extract_index_ivf(index)
+        if ivf.direct_map.no():
+            ivf.make_direct_map()  # IVF lists reconstruct by id only through the map (8 bytes per vector)
+    return np.asarray(index.reconstruct_batch(np.asarray(rows, dtype=np.int64)), dtype=np.float32)
+
+
 def is_ivf(index: Any) -> bool:
     import faiss
 

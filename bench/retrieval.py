@@ -1,0 +1,283 @@
+"""Retrieval quality of `search` on a generated library whose every fact is known.
+
+The corpus is built here (not committed): 8 videos of 60-90 s over the real clips of the test data, narrated by
+espeak-ng and captioned at known times (tests/narrated.py); some carry a burned-in timecode ("00:00:26.000 650")
+or a watermark on every frame, two have no audio track. It is indexed through the real `index` path with
+`--signals speech,ocr` and the tiny random checkpoint whose CLIP text tower makes the frame list pure noise (as a
+weak CLIP match is). Queries, each with its truth (video, time):
+
+    paraphrase  a spoken sentence in other words ("When does the train to London leave?")
+    exact       words spoken verbatim
+    ocr         what a caption on screen says (its words, or in other words)
+    absent      an answer nowhere in the corpus: a hit counts as wrong when it is marked confident
+
+A returned moment is a hit when its span overlaps the truth widened by 2 s on each side and is at most 15 s
+long. Reported per query class: recall@1, recall@5 and MRR for each signal alone and fused, with the noise
+frame list and without it (`--no-visual`: the frame list left out); for `absent`, the share of queries whose
+top moment is not marked confident.
+
+    python bench/retrieval.py [--json out.json] [--cache DIR] [--top-k 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import VIDEOS, make_tiny_checkpoint  # noqa: E402
+from narrated import Caption, Line, clip_background, make_narrated_video  # noqa: E402
+
+TOLERANCE_S = 2.0
+MAX_HIT_SPAN_S = 15.0
+CORPUS_VERSION = "1"  # bump when the corpus below changes: the cache is keyed on it
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    clips: tuple[str, ...]
+    duration_s: float
+    lines: tuple[tuple[float, str, str, str], ...]  # (start_s, sentence, paraphrase query, exact-words query or "")
+    captions: tuple[tuple[float, float, str, str], ...]  # (start_s, end_s, caption, query)
+    audio: bool = True
+    timecode: bool = False
+    watermark: str | None = None
+
+
+CORPUS = (
+    Spec("kitchen", ("bigbuckbunny.mp4", "bikes.mp4"), 75.0, (
+        (3.0, "First we chop two onions and fry them in olive oil.", "how do I start cooking the onions?",
+         "chop two onions and fry them"),
+        (20.0, "Add a spoonful of smoked paprika and stir for one minute.", "which spice goes in the pan?", ""),
+        (38.0, "Now pour in the tomatoes and let the sauce simmer gently.", "when is the tomato sauce left to cook slowly?",
+         "let the sauce simmer gently"),
+        (58.0, "Serve the stew with fresh bread and a green salad.", "what should the dish be eaten with?", ""),
+    ), ((12.0, 17.0, "PREP TIME 10 MIN", "how long does preparation take"),
+        (47.0, 53.0, "KEEP OUT OF REACH OF CHILDREN", "warning about kids")), timecode=True),
+    Spec("station", ("safari.mp4", "carphone_pristine.mp4"), 80.0, (
+        (4.0, "The train to London departs from platform nine at noon.", "When does the train to London leave?",
+         "departs from platform nine"),
+        (22.0, "Passengers must keep their tickets until the end of the journey.",
+         "do travellers need to hold on to their fares?", ""),
+        (41.0, "The buffet car is closed today because of a staff shortage.", "why can't I buy food on board?",
+         "buffet car is closed"),
+        (62.0, "Delays are expected on the northern line after the storm.", "will the weather slow the trains down?",
+         ""),
+    ), ((14.0, 19.0, "PLATFORM 9", "which platform"),
+        (52.0, 58.0, "MIND THE GAP", "be careful stepping onto the train")), timecode=True, watermark="RAIL TV"),
+    Spec("weather", ("bikes.mp4", "safari.mp4"), 70.0, (
+        (2.0, "Heavy snow will fall across the mountains overnight.", "is it going to snow in the hills tonight?",
+         "heavy snow will fall"),
+        (19.0, "Temperatures on the coast will reach twenty five degrees.", "how warm will it be by the sea?", ""),
+        (36.0, "Strong winds may bring down trees in the western valleys.", "could the gales knock over trees?",
+         "bring down trees"),
+        (53.0, "The weekend looks dry with plenty of sunshine.", "will Saturday and Sunday be sunny?", ""),
+    ), ((10.0, 16.0, "STORM WARNING", "severe weather alert"),
+        (44.0, 50.0, "UV INDEX HIGH", "sunburn risk")), watermark="WX NEWS"),
+    Spec("football", ("bigbuckbunny.mp4", "safari.mp4"), 75.0, (
+        (3.0, "The striker scored twice in the first half.", "how many goals did the forward get before the break?",
+         "scored twice in the first half"),
+        (21.0, "The goalkeeper saved a penalty in the final minute.", "did the keeper stop a spot kick late on?", ""),
+        (40.0, "Our captain was sent off for a second yellow card.", "why did the team lose a player?",
+         "sent off for a second yellow card"),
+        (60.0, "Tickets for the cup final go on sale on Monday.", "when can I buy seats for the final match?", ""),
+    ), ((13.0, 18.0, "HALF TIME 2-0", "score at the interval"),
+        (50.0, 56.0, "EXTRA TIME", "the match goes on after ninety minutes")), timecode=True),
+    Spec("gallery", ("safari.mp4", "bigbuckbunny.mp4"), 60.0, (), (
+        (4.0, 10.0, "NO FLASH PHOTOGRAPHY", "can I take pictures with flash"),
+        (18.0, 24.0, "GIFT SHOP", "where to buy souvenirs"),
+        (32.0, 38.0, "WARNING WET FLOOR", "slippery floor"),
+        (46.0, 52.0, "ROOM 12 IMPRESSIONISTS", "impressionist paintings"),
+    ), audio=False),
+    Spec("clinic", ("carphone_pristine.mp4", "bikes.mp4"), 75.0, (
+        (2.0, "Take one tablet twice a day after meals.", "how often should I take the medicine?",
+         "one tablet twice a day"),
+        (20.0, "Drink plenty of water and avoid alcohol during the treatment.",
+         "can I have a glass of wine while on the pills?", ""),
+        (39.0, "Your blood test results will be ready next Thursday.", "when will I get my lab results?",
+         "blood test results will be ready"),
+        (58.0, "Call the nurse if the rash spreads to your arms.", "who do I contact if the skin irritation gets worse?",
+         ""),
+    ), ((11.0, 17.0, "PHARMACY", "where to collect prescriptions"),
+        (48.0, 54.0, "PLEASE WAIT TO BE CALLED", "waiting room instructions"))),
+    Spec("parking", ("bikes.mp4", "carphone_pristine.mp4"), 60.0, (), (
+        (3.0, 9.0, "PAY AND DISPLAY", "buy a parking ticket"),
+        (17.0, 23.0, "MAX STAY 2 HOURS", "how long can I park"),
+        (31.0, 37.0, "DISABLED BAYS", "accessible parking spaces"),
+        (45.0, 51.0, "CAR WASH OPEN", "clean my car"),
+    ), audio=False, timecode=True),
+    Spec("garden", ("safari.mp4", "bikes.mp4"), 90.0, (
+        (3.0, "Plant the tulip bulbs in autumn about ten centimetres deep.", "how deep do the flower bulbs go?",
+         "plant the tulip bulbs"),
+        (24.0, "Prune the roses in late winter before new growth appears.", "when should rose bushes be cut back?", ""),
+        (46.0, "Slugs can be kept away with a ring of crushed eggshells.", "how do I protect plants from slugs?",
+         "ring of crushed eggshells"),
+        (68.0, "Water the tomatoes in the morning, never in the midday heat.", "what time of day to water vegetables?",
+         ""),
+    ), ((14.0, 20.0, "COMPOST HERE", "where do garden scraps go"),
+        (56.0, 62.0, "FRESH EGGS FOR SALE", "buy eggs")), watermark="GARDEN TV"),
+)
+
+ABSENT = (
+    "a penguin sliding on the ice",
+    "the stock market crashed on Tuesday",
+    "how to install a new kitchen sink",
+    "the violin concerto in D major",
+    "who won the chess championship",
+    "instructions for filing a tax return",
+)
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    kind: str  # paraphrase | exact | ocr | absent
+    video: str | None = None
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+def build_corpus(folder: Path) -> tuple[list[Path], list[Query]]:
+    """The corpus videos (written once, then reused) and the queries with their truth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, queries = [], []
+    for spec in CORPUS:
+        path = folder / f"{spec.name}.mp4"
+        meta = folder / f"{spec.name}.json"
+        if not (path.exists() and meta.exists()):
+            background = clip_background([VIDEOS / clip for clip in spec.clips])
+            made = make_narrated_video(path.with_suffix(".tmp.mp4"), lines=[Line(s, t, p) for s, t, p, _ in spec.lines],
+                                       captions=[Caption(a, b, c) for a, b, c, _ in spec.captions],
+                                       duration_s=spec.duration_s, with_audio=spec.audio, background=background,
+                                       burned_timecode=spec.timecode, watermark=spec.watermark)
+            made.path.rename(path)
+            meta.write_text(json.dumps([[line.start_s, line.end_s] for line in made.lines]))
+        spans = json.loads(meta.read_text())
+        paths.append(path)
+        for (start_s, _sentence, paraphrase, exact), (a, b) in zip(spec.lines, spans):
+            queries.append(Query(paraphrase, "paraphrase", path.name, a, b))
+            if exact:
+                queries.append(Query(exact, "exact", path.name, a, b))
+        for a, b, _caption, query in spec.captions:
+            queries.append(Query(query, "ocr", path.name, a, b))
+    queries += [Query(text, "absent") for text in ABSENT]
+    return paths, queries
+
+
+def build_library(cache: Path) -> tuple[Path, Path, list[Query], dict]:
+    """(library folder, checkpoint folder, queries, index report), built once per CORPUS_VERSION in `cache`."""
+    from videomini.pipelines.ask import VideoMini
+    from videomini.pipelines.index import index_videos
+
+    root = cache / f"retrieval-v{CORPUS_VERSION}"
+    checkpoint = root / "tiny-clip"
+    if not (checkpoint / "config.json").exists():
+        make_tiny_checkpoint(checkpoint, with_clip_text=True)
+    started = time.perf_counter()
+    paths, queries = build_corpus(root / "videos")
+    made_s = time.perf_counter() - started
+    import hashlib
+
+    extractors = hashlib.blake2b(b"".join((REPO / "videomini/signals" / name).read_bytes()
+                                          for name in ("ocr.py", "speech.py", "text.py")), digest_size=6).hexdigest()
+    library = root / f"library-{extractors}"  # a change to the extractors indexes the corpus again
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    started = time.perf_counter()
+    report = index_videos(library, paths, vm, signals=("speech", "ocr"))
+    if report.failed:
+        raise SystemExit(f"indexing failed: {report.failed}")
+    return library, checkpoint, queries, {"corpus_s": round(made_s, 1), "index_s": round(time.perf_counter() - started, 1),
+                                          "videos": len(paths), "indexed_now": len(report.indexed)}
+
+
+def is_hit(moment, query: Query) -> bool:
+    return (Path(moment.video).name == query.video and moment.end_s - moment.start_s <= MAX_HIT_SPAN_S
+            and moment.start_s <= query.end_s + TOLERANCE_S and moment.end_s >= query.start_s - TOLERANCE_S)
+
+
+def evaluate(results: dict[str, list], queries: list[Query], top_k: int) -> dict:
+    """Per query class: recall@1, recall@top_k, MRR (absent: share whose top moment is not confident)."""
+    out = {}
+    for kind in ("paraphrase", "exact", "ocr", "absent"):
+        chosen = [(q, results[q.text]) for q in queries if q.kind == kind]
+        if kind == "absent":
+            rejected = [not found or not getattr(found[0], "confident", True) for _, found in chosen]
+            out[kind] = {"n": len(chosen), "rejected": round(sum(rejected) / len(chosen), 3)}
+            continue
+        ranks = [next((i for i, m in enumerate(found[:top_k], 1) if is_hit(m, q)), None) for q, found in chosen]
+        out[kind] = {"n": len(chosen), "r@1": round(sum(r == 1 for r in ranks) / len(ranks), 3),
+                     f"r@{top_k}": round(sum(r is not None for r in ranks) / len(ranks), 3),
+                     "mrr": round(sum(1 / r for r in ranks if r) / len(ranks), 3)}
+    spans = [m.end_s - m.start_s for found in results.values() for m in found]
+    out["longest_moment_s"] = round(max(spans, default=0.0), 2)
+    out["misses"] = [{"query": q.text, "kind": q.kind, "truth": [q.video, q.start_s, q.end_s],
+                      "top": [Path(found[0].video).name, found[0].start_s, found[0].end_s, found[0].score,
+                              found[0].signals] if found else None}
+                     for q in queries for found in [results[q.text]]
+                     if (q.kind == "absent" and found and getattr(found[0], "confident", True))
+                     or (q.kind != "absent" and not (found and is_hit(found[0], q)))]
+    return out
+
+
+CONFIGS = {  # name -> signals searched
+    "visual": ("visual",),
+    "speech": ("speech",),
+    "ocr": ("ocr",),
+    "fused": ("visual", "speech", "ocr"),
+    "fused --no-visual": ("speech", "ocr"),
+}
+
+
+def run(cache: Path, top_k: int) -> dict:
+    from videomini.pipelines.ask import VideoMini
+    from videomini.search import search_library
+
+    library, checkpoint, queries, build = build_library(cache)
+    text_tower = VideoMini.from_pretrained(str(checkpoint), device="cpu").text_tower
+    table, timings = {}, {}
+    for name, signals in CONFIGS.items():
+        started = time.perf_counter()
+        results = {q.text: search_library(library, q.text, top_k=top_k, text_tower=text_tower, signals=signals)
+                   for q in queries}
+        timings[name] = round((time.perf_counter() - started) / len(queries) * 1000, 1)
+        table[name] = evaluate(results, queries, top_k)
+    return {"build": build, "queries": len(queries), "top_k": top_k, "ms_per_query": timings, "results": table}
+
+
+def print_table(report: dict) -> None:
+    k = report["top_k"]
+    print(f"{report['queries']} queries over {report['build']['videos']} videos "
+          f"(corpus {report['build']['corpus_s']} s, index {report['build']['index_s']} s)")
+    print(f"| signals | paraphrase r@1 / r@{k} / MRR | exact r@1 / r@{k} / MRR | on-screen r@1 / r@{k} / MRR "
+          f"| absent rejected | longest moment s | ms/query |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for name, row in report["results"].items():
+        cells = [f"{row[c]['r@1']:.2f} / {row[c][f'r@{k}']:.2f} / {row[c]['mrr']:.2f}" for c in ("paraphrase", "exact", "ocr")]
+        print(f"| {name} | " + " | ".join(cells) + f" | {row['absent']['rejected']:.2f} | {row['longest_moment_s']} "
+              f"| {report['ms_per_query'][name]} |")
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videomini-bench",
+                        help="where the corpus, checkpoint and library are kept between runs")
+    parser.add_argument("--top-k", type=int, default=5)
+    args = parser.parse_args()
+    report = run(args.cache, args.top_k)
+    print_table(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

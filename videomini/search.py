@@ -1,0 +1,282 @@
+"""Ranking moments for a query: one implementation for `search`, `ask --library` retrieval and the
+evidence-only answers.
+
+Each signal gives a ranked list: frames (the query's CLIP text embedding against the frames' CLIP image
+embeddings), speech and on-screen text (the query's MiniLM embedding against the segments'). Raw similarities do
+not compare across models, nor across queries of one model, so each is calibrated against the query's own
+background: its similarities to a random sample of the same index (median and MAD-based spread) give a z-score,
+and the hit's *evidence* is how far that z stands above the best z that pure noise would reach among all the
+index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near background
+(a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and cannot move
+the ranking. A moment joins the hits of different signals that overlap in one video and scores the sum of their
+evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that agree rank
+above either alone. Its span is that of the hits that carry evidence (the strongest alone when none does),
+at most `MAX_MOMENT_S` around its best evidence, `best_s`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+SIGNALS = ("visual", "speech", "ocr")
+CANDIDATES_PER_RESULT = 8  # hits fetched from each index per moment returned
+BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its background
+MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
+MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
+NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
+CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
+
+
+@dataclass(frozen=True)
+class Background:
+    """Where a query's similarities lie when nothing matches: centre and spread over a sample of the index it
+    searched, and the index's size (the more vectors, the higher pure noise can reach)."""
+
+    center: float
+    scale: float
+    n_total: int
+
+    @classmethod
+    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> "Background":
+        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them)."""
+        values = np.asarray(similarities, dtype=np.float64).reshape(-1)
+        if values.size == 0:
+            return cls(0.0, 1.0, max(1, n_total or 1))
+        center = float(np.median(values))
+        scale = max(MIN_SCALE, 1.4826 * float(np.median(np.abs(values - center))))
+        return cls(center, scale, max(1, int(n_total or values.size)))
+
+    @property
+    def noise_ceiling(self) -> float:
+        """The z that the best of `n_total` pure-noise similarities reaches (expected maximum of N Gaussians)."""
+        return math.sqrt(2.0 * math.log(self.n_total)) if self.n_total > 1 else 0.0
+
+    def z(self, similarity: float) -> float:
+        return (float(similarity) - self.center) / self.scale
+
+    def evidence(self, similarity: float) -> float:
+        """How far a similarity stands above what noise reaches in this index; 0 when it does not."""
+        return max(0.0, self.z(similarity) - self.noise_ceiling)
+
+
+@dataclass
+class Candidate:
+    """One hit of one signal's list: a span of a video and its raw similarity to the query."""
+
+    video: str
+    start_s: float
+    end_s: float
+    best_s: float
+    similarity: float
+    signal: str  # visual | speech | ocr
+    text: str | None = None
+
+
+@dataclass
+class SearchMoment:
+    video: str
+    start_s: float
+    end_s: float
+    score: float  # summed calibrated evidence of its signals (the ranking key)
+    best_s: float  # the time of its best evidence (the strongest hit's frame, or the start of its segment)
+    confident: bool = False  # score >= CONFIDENT_EVIDENCE: some signal stands clearly above its background
+    thumbnail: str | None = None
+    matches: list[dict] = field(default_factory=list)  # per signal: signal, rank, similarity, z, evidence, span, text
+
+    @property
+    def signals(self) -> list[str]:
+        return [m["signal"] for m in self.matches]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Sequence[str], background: Background,
+                      gap_s: float, frame_s: float) -> list[Candidate]:
+    """Frame hits -> visual moments. Hits of a video closer than `gap_s` form one run (one moment); its span is
+    the peak frame and the frames of the run within `NEAR_PEAK_Z` spreads of it, at most `MAX_MOMENT_S`: frames
+    of one shot all look alike to CLIP, so adjacency alone would stretch a moment over the whole shot."""
+    out = []
+    order = np.lexsort((times_s, np.asarray(videos)))
+    runs: list[list[int]] = []
+    for i in order:
+        last = runs[-1][-1] if runs else None
+        if last is not None and videos[last] == videos[i] and times_s[i] - times_s[last] <= gap_s:
+            runs[-1].append(int(i))
+        else:
+            runs.append([int(i)])
+    for run in runs:
+        peak = max(run, key=lambda i: similarities[i])
+        floor = similarities[peak] - NEAR_PEAK_Z * background.scale
+        near = [times_s[i] for i in run if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
+        out.append(Candidate(videos[peak], float(min(near)), float(max(near)) + frame_s, float(times_s[peak]),
+                             float(similarities[peak]), "visual"))
+    return out
+
+
+def fuse(lists: dict[str, list[Candidate]], backgrounds: dict[str, Background], gap_s: float = 1.5,
+         max_span_s: float = MAX_MOMENT_S) -> list[SearchMoment]:
+    """Moments from ranked lists ({signal: candidates}), best first.
+
+    Taking candidates by evidence (then z), a candidate joins the first moment of its video that has no hit of
+    its signal yet and whose span it overlaps or comes within `gap_s` of; otherwise it starts a moment. A moment
+    scores the sum of its hits' evidence; its span covers the hits with evidence (the strongest alone when none
+    has any), cut to `max_span_s` around `best_s`."""
+    scored = []
+    for signal, candidates in lists.items():
+        background = backgrounds[signal]
+        ranked = sorted(candidates, key=lambda c: -c.similarity)
+        scored += [(background.evidence(c.similarity), background.z(c.similarity), rank, c)
+                   for rank, c in enumerate(ranked, 1)]
+    scored.sort(key=lambda s: (-s[0], -s[1], s[3].video, s[3].start_s))
+    groups: list[list[tuple]] = []
+    for item in scored:
+        c = item[3]
+        for group in groups:
+            head = group[0][3]
+            start, end = _span([g[3] for g in group if g[0] > 0] or [head])
+            if (head.video == c.video and all(g[3].signal != c.signal for g in group)
+                    and c.start_s <= end + gap_s and c.end_s >= start - gap_s):
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    moments = [_moment(group, max_span_s) for group in groups]
+    moments.sort(key=lambda m: (-m.score, -max(x["z"] for x in m.matches), m.video, m.start_s))
+    return moments
+
+
+def _span(candidates: list[Candidate]) -> tuple[float, float]:
+    return min(c.start_s for c in candidates), max(c.end_s for c in candidates)
+
+
+def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
+    """One moment from its hits (the first is the strongest)."""
+    best = group[0][3]
+    start, end = _span([g[3] for g in group if g[0] > 0] or [best])
+    if end - start > max_span_s:  # keep the part around the best evidence
+        start = max(start, min(best.best_s - max_span_s / 2, end - max_span_s))
+        end = start + max_span_s
+    score = sum(g[0] for g in group)
+    matches = [{"signal": c.signal, "rank": rank, "similarity": round(c.similarity, 4), "z": round(z, 2),
+                "evidence": round(evidence, 3), "start_s": round(c.start_s, 3), "end_s": round(c.end_s, 3),
+                **({"text": c.text} if c.text is not None else {})} for evidence, z, rank, c in group]
+    return SearchMoment(best.video, round(start, 3), round(end, 3), round(score, 4), round(best.best_s, 3),
+                        confident=score >= CONFIDENT_EVIDENCE, matches=matches)
+
+
+def text_tower_for(model_id: str, device: str = "cpu") -> Any:
+    """The CLIP text tower beside the checkpoint's vision tower — search needs only that, not the LLM."""
+    from videomini.loading import CheckpointError, read_config, resolve_checkpoint, resolve_vision_tower
+    from videomini.retrieval import load_text_tower
+
+    folder = resolve_checkpoint(model_id)
+    tower = resolve_vision_tower(read_config(folder)["mm_vision_tower"], folder)
+    text_tower = load_text_tower(tower, device)
+    if text_tower is None:
+        raise CheckpointError(f"{tower}: the vision tower has no CLIP text tower, so text search is not possible")
+    return text_tower
+
+
+def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, text_tower: Any = None,
+                   thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
+                   text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
+                   notes: list[str] | None = None) -> list[SearchMoment]:
+    """The `top_k` best moments for `query`, best first, fused over frames and stored speech / on-screen text
+    (each moment's best frame written to `thumbnails_dir` when one is given).
+
+    `signals` limits the lists fused. When the library holds text but the CLIP text tower cannot be loaded (no
+    checkpoint on this machine), the search runs on text alone and says so in `notes`."""
+    from videomini.loading import CheckpointError
+    from videomini.storage import LibraryError, LibraryStore
+
+    notes = notes if notes is not None else []
+    lists: dict[str, list[Candidate]] = {}
+    backgrounds: dict[str, Background] = {}
+    with LibraryStore(library_dir) as library:
+        index = library.manifest() or {}
+        has_frames, has_text = bool(index.get("n_vectors")), bool(index.get("text_n_vectors"))
+        if not has_frames and not has_text:
+            raise LibraryError(f"{library.root}: nothing indexed to search yet")
+        fps = max([(v.get("fps") or 1.0) for v in library.videos("done")] or [1.0])
+        gap_s = gap_s if gap_s is not None else 1.5 / fps
+        depth = max(1, top_k) * CANDIDATES_PER_RESULT
+        if has_frames and "visual" in signals:
+            try:
+                text_tower = text_tower or text_tower_for(library.indexed_model_id())
+            except CheckpointError as e:
+                if not has_text:
+                    raise
+                notes.append(f"frames not searched ({e}); searched speech and on-screen text only")
+            else:
+                query_vector = text_tower.embed(query)[0].numpy()
+                backgrounds["visual"] = _background(library, "frames", query_vector, index["n_vectors"])
+                hits = library.search_vectors(query_vector, top_k=depth)
+                lists["visual"] = visual_candidates(
+                    np.array([h.timestamp_s for h in hits]), np.array([h.score for h in hits]),
+                    [h.path for h in hits], backgrounds["visual"], gap_s, 1.0 / fps) if hits else []
+        if has_text and {"speech", "ocr"} & set(signals):
+            if text_embedder is None:
+                from videomini.signals.text import default_embedder
+
+                text_embedder = default_embedder()
+            query_vector = text_embedder.encode([query])[0]
+            background = _background(library, "text", query_vector, index["text_n_vectors"])
+            for hit in library.search_text(query_vector, top_k=depth):
+                if hit.source in signals:
+                    lists.setdefault(hit.source, []).append(Candidate(
+                        hit.path, hit.start_s, hit.end_s, hit.start_s, hit.score, hit.source, hit.text))
+                    backgrounds[hit.source] = background
+    results = fuse(lists, backgrounds, gap_s)[:top_k]
+    if results and not results[0].confident:
+        notes.append("no moment stands out from the background for this query: the closest are shown")
+    if thumbnails_dir is not None:
+        write_thumbnails(results, Path(thumbnails_dir))
+    return results
+
+
+def write_thumbnails(results: list[SearchMoment], folder: Path, max_side: int = 320) -> None:
+    """Each moment's best frame as `NN-<video>-<time>s.jpg`; a file that moved since indexing gets none."""
+    from PIL import Image
+
+    from videomini.video import VideoError, read_frames_at
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, moment in enumerate(results, 1):
+        try:
+            frames, _ = read_frames_at(moment.video, [moment.best_s], max_side=max_side)
+        except (VideoError, ValueError):
+            continue  # the file moved or changed since indexing: the moment is still reported
+        target = folder / f"{rank:02d}-{Path(moment.video).stem}-{moment.best_s:08.2f}s.jpg"
+        Image.fromarray(frames[0]).save(target, quality=90)
+        moment.thumbnail = str(target)
+
+
+def _background(library: Any, kind: str, query_vector: np.ndarray, n_total: int) -> Background:
+    """The query's similarities to a fixed random sample of the library's `kind` vectors."""
+    sample = library.sample_vectors(kind, BACKGROUND_SAMPLE)
+    query_vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+    return Background.of(sample @ query_vector, n_total)
+
+
+def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int = 5,
+                  video: str = "") -> list[SearchMoment]:
+    """The same ranking over text segments held in memory (one video's speech and on-screen text, extracted
+    for `ask` without a library): calibrated against the query's similarities to all of them."""
+    if not segments or top_k <= 0:
+        return []
+    vectors = embedder.encode([query] + [seg.text for seg in segments])
+    cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
+    background = Background.of(cosines)
+    lists: dict[str, list[Candidate]] = {}
+    for seg, cosine in zip(segments, cosines):
+        lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s, float(cosine),
+                                                          seg.source, seg.text))
+    return fuse(lists, {signal: background for signal in lists}, gap_s=0.0)[:top_k]
