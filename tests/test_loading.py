@@ -150,5 +150,14 @@ def test_int8_weights_keep_the_reference_greedy_ids(golden_dir, golden_cases):
 
 
 def test_nf4_on_the_cpu_is_refused_in_one_line(golden_dir):
-    with pytest.raises(CheckpointError, match="nf4 needs a CUDA device"):
+    """A wrong option is an error, not a reason to fall back to the signals: one line, exit 1."""
+    from typer.testing import CliRunner
+
+    from videomini.cli.main import app
+
+    with pytest.raises(ValueError, match="nf4 needs a CUDA device"):
         load_model(golden_dir / "llavamini_tiny", device="cpu", quantize="nf4")
+    result = CliRunner().invoke(app, ["ask", str(golden_dir / "video_10f_2fps.mp4"), "Q?", "--model",
+                                      str(golden_dir / "llavamini_tiny"), "--device", "cpu", "--quantize", "nf4"])
+    assert result.exit_code == 1 and result.stderr.strip() == ("error: --quantize nf4 needs a CUDA device "
+                                                               "(bitsandbytes); on the CPU use --quantize int8")

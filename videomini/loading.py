@@ -312,7 +312,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
     4-bit NF4), torchao int8 weight-only on the CPU. The vision tower, compressor, projector and pre-fusion stay
     in the compute dtype."""
     if quantize not in QUANTIZE_MODES:
-        raise CheckpointError(f"unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
+        raise ValueError(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
     if device.type == "cuda":
         from transformers import BitsAndBytesConfig
 
@@ -320,7 +320,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     if quantize == "nf4":
-        raise CheckpointError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
+        raise ValueError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
     try:
         from torchao.quantization import Int8WeightOnlyConfig
     except ImportError:
