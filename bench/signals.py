@@ -148,7 +148,7 @@ def main(
     from videomini.signals.ocr import frame_texts, load_ocr, merge_frame_texts
     from videomini.video import sample_frames
     from videomini.signals.speech import load_whisper, transcribe
-    from videomini.signals.text import TextEmbedder
+    from videomini.signals.text import MINILM, TextEmbedder
 
     console = Console()
     tmp = tempfile.TemporaryDirectory(prefix="videomini-bench-signals-")
@@ -194,7 +194,7 @@ def main(
         texts = [f"{base[i % len(base)]} ({i})" for i in range(sentences)]
         embedder.encode(texts[:32])  # warm-up
         _, encode_s = _timed(lambda: embedder.encode(texts))
-    results["text"] = {"model": "all-MiniLM-L6-v2 (bundled)", "device": embedder.device, "load_s": text_load_s,
+    results["text"] = {"model": f"{MINILM} (bundled)", "device": embedder.device, "load_s": text_load_s,
                        "sentences": sentences, "encode_s": encode_s, "sentences_per_s": sentences / encode_s}
     rows += [("minilm", "model load", f"{text_load_s:.2f} s"),
              ("minilm", f"encode {sentences} sentences", f"{encode_s:.2f} s"),

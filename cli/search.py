@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
@@ -36,14 +37,12 @@ def search(
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:
-        print(f"error: unknown signal {unknown[0]!r}: choose from visual, speech, ocr", file=sys.stderr)
-        raise typer.Exit(2)
+        fail(f"unknown signal {unknown[0]!r}: choose from visual, speech, ocr", 2)
     notes: list[str] = []
     try:
         results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
     except (LibraryError, CheckpointError, SignalError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise typer.Exit(2 if isinstance(e, CheckpointError) else 1)
+        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if as_json:

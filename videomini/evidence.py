@@ -21,6 +21,7 @@ from videomini.answer import Answer, Evidence, format_time
 from videomini.search import SearchMoment, rank_segments, search_library
 from videomini.signals import TextSegment
 from videomini.signals.speech import MIN_SPEECH_SCORE, confident_speech
+from videomini.signals.text import MINILM
 
 SIGNALS = ("speech", "ocr")
 EVIDENCE_ONLY_LABEL = "[evidence only — no LLaVA-Mini model was available]"
@@ -88,7 +89,7 @@ def _evidence_answer(question: str, found: list[SearchMoment], notes: list[str],
 def _embedder_label(embedder: Any) -> str:
     """A short model name for `Answer.model` (the bundled MiniLM lives in a folder called "model")."""
     name = Path(str(getattr(embedder, "name", "") or "")).name
-    return name if name and name != "model" else "all-MiniLM-L6-v2"
+    return name if name and name != "model" else MINILM
 
 
 def _overlaps(seg: TextSegment, windows: Sequence[tuple[float, float]]) -> bool:
@@ -180,7 +181,7 @@ def answer_library_from_signals(library_dir: str | os.PathLike, question: str, t
     found = search_library(library_dir, question, top_k=top_k, signals=SIGNALS, text_embedder=text_embedder)
     notes = ["No generative model answered: these are the stored speech and on-screen text moments that best match "
              "the question (calibrated MiniLM similarity), quoted with their times."]
-    return _evidence_answer(question, found, notes, "all-MiniLM-L6-v2",
+    return _evidence_answer(question, found, notes, MINILM,
                             {"total": round(time.perf_counter() - started, 3)}, video_names=True,
                             empty_line="No speech or on-screen text was found.")
 

@@ -334,22 +334,16 @@ def _load_llm(folder: Path, llm_config: Any, dtype: torch.dtype, device: torch.d
     """The LLM's weights (the official checkpoint's `model.*` and `lm_head.*` are LlamaForCausalLM's own names)
     through transformers' from_pretrained, quantized on load; the multimodal keys are left for `load_model`."""
     from transformers import LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
 
     quantization_config = llm_quantization_config(quantize, device, dtype)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the multimodal keys are expected to go unused here
-    hf_logging.disable_progress_bar()
     try:
-        return LlamaForCausalLM.from_pretrained(str(folder), config=llm_config, dtype=dtype, use_safetensors=True,
-                                                quantization_config=quantization_config,
-                                                device_map={"": device}).eval()
+        with quiet_transformers():  # the multimodal keys are expected to go unused here
+            return LlamaForCausalLM.from_pretrained(str(folder), config=llm_config, dtype=dtype,
+                                                    use_safetensors=True, quantization_config=quantization_config,
+                                                    device_map={"": device}).eval()
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{folder}: cannot load the LLM with --quantize {quantize} "
-                              f"({str(e).splitlines()[0][:160]})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+                              f"({first_line(e)[:160]})") from None
 
 
 def _read_state(folder: Path, expected: set[str], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:

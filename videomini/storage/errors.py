@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from videomini import errors
+from videomini.errors import one_line as _one_line
 
 ERROR_LINE_LIMIT = 2000  # characters kept of an error message stored in the catalog
 NEARLY_FULL_BYTES = 1 << 20  # free space below which an I/O error is taken for a full disk
@@ -34,7 +34,7 @@ class LibraryDamaged(LibraryError):
 
 def one_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:
     """`text` on one line, cut to `limit` characters (as stored in the catalog)."""
-    return errors.one_line(text, limit)
+    return _one_line(text, limit)
 
 
 def repair_hint(root: Path) -> str:
