@@ -44,6 +44,9 @@ def ask(
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
                                         help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
     fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video."),
+    sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
+                                                           "reference: the official LLaVA-Mini evaluation's frames "
+                                                           "(the centre of each of N equal segments)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
@@ -77,6 +80,8 @@ def ask(
     video, question = Path(targets[0]), targets[1]
     if not video.exists():
         fail(f"{video}: no such file")
+    if sampling not in ("fps", "reference"):
+        fail(f"--sampling must be fps or reference, not {sampling!r}")
 
     from videomini.pipelines.ask import VideoMini, default_model_id
 
@@ -115,7 +120,8 @@ def ask(
     try:
         with progress:
             answer = vm.ask(video, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens,
-                            fusion=fusion, on_progress=on_progress, on_token=on_token, signals=wanted_signals)
+                            fusion=fusion, on_progress=on_progress, on_token=on_token, signals=wanted_signals,
+                            sampling=sampling)
     except VideoError as e:
         fail(str(e))
     print_answer(answer, console, as_json, streamed=stream)

@@ -69,13 +69,15 @@ class VideoMini:
     def ask(self, path: str | os.PathLike, question: str, fps: float = 1.0, max_frames: int | None = None,
             max_new_tokens: int = 256, do_sample: bool = False, fusion: str = "all", top_k_evidence: int = 5,
             on_progress: ProgressFn | None = None, on_token: Callable[[str], None] | None = None,
-            context: str | None = None, signals: tuple[str, ...] = ()) -> Answer:
+            context: str | None = None, signals: tuple[str, ...] = (), sampling: str = "fps") -> Answer:
         """Answer `question` about the video or image at `path`.
 
         fusion="all" fuses the question with every sampled frame while streaming (one pass; the reference's
         computation when every frame fits); "selected" re-decodes the selected frames and fuses over them only.
         `signals` ("speech", "ocr") are extracted first and go into the prompt as timestamped lines (`context`):
         the prompt is fused with every frame, so it must be known before the frames stream.
+        `sampling="reference"` takes the official evaluation's frames (segment centres) instead of the frame on
+        screen at k/fps (`videomini.video.sample_frames`).
         """
         if fusion not in ("all", "selected"):
             raise ValueError(f"fusion must be 'all' or 'selected', not {fusion!r}")
@@ -101,7 +103,7 @@ class VideoMini:
             budget = min(budget, max_frames)
 
         memory, text_sum, count = FrameMemory(), None, 0
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size)
+        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling)
         try:
             for encoded in self.encoder.encode_stream(batches, input_ids):
                 memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
