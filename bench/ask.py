@@ -125,10 +125,9 @@ def bench_batching(model, tokenizer, processor, frames, batch_sizes: list[int], 
 
 def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> dict:
     """decode alone, encode alone (pre-decoded frames), and ask's decode+encode wall time on the same video."""
-    import numpy as np
 
     from videomini.encoder import FrameEncoder
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
     from videomini.prompting import encode_question
     from videomini.video import sample_frames
 
@@ -165,7 +164,7 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
 def rss_child(checkpoint: str, video: str, batch_size: int) -> dict:
     """Child process: load the model, run the whole ask once, report its peak RSS."""
     from videomini import load_model
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
 
     loaded = load_model(checkpoint, device="cpu")
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -209,9 +208,10 @@ def bench_rss(checkpoint: Path, videos: dict[float, Path], batch_size: int) -> l
 
 # -------------------------------------------------------------------------------------------------------------
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer batch sizes, shorter videos (a smoke run)")
+    parser.add_argument("--rss-only", action="store_true", help="only part 3 (peak RSS vs video length)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     parser.add_argument("--frames", type=int, default=None, help="frames encoded per batch size (default 64)")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per batch size (best is kept)")
@@ -225,25 +225,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videomini-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
 
-    if args.child:
-        print(json.dumps(rss_child(args.child[0], args.child[1], args.batch_size)))
-        return
 
-    from rich.console import Console
-    from rich.table import Table
-
-    batch_sizes = args.batch_sizes or ([1, 4, 16] if args.quick else [1, 2, 4, 8, 16, 32])
-    n_frames = args.frames or (16 if args.quick else 32)
-    overlap_minutes = args.overlap_minutes or (0.5 if args.quick else 1)
+def run_rss(args, checkpoint: Path, console) -> tuple[Path, list[dict], float | None]:
+    """Part 3, run first while this process is small (see bench_rss)."""
     rss_minutes = args.minutes or ([1, 6] if args.quick else [6, 60])
-    console = Console()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    checkpoint = args.cache / f"bench_llavamini_{args.image_size}px_{args.vision_layers}l"
-
-    # 3. first, while this process is small (see bench_rss)
     rss_checkpoint = {"golden": GOLDEN_CHECKPOINT, "bench": checkpoint}.get(args.rss_model, Path(args.rss_model))
     if args.rss_model == "bench":
         subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); "
@@ -252,7 +239,11 @@ def main() -> None:
     console.print(f"3. peak RSS of ask with {rss_checkpoint.name} for {', '.join(f'{m:g}' for m in rss_minutes)} min")
     rss = bench_rss(rss_checkpoint, {m: testsrc_video(args.cache, m) for m in rss_minutes}, args.batch_size)
     rss_ratio = round(rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"], 3) if len(rss) >= 2 else None
+    return rss_checkpoint, rss, rss_ratio
 
+
+def run_encoder(args, checkpoint: Path, console) -> tuple[str, list[dict], dict]:
+    """Parts 1 and 2 on the bench model: batched encoding and the decode/encode overlap."""
     import numpy as np
     import torch
 
@@ -261,9 +252,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    vision_intermediate = 1024
-    checkpoint = build_bench_checkpoint(
-        checkpoint, image_size=args.image_size, vision_layers=args.vision_layers, vision_intermediate=vision_intermediate)
+    checkpoint = build_bench_checkpoint(checkpoint, image_size=args.image_size, vision_layers=args.vision_layers,
+                                        vision_intermediate=1024)
     model, tokenizer, processor = load_model(checkpoint, device="cpu")
     vision = model.vision_tower.config
     config_text = (f"CLIP {vision.image_size}px/14 ({(vision.image_size // 14) ** 2} patches), width "
@@ -271,20 +261,21 @@ def main() -> None:
                    f"Llama hidden {model.llm_config.hidden_size}, {model.config.prefusion_layer_num} pre-fusion "
                    f"layers; float32, {torch.get_num_threads()} torch threads")
     console.print(f"bench model: {config_text}")
-
-    # real decoded frames (640x360) for the batching measurement
-    short_video = testsrc_video(args.cache, 1)
-    with sample_frames(short_video, fps=1, max_frames=n_frames, batch_size=n_frames) as batches:
-        frames = np.concatenate([f for f, _ in batches])
+    n_frames = args.frames or (16 if args.quick else 32)
+    with sample_frames(testsrc_video(args.cache, 1), fps=1, max_frames=n_frames, batch_size=n_frames) as batches:
+        frames = np.concatenate([f for f, _ in batches])  # real decoded 640x360 frames
     frames = np.concatenate([frames] * -(-n_frames // len(frames)))[:n_frames]
     console.print(f"1. batching: {n_frames} frames of {frames.shape[2]}x{frames.shape[1]} per batch size")
+    batch_sizes = args.batch_sizes or ([1, 4, 16] if args.quick else [1, 2, 4, 8, 16, 32])
     batching = bench_batching(model, tokenizer, processor, frames, batch_sizes, repeats=args.repeats)
-
-    overlap_video = testsrc_video(args.cache, overlap_minutes)
+    overlap_video = testsrc_video(args.cache, args.overlap_minutes or (0.5 if args.quick else 1))
     console.print(f"2. overlap on {overlap_video.name}")
     overlap = bench_overlap(model, tokenizer, processor, overlap_video, args.batch_size)
-    del model
+    return config_text, batching, overlap
 
+
+def print_encoder(console, config_text: str, batching: list[dict], overlap: dict) -> None:
+    from rich.table import Table
 
     best = max(batching, key=lambda r: r["frames_per_s"])
     table = Table(title="videomini ask on CPU: batched encoding (frames/s)", caption=config_text)
@@ -296,7 +287,6 @@ def main() -> None:
     console.print(table)
     verdict = "[green]goal met[/green]" if best["speedup_vs_batch1"] >= 2 else "[yellow]below the 2× goal[/yellow]"
     console.print(f"best: batch {best['batch_size']} = {best['speedup_vs_batch1']:.2f}× batch 1 ({verdict})")
-
     table = Table(title=f"decode/encode overlap: {overlap['video']}, {overlap['frames']} frames at 1 fps, "
                         f"batch {overlap['batch_size']}")
     for col in ("decode alone s", "encode alone s", "ask decode+encode s", "wall / slower", "wall / sum"):
@@ -308,6 +298,10 @@ def main() -> None:
     console.print(f"wall / slower stage = {overlap['wall_over_slower']:.3f} "
                   + ("[green](goal ≤ 1.15 met)[/green]" if ok else "[red](goal ≤ 1.15 missed)[/red]"))
 
+
+def print_rss(console, rss_checkpoint: Path, rss: list[dict], rss_ratio: float | None) -> None:
+    from rich.table import Table
+
     table = Table(title=f"ask peak RSS (fresh process each), model {rss_checkpoint.name}, 640x360 at 1 fps")
     for col in ("video", "frames", "frames used", "ask s", "peak RSS after load MB", "peak RSS MB", "VmHWM MB"):
         table.add_column(col, justify="right")
@@ -318,15 +312,33 @@ def main() -> None:
     if rss_ratio is not None:
         flat = "[green]flat[/green]" if rss_ratio <= 1.15 else "[red]grows[/red]"
         console.print(f"peak RSS {rss[-1]['minutes']:g} min / {rss[0]['minutes']:g} min = {rss_ratio} {flat}")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        print(json.dumps(rss_child(args.child[0], args.child[1], args.batch_size)))
+        return
+    from rich.console import Console
+
+    console = Console()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    checkpoint = args.cache / f"bench_llavamini_{args.image_size}px_{args.vision_layers}l"
+    rss_checkpoint, rss, rss_ratio = run_rss(args, checkpoint, console)
+    results: dict = {"rss": rss, "rss_ratio_long_over_short": rss_ratio}
+    if not args.rss_only:
+        config_text, batching, overlap = run_encoder(args, checkpoint, console)
+        print_encoder(console, config_text, batching, overlap)
+        best = max(batching, key=lambda r: r["frames_per_s"])
+        results.update(batching=batching, best_batch=best["batch_size"], best_speedup=best["speedup_vs_batch1"],
+                       overlap=overlap, model={"description": config_text, "checkpoint": str(checkpoint)})
+    print_rss(console, rss_checkpoint, rss, rss_ratio)
     total_s = time.perf_counter() - started
     console.print(f"total bench time {total_s:.0f} s")
-
     if args.json:
-        args.json.write_text(json.dumps({
-            "model": {"description": config_text, "checkpoint": str(checkpoint), "rss_checkpoint": str(rss_checkpoint)},
-            "batching": batching, "best_batch": best["batch_size"], "best_speedup": best["speedup_vs_batch1"],
-            "overlap": overlap, "rss": rss, "rss_ratio_long_over_short": rss_ratio, "bench_s": round(total_s, 1),
-        }, indent=2))
+        results.update(rss_checkpoint=str(rss_checkpoint), bench_s=round(total_s, 1))
+        args.json.write_text(json.dumps(results, indent=2))
         console.print(f"wrote {args.json}")
 
 

@@ -27,10 +27,9 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 
-from videomini.memory import KNOWN_CONFIGS, KNOWN_VISION_CONFIGS, plan_memory
+from videomini.loading import DEFAULT_MODEL_ID, KNOWN_CONFIGS, KNOWN_VISION_CONFIGS
+from videomini.planner import plan_memory
 from videomini.model import LlavaMini, LlavaMiniConfig
-
-MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
 
 
 def count(fn) -> int:
@@ -49,7 +48,7 @@ def build(config: dict, vision: dict) -> LlavaMini:
 
 
 def measure(question_tokens: int) -> dict:
-    config = KNOWN_CONFIGS[MODEL_ID]
+    config = KNOWN_CONFIGS[DEFAULT_MODEL_ID]
     vision = {k: v for k, v in KNOWN_VISION_CONFIGS[config["mm_vision_tower"]].items() if not k.startswith("_")}
     model = build(config, vision)
     hidden, side = config["hidden_size"], vision["image_size"]
@@ -93,9 +92,9 @@ def measure(question_tokens: int) -> dict:
     full = parts["full_vision"] + parts["full_llm"]
     mini_last = parts["mini_vision_and_prefusion"] + parts["mini_llm_last_logits"]
     full_last = parts["full_vision"] + parts["full_llm_last_logits"]
-    plans = {gb: plan_memory(MODEL_ID, device_memory_bytes=int(gb * 1e9), dtype="bf16") for gb in (24, 80)}
+    plans = {gb: plan_memory(DEFAULT_MODEL_ID, device_memory_bytes=int(gb * 1e9), dtype="bf16") for gb in (24, 80)}
     return {
-        "model": MODEL_ID,
+        "model": DEFAULT_MODEL_ID,
         "question_tokens": question_tokens,
         "vision_tokens_per_image": {"llava_mini": model.config.tokens_per_frame, "llava_1.5": num_patches},
         "flops": parts | {"llava_mini_total": mini, "llava_1.5_total": full,

@@ -18,9 +18,11 @@ with an exact (flat, batched) search over the same vectors.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from videomini.storage import FLAT_MAX_VECTORS, LibraryStore
+from videomini.storage.segments import segment_files
 
 LATENT = 64
 
@@ -46,16 +49,23 @@ def synthetic_frames(n: int, dim: int = 768, frames_per_video: int = 1000, topic
     out = np.empty((n, dim), np.float32)
     for start in range(0, n, frames_per_video):
         m = min(frames_per_video, n - start)
-        video_center = topic_centers[rng.integers(topics)] + 0.35 * rng.standard_normal(LATENT, dtype=np.float32)
-        cuts = np.sort(rng.choice(np.arange(1, m), size=m // 40, replace=False)) if m > 40 else np.zeros(0, int)
-        shot = np.zeros(m, np.int64)
-        shot[cuts] = 1
-        shot = np.cumsum(shot)
-        shot_centers = video_center + 0.35 * rng.standard_normal((shot[-1] + 1, LATENT), dtype=np.float32)
-        walk = np.cumsum(0.02 * rng.standard_normal((m, LATENT), dtype=np.float32), axis=0)
-        walk -= walk[np.r_[0, cuts]][shot]  # each shot's walk starts at its center
-        out[start : start + m] = (shot_centers[shot] + walk) @ proj
-        out[start : start + m] += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
+        out[start : start + m] = synthetic_video(rng, m, proj, topic_centers)
+    return out
+
+
+def synthetic_video(rng: np.random.Generator, m: int, proj: np.ndarray, topic_centers: np.ndarray) -> np.ndarray:
+    """One video's m L2-normalised frame embeddings: a topic, shots around the video's center, a walk in a shot."""
+    video_center = topic_centers[rng.integers(len(topic_centers))] + 0.35 * rng.standard_normal(LATENT,
+                                                                                               dtype=np.float32)
+    cuts = np.sort(rng.choice(np.arange(1, m), size=m // 40, replace=False)) if m > 40 else np.zeros(0, int)
+    shot = np.zeros(m, np.int64)
+    shot[cuts] = 1
+    shot = np.cumsum(shot)
+    shot_centers = video_center + 0.35 * rng.standard_normal((shot[-1] + 1, LATENT), dtype=np.float32)
+    walk = np.cumsum(0.02 * rng.standard_normal((m, LATENT), dtype=np.float32), axis=0)
+    walk -= walk[np.r_[0, cuts]][shot]  # each shot's walk starts at its center
+    out = ((shot_centers[shot] + walk) @ proj).astype(np.float32)
+    out += 0.02 * rng.standard_normal((m, proj.shape[1]), dtype=np.float32)
     faiss.normalize_L2(out)
     return out
 
@@ -104,11 +114,12 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
         write_s = time.perf_counter() - t0
         del vectors
         t0 = time.perf_counter()
-        manifest = lib.rebuild_index()
+        manifest = lib.compact_index()
         build_s = time.perf_counter() - t0
         shard_bytes = folder_bytes(list(lib.shards_dir.iterdir()))
-        index_bytes = folder_bytes([lib.root / manifest["index_file"]])
-        ids_bytes = folder_bytes([lib.root / manifest["ids_file"]])
+        base = manifest["segments"][0]["frames"]
+        index_bytes = folder_bytes([lib.root / base["index_file"]])
+        ids_bytes = folder_bytes([lib.root / base["ids_file"]])
         console.log(f"{n:,} frames: shards written in {write_s:.1f} s, {manifest['factory']} built in {build_s:.1f} s")
 
         probes = [manifest["nprobe"]] + ([p for p in args.nprobe if p != manifest["nprobe"]]
@@ -137,6 +148,123 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------------------------- updates
+
+
+def write_video(lib: LibraryStore, name: str, vectors: np.ndarray, token_dim: int) -> int:
+    """One synthetic video into the library as the index engines do: running, durable shard, done."""
+    m = len(vectors)
+    fingerprint = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+    video_id = lib.mark_running(f"/synthetic/{name}.mp4", fingerprint, model_id="synthetic", fps=1.0)
+    lib.write_shard(video_id, np.zeros((m, 1, token_dim), np.float16), vectors, np.arange(m, dtype=np.float64),
+                    duration_s=float(m), model_id="synthetic", fps=1.0)
+    lib.mark_done(video_id)
+    return video_id
+
+
+def exact_top10(lib: LibraryStore, queries: np.ndarray) -> list[set]:
+    """Exact top 10 (video_id, frame_idx) of each query over every done video's stored embeddings, streamed
+    shard by shard (never the whole library in memory)."""
+    best_scores = np.full((len(queries), 10), -np.inf, np.float32)
+    best_keys = np.zeros((len(queries), 10, 2), np.int64)
+    for row in lib.videos("done"):
+        emb = lib.shards.read_vectors(row["shard"])["embeddings"]
+        scores = np.concatenate([best_scores, queries @ emb.T], axis=1)
+        keys = np.concatenate([best_keys, np.stack(np.broadcast_arrays(
+            np.full((len(queries), len(emb)), row["id"]), np.arange(len(emb))[None]), axis=-1)], axis=1)
+        top = np.argsort(-scores, axis=1)[:, :10]
+        best_scores = np.take_along_axis(scores, top, 1)
+        best_keys = np.take_along_axis(keys, top[..., None], 1)
+    return [{tuple(k) for k in keys} for keys in best_keys.tolist()]
+
+
+def search_worker(root: str, queries_path: str, warmup: int) -> None:
+    """A fresh search process (`--search-worker`): opens the library, times one query at a time, prints JSON with
+    the latencies, the hits and its memory (private vs memory-mapped index pages)."""
+    queries = np.load(queries_path)
+    with LibraryStore(root) as lib:
+        t = time.perf_counter()
+        snap = lib.snapshot()
+        open_s = time.perf_counter() - t
+        for name in sorted(segment_files(snap.manifest)):
+            with open(Path(root) / name, "rb") as f:  # a warm page cache: a search service's steady state
+                while f.read(1 << 24):
+                    pass
+        for q in queries[:warmup]:
+            lib.search_vectors(q, top_k=10)
+        latencies, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            hits = lib.search_vectors(q, top_k=10)
+            latencies.append(time.perf_counter() - t)
+            found.append([[h.video_id, h.frame_idx] for h in hits])
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        kib = {k: int(status[k].split()[0]) for k in ("RssAnon", "RssFile", "VmHWM")}
+        print(json.dumps({"latencies": latencies, "found": found, "open_s": open_s, "segments": len(snap.frames),
+                          "rss_anon_mb": kib["RssAnon"] / 1024, "rss_file_mb": kib["RssFile"] / 1024}))
+
+
+def measure_search(lib: LibraryStore, queries: np.ndarray, truth: list[set], args: argparse.Namespace) -> dict:
+    path = Path(lib.root) / "bench-queries.npy"
+    np.save(path, queries)
+    out = subprocess.run([sys.executable, __file__, "--search-worker", str(lib.root), str(path), str(args.warmup)],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    p50, p99 = percentiles_ms(got["latencies"])
+    recall = float(np.mean([len({tuple(h) for h in f} & t) / 10 for f, t in zip(got["found"], truth)]))
+    return {"search_p50_ms": p50, "search_p99_ms": p99, "recall_at_10": recall, "segments": got["segments"],
+            "open_s": got["open_s"], "rss_anon_mb": got["rss_anon_mb"], "rss_file_mb": got["rss_file_mb"]}
+
+
+def run_updates(args: argparse.Namespace, console: Console) -> dict:
+    """A library of --base-frames, then --adds videos of --add-frames (one publish each) and --removals."""
+    rng = np.random.default_rng(args.base_frames)
+    world = np.random.default_rng(12345)
+    proj = world.standard_normal((LATENT, args.dim), dtype=np.float32) / np.sqrt(LATENT)
+    topics = world.standard_normal((1000, LATENT), dtype=np.float32)
+    queries = np.stack([synthetic_video(rng, 50, proj, topics)[0] for _ in range(args.queries)])
+    result: dict = {"base_frames": args.base_frames, "adds": args.adds, "add_frames": args.add_frames,
+                    "removals": args.removals, "queries": args.queries, "dim": args.dim, "token_dim": args.token_dim}
+    with tempfile.TemporaryDirectory(prefix="videomini-bench-", dir=args.workdir) as tmp:
+        lib = LibraryStore.create(tmp)
+        t0 = time.perf_counter()
+        for v in range(0, args.base_frames, args.frames_per_video):
+            m = min(args.frames_per_video, args.base_frames - v)
+            write_video(lib, f"base{v:09d}", synthetic_video(rng, m, proj, topics), args.token_dim)
+        console.log(f"{args.base_frames:,} frames written in {time.perf_counter() - t0:.1f} s")
+        result["base_build_s"] = lib.compact_index()["build_s"]
+        console.log(f"base index built in {result['base_build_s']:.1f} s")
+        publish, added = [], []
+        for a in range(args.adds):
+            added.append(write_video(lib, f"add{a:04d}", synthetic_video(rng, args.add_frames, proj, topics),
+                                     args.token_dim))
+            t = time.perf_counter()
+            lib.update_index()
+            publish.append(time.perf_counter() - t)
+        base_ids = [row["id"] for row in lib.videos("done") if row["id"] not in added]
+        half = args.removals // 2  # half of the removals from the base, half from the added videos
+        removed = base_ids[:: max(1, len(base_ids) // max(1, half))][:half] + added[:: 10][: args.removals - half]
+        remove_s = []
+        for path in [lib.video(video_id)["path"] for video_id in removed]:
+            t = time.perf_counter()
+            lib.remove([path])
+            remove_s.append(time.perf_counter() - t)
+        manifest = lib.manifest()
+        result.update({"publish_p50_ms": percentiles_ms(publish)[0], "publish_p99_ms": percentiles_ms(publish)[1],
+                       "remove_p50_ms": percentiles_ms(remove_s)[0], "remove_p99_ms": percentiles_ms(remove_s)[1],
+                       "deleted_rows": manifest["n_deleted"], "delta_rows": manifest["delta_vectors"],
+                       "factory": manifest["factory"], "nprobe": manifest["nprobe"]})
+        console.log(f"{args.adds} adds published, p50 {result['publish_p50_ms']:.0f} ms; computing exact top 10")
+        truth = exact_top10(lib, queries)
+        result["after_adds"] = measure_search(lib, queries, truth, args)
+        t = time.perf_counter()
+        lib.compact_index()
+        result["compaction_s"] = time.perf_counter() - t
+        result["after_compaction"] = measure_search(lib, queries, truth, args)
+        lib.close()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -149,9 +277,20 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="extra IVF nprobe values to measure")
     parser.add_argument("--workdir", default=None, help="where the temporary libraries go (default: $TMPDIR)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--update", action="store_true", help="the update benchmark: a library of --base-frames, "
+                        "then --adds videos of --add-frames published one by one, then --removals")
+    parser.add_argument("--base-frames", type=int, default=1_000_000)
+    parser.add_argument("--adds", type=int, default=100)
+    parser.add_argument("--add-frames", type=int, default=60)
+    parser.add_argument("--removals", type=int, default=10)
+    parser.add_argument("--search-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.search_worker:
+        return search_worker(args.search_worker[0], args.search_worker[1], int(args.search_worker[2]))
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # keep the table readable in logs
+    if args.update:
+        return report_updates(run_updates(args, console), args, console)
     results = [row for n in args.sizes for row in run_size(n, args, console)]
 
     table = Table(title=f"videomini library search, {args.dim}-d, one query at a time "
@@ -173,6 +312,30 @@ def main() -> None:
             "benchmark": "search", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                "faiss": faiss.__version__},
             "goal": "1M frames at p50 <= 20 ms", "results": results}, indent=1))
+        console.log(f"wrote {args.json}")
+
+
+def report_updates(result: dict, args: argparse.Namespace, console: Console) -> None:
+    table = Table(title=f"videomini library updates: {result['base_frames']:,}-frame {result['factory']} base, "
+                        f"{result['adds']} adds of {result['add_frames']} frames, {result['removals']} removals "
+                        f"({os.cpu_count()} cores, faiss {faiss.__version__})")
+    for col in ("after", "segments", "search p50 ms", "search p99 ms", "recall@10", "search RSS anon MB",
+                "mapped MB"):
+        table.add_column(col, justify="left" if col == "after" else "right")
+    for label, key in (("adds + removals", "after_adds"), ("compaction", "after_compaction")):
+        r = result[key]
+        table.add_row(label, str(r["segments"]), f"{r['search_p50_ms']:.2f}", f"{r['search_p99_ms']:.2f}",
+                      f"{r['recall_at_10']:.3f}", f"{r['rss_anon_mb']:.0f}", f"{r['rss_file_mb']:.0f}")
+    console.print(table)
+    console.print(f"publish an add: p50 {result['publish_p50_ms']:.0f} ms, p99 {result['publish_p99_ms']:.0f} ms; "
+                  f"a removal: p50 {result['remove_p50_ms']:.0f} ms, p99 {result['remove_p99_ms']:.0f} ms; "
+                  f"compaction {result['compaction_s']:.1f} s (base build {result['base_build_s']:.1f} s)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "benchmark": "search-updates", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                       "faiss": faiss.__version__},
+            "goal": "publish p99 <= 2 s, search p50 <= 20 ms, recall@10 >= 0.95", "result": result}, indent=1))
         console.log(f"wrote {args.json}")
 
 

@@ -9,13 +9,8 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
-
-
-def fail(message: str, code: int = 1) -> None:
-    """Expected failures: one line on stderr, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def evidence_table(answer, title: str = "evidence"):
@@ -66,49 +61,57 @@ def ask(
     from rich.console import Console
 
     from videomini.loading import CheckpointError
+    from videomini.pipelines import ask as job
+    from videomini.signals import SignalError
+    from videomini.storage import LibraryError
     from videomini.video import VideoError
 
-    console = Console(stderr=as_json)
-    if library is not None:
-        if len(targets) != 1:
-            fail("with --library give one argument: the question")
-        ask_library_cli(library, targets[0], model, device, dtype, top_k, max_frames, max_new_tokens, as_json,
-                        not (no_stream or as_json), console, fallback)
-        return
-    if len(targets) != 2:
+    if library is not None and len(targets) != 1:
+        fail("with --library give one argument: the question")
+    if library is None and len(targets) != 2:
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
-    video, question = Path(targets[0]), targets[1]
-    if not video.exists():
-        fail(f"{video}: no such file")
+    if library is None and not Path(targets[0]).exists():
+        fail(f"{targets[0]}: no such file")
     if sampling not in ("fps", "reference"):
         fail(f"--sampling must be fps or reference, not {sampling!r}")
+    console = Console(stderr=as_json)
+    stream = not (no_stream or as_json)
+    progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
 
-    from videomini.pipelines.ask import VideoMini, default_model_id
+    def on_notice(message: str) -> None:
+        print(message, file=sys.stderr)
 
-    wanted_signals = tuple(s.strip() for s in signals.split(",") if s.strip())
     try:
-        with console.status(f"loading {model or default_model_id()} …"):
-            vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
-    except CheckpointError as e:
-        if not fallback or not _signals_available():
-            fail(str(e), 2)
-        print(f"warning: {e}", file=sys.stderr)
-        print("warning: answering from speech and on-screen text instead (no generative model)", file=sys.stderr)
-        answer_from_signals_cli(video, question, wanted_signals or ("speech", "ocr"), fps, as_json, console)
-        return
+        with progress:
+            if library is not None:
+                answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype, top_k=top_k,
+                                         max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
+                                         on_token=on_token, on_progress=on_progress, on_notice=on_notice)
+            else:
+                wanted = tuple(s.strip() for s in signals.split(",") if s.strip())
+                answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
+                                       signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
+                                       max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
+                                       on_token=on_token, on_notice=on_notice, sampling=sampling)
+    except (CheckpointError, LibraryError, VideoError, SignalError) as e:
+        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
 
+
+def _live_output(console, stream: bool, quiet: bool):
+    """A progress line (model loading, signals, decode + encode) that gives way to the streamed answer."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    stream = not (no_stream or as_json)
-    progress = Progress(TextColumn("[bold]decode + encode"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("frames"), TimeRemainingColumn(), console=console, transient=True,
-                        disable=as_json and not sys.stderr.isatty())
-    task = progress.add_task("frames", total=None)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, transient=True, disable=quiet,
+                        redirect_stderr=False)
+    task = progress.add_task("starting", total=None)
 
     def on_progress(stage: str, done: int, total: int | None) -> None:
-        progress.update(task, completed=done, total=max(total or done, done))
+        description = "decode + encode frames" if stage == "encode" else stage
+        progress.update(task, description=description, completed=done, total=max(total or done, done) or None)
 
-    started_answer = []
+    started_answer: list[bool] = []
 
     def on_token(piece: str) -> None:
         if stream:
@@ -117,79 +120,7 @@ def ask(
                 started_answer.append(True)
             console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
 
-    try:
-        with progress:
-            answer = vm.ask(video, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens,
-                            fusion=fusion, on_progress=on_progress, on_token=on_token, signals=wanted_signals,
-                            sampling=sampling)
-    except VideoError as e:
-        fail(str(e))
-    print_answer(answer, console, as_json, streamed=stream)
-
-
-def ask_library_cli(library: Path, question: str, model: str | None, device: str | None, dtype: str | None,
-                    top_k: int, max_frames: int | None, max_new_tokens: int, as_json: bool, stream: bool,
-                    console, fallback: bool = True) -> None:
-    from videomini.storage import LibraryError, LibraryStore
-    from videomini.loading import CheckpointError
-    from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import answer_library_from_signals, ask_library, library_model_id
-    from videomini.signals import SignalError
-    from videomini.video import VideoError
-
-    try:
-        with LibraryStore(library) as lib:
-            manifest = lib.manifest() or {}
-            has_text, has_frames = bool(manifest.get("text_n_vectors")), bool(manifest.get("n_vectors"))
-            model = model or (library_model_id(lib) if has_frames or not has_text else None)
-        if model is None:  # indexed with --no-visual: the stored signals are all there is
-            print("note: the library holds no frames (indexed with --no-visual); answering from its speech and "
-                  "on-screen text", file=sys.stderr)
-            vm = None
-        else:
-            try:
-                with console.status(f"loading {model} …"):
-                    vm = VideoMini.from_pretrained(model, device=device, dtype=dtype)
-            except CheckpointError as e:
-                if not (fallback and has_text):
-                    raise
-                print(f"warning: {e}", file=sys.stderr)
-                print("warning: answering from the library's speech and on-screen text instead (no generative model)",
-                      file=sys.stderr)
-                vm = None
-        if vm is None:
-            with console.status("searching speech and on-screen text …"):
-                answer = answer_library_from_signals(library, question, top_k=min(top_k, 3))
-            print_answer(answer, console, as_json, streamed=False)
-            return
-        answer = ask_library(vm, library, question, top_k=top_k, max_frames=max_frames or 64,
-                             max_new_tokens=max_new_tokens,
-                             on_token=(lambda p: console.print(p, end="", markup=False, highlight=False))
-                             if stream else None)
-    except (LibraryError, CheckpointError, VideoError, SignalError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
-    print_answer(answer, console, as_json, streamed=stream)
-
-
-def _signals_available() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None
-               for name in ("faster_whisper", "rapidocr_onnxruntime", "sentence_transformers"))
-
-
-def answer_from_signals_cli(video: Path, question: str, signals: tuple[str, ...], fps: float, as_json: bool,
-                            console) -> None:
-    from videomini.pipelines.signals_answer import answer_from_signals
-    from videomini.signals import SignalError
-    from videomini.video import VideoError
-
-    try:
-        with console.status("transcribing speech and reading on-screen text …"):
-            answer = answer_from_signals(video, question, signals=signals, ocr_fps=fps)
-    except (VideoError, SignalError) as e:
-        fail(str(e))
-    print_answer(answer, console, as_json, streamed=False)
+    return progress, on_progress, on_token
 
 
 def print_answer(answer, console, as_json: bool, streamed: bool) -> None:

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
+from videomini.cli.common import fail, warn
 from videomini.cli.main import app
-
-
-def _fail(message: str, code: int = 1) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -42,23 +37,33 @@ def index(
 ) -> None:
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
-    from videomini.library import LazyModel
-    from videomini.loading import CheckpointError
-    from videomini.pipelines.ask import VideoMini, default_model_id
     from videomini.pipelines.index import IndexError_, index_videos
     from videomini.storage import LibraryError
 
     console = Console(stderr=as_json)
-    loaded: list = []
+    progress, on_event = _progress(console)
+    try:
+        with progress:
+            report = index_videos(library, paths, model_id=model, device=device, dtype=dtype, recursive=recursive,
+                                  fps=fps, workers=workers, retry_failed=retry_failed, timeout_s=timeout,
+                                  wait_s=wait, engine=engine, ray_address=ray_address, on_event=on_event,
+                                  visual=visual, signals=[name.strip() for name in signals.split(",") if name.strip()])
+    except (LibraryError, IndexError_) as e:
+        fail(str(e), 2)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(console, library, report)
+    for warning in report.warnings:
+        warn(warning)
+    if report.failed:
+        raise typer.Exit(1)
 
-    def model_for_run():
-        if not loaded:
-            with console.status(f"loading {model or default_model_id()} …"):
-                loaded.append(VideoMini.from_pretrained(model, device=device, dtype=dtype))
-        return loaded[0]
+
+def _progress(console: Any) -> tuple[Any, Callable[[str, dict], None]]:
+    """A progress display (videos, frames of the current video) and the event handler that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         TextColumn("{task.fields[current]}"), console=console, transient=True)
@@ -68,6 +73,8 @@ def index(
     def on_event(kind: str, details: dict) -> None:
         if kind == "plan":
             progress.update(videos_task, total=details["todo"])
+        elif kind == "loading":
+            progress.update(videos_task, current=f"loading {details['model_id']} …")
         elif kind == "video":
             progress.update(videos_task, current=Path(details["path"]).name)
             progress.reset(frames_task, total=None)
@@ -80,37 +87,25 @@ def index(
         elif kind == "index":
             progress.update(videos_task, current="building the search index")
 
-    try:
-        with progress:
-            report = index_videos(library, paths, LazyModel(model_for_run),
-                                  model_id=model or default_model_id(), recursive=recursive, fps=fps,
-                                  workers=workers, retry_failed=retry_failed, timeout_s=timeout, wait_s=wait,
-                                  engine=engine, ray_address=ray_address, on_event=on_event, visual=visual,
-                                  signals=[name.strip() for name in signals.split(",") if name.strip()])
-    except CheckpointError as e:
-        hint = " (or index speech and on-screen text only: --no-visual --signals speech,ocr)" if not signals else (
-            " (or index the signals only: --no-visual)")
-        _fail(f"{e}{hint}", 2)
-    except (LibraryError, IndexError_) as e:
-        _fail(str(e), 2)
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        table = Table(title=f"indexed into {library}")
-        table.add_column("result")
-        table.add_column("file")
-        table.add_column("detail")
-        for path in report.indexed:
-            table.add_row("[green]indexed", path, "")
-        for path, why in report.skipped:
-            table.add_row("[dim]skipped", path, why)
-        for path, error in report.failed:
-            table.add_row("[red]failed", path, error.split(": ", 1)[-1])
-        console.print(table)
-        console.print(f"{len(report.indexed)} indexed ({report.frames} frames, {report.segments} text segments), "
-                      f"{len(report.skipped)} skipped, "
-                      f"{len(report.failed)} failed in {report.seconds:.1f} s")
-        for warning in report.warnings:
-            console.print(f"[yellow]warning:[/yellow] {warning}")
-    if report.failed:
-        raise typer.Exit(1)
+    return progress, on_event
+
+
+def _print_report(console: Any, library: Path, report: Any) -> None:
+    """The run as a table (one row per file) and a one-line summary."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"indexed into {library}"))
+    table.add_column("result")
+    table.add_column("file")
+    table.add_column("detail")
+    for path in report.indexed:
+        table.add_row("[green]indexed", escape(path), "")
+    for path, why in report.skipped:
+        table.add_row("[dim]skipped", escape(path), escape(why))
+    for path, error in report.failed:
+        table.add_row("[red]failed", escape(path), escape(error.split(": ", 1)[-1]))
+    console.print(table)
+    console.print(f"{len(report.indexed)} indexed ({report.frames} frames, {report.segments} text segments), "
+                  f"{len(report.skipped)} skipped, {len(report.failed)} failed in {report.seconds:.1f} s")
+

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
@@ -22,8 +22,7 @@ def info(
     try:
         result = probe(video)
     except VideoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise typer.Exit(1)
+        fail(str(e))
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

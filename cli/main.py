@@ -61,7 +61,17 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The console script. A storage error no command caught still ends as one line, never a traceback."""
+    from videomini.cli.common import fail
+    from videomini.storage import LibraryError
+
+    try:
+        app()
+    except LibraryError as e:
+        try:
+            fail(str(e))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
 
 
 if __name__ == "__main__":

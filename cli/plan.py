@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
+from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.errors import first_line
 
-DEFAULT_MODEL = "ICTNLP/llava-mini-llama-3.1-8b"
 _PLANNED_WITHOUT_GPU = "24GB"
 
 
@@ -25,8 +26,9 @@ def _human(n: int) -> str:
 
 @app.command()
 def plan(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="A known model id, a hub id in the cache, or a "
-                              "local checkpoint folder (its config.json)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A known model id, a hub id in the cache, or a "
+                                        "local checkpoint folder (its config.json); default "
+                                        "ICTNLP/llava-mini-llama-3.1-8b."),
     gpu_mem: Optional[str] = typer.Option(None, "--gpu-mem", help="Device memory to plan for, e.g. 24GB, 80GiB "
                                           "(default: the CUDA device's, else 24GB)."),
     device: Optional[str] = typer.Option(None, "--device", help="Plan for this device's memory (cuda, cuda:1, "
@@ -38,7 +40,8 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
 ) -> None:
     """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""
-    from videomini.memory import device_memory, normalize_dtype, parse_size, plan_memory
+    from videomini.loading import DEFAULT_MODEL_ID
+    from videomini.planner import device_memory, normalize_dtype, parse_size, plan_memory
 
     notes: list[str] = []
     try:
@@ -63,11 +66,10 @@ def plan(
             normalize_dtype(dtype)
         except ValueError as e:
             raise ValueError(f"--dtype: {e}") from None
-        result = plan_memory(model, memory, dtype=dtype, prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+        result = plan_memory(model or DEFAULT_MODEL_ID, memory, dtype=dtype, prompt_tokens=prompt_tokens,
+                             answer_tokens=answer_tokens)
     except (ValueError, OSError) as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1)
+        fail(first_line(e))
     result.notes[:0] = notes
     hours = result.max_frames / fps / 3600
 

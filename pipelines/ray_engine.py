@@ -1,7 +1,7 @@
 """`index --engine ray`: the local engine's per-video work on Ray Data, so that a cluster can index one library.
 
-    videos (path, video_id) ── flat_map: decode task (CPU) ──► one row per decoded batch (+ info, end or error)
-        ── map_batches: EncoderActor (holds the model; one GPU each when the cluster has GPUs) ──► encoded rows
+    videos (path, video_id) ── flat_map: decode task (CPU) ──► a row per message (Probed, FrameBatch..., Finished)
+        ── map_batches: EncoderActor (holds the model; one GPU each when the cluster has GPUs) ──► EncodedFrames rows
         ── this process (the driver): reassemble each video by batch number ──► commit_video (shard, catalog)
 
 What runs where. Decode tasks call the local engine's `DecodeJob` (a spawned child process per video, reading
@@ -11,31 +11,32 @@ the decoder's (`batch_size` frames), and each actor runs the same `FrameEncoder.
 tokens equal the local engine's. The driver is the library's only writer: it marks every video `running` before
 the job starts, commits a video (shard made durable, then `done`) the moment its last batch arrives, and rebuilds
 the FAISS index at the end (in `index_videos`). A driver killed mid-job leaves the library as the local engine
-would: done videos stay done, the rest are resumed by the next run. Each video's rows are replayed through the
-local engine's own `encode_messages` before `commit_video`, so both engines build the very same result (and
-failure messages). Speech and on-screen text (`signals`) are extracted in the decode tasks, as in the local
-decoders; a signals-only run (`visual` False) has no encoder stage.
-
-Rows carry arrays as raw bytes with their shape in a small JSON `meta` column: every row of every kind has the
-same columns, so Ray Data never has to reconcile schemas or tensor shapes between videos.
+would: done videos stay done, the rest are resumed by the next run. Rows are the local engine's typed messages
+(videomini.pipelines.messages) and each video's are gathered into the local engine's `VideoAssembly` before
+`commit_video`, so both engines build the very same result (and failure messages). Speech and on-screen text
+(`signals`) are extracted in the decode tasks, as in the local decoders; a signals-only run (no model) has
+no encoder stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from videomini.pipelines.index import (NO_PROJECTION, EncodedVideo, Event, IndexError_, IndexReport, commit_video,
-                                       encode_messages, first_line, kept_frames_for)
+from videomini.errors import first_line
+from videomini.pipelines.decoder import DecodeJob
+from videomini.pipelines.indexing import (NO_PROJECTION, Event, IndexError_, IndexReport, VideoAssembly, commit_video,
+                                          encode_batch, kept_frames_for)
+from videomini.pipelines.messages import Failed, Fatal, FrameBatch, from_row, to_columns, to_row
 
 RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
 # Ray puts unix sockets at <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (65 bytes after the
@@ -43,59 +44,20 @@ RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
 TEMP_DIR_MAX = 107 - 65
 
 
-# -- rows ---------------------------------------------------------------------------------------------------------
-
-
-def _row(video_id: int, kind: str, seq: int = -1, meta: dict | None = None, **arrays: np.ndarray) -> dict:
-    """One row of the decode or the encode stage: arrays as bytes, their shapes and everything else in `meta`."""
-    meta = dict(meta or {})
-    row = {"video_id": video_id, "kind": kind, "seq": seq}
-    for name in ("frames", "times", "tokens", "embeddings"):
-        array = arrays.get(name)
-        row[name] = b"" if array is None else np.ascontiguousarray(array).tobytes()
-        if array is not None:
-            meta[f"{name}_shape"], meta[f"{name}_dtype"] = list(array.shape), array.dtype.str
-    row["meta"] = json.dumps(meta)
-    return row
-
-
-def _array(row: dict, meta: dict, name: str) -> np.ndarray:
-    """The array `name` of a row, as a writable numpy array."""
-    return np.frombuffer(row[name], dtype=meta[f"{name}_dtype"]).reshape(meta[f"{name}_shape"]).copy()
-
-
 # -- stage 1: decode tasks ----------------------------------------------------------------------------------------
 
 
 def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float, frames: bool) -> Iterator[dict]:
-    """Ray task: decode one video in an isolated child process (the local engine's DecodeJob) and yield an "info"
-    row, one "batch" row per decoded batch, the "segments" row when signals were asked for, then an "end" row
-    (batch count, warnings) or an "error" row. `frames` False (signals only): no batches."""
+    """Ray task: decode one video in an isolated child process (the local engine's DecodeJob) and yield its
+    messages as rows. `frames` False (signals only): no batches."""
     import multiprocessing as mp
 
-    from videomini.pipelines.index import DecodeJob
-
-    video_id, seq, warnings, started = int(video["video_id"]), 0, [], time.perf_counter()
-    signals = json.loads(video["signals"])
-    job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s, signals=signals,
-                    frames=frames)
+    video_id = int(video["video_id"])
+    job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s,
+                    signals=json.loads(video["signals"]), frames=frames)
     try:
         for message in job.messages():
-            kind = message[0]
-            if kind == "info":
-                yield _row(video_id, "info", meta={"info": message[1]})
-            elif kind == "batch":
-                yield _row(video_id, "batch", seq, frames=message[1], times=np.asarray(message[2], np.float64))
-                seq += 1
-            elif kind == "warning":
-                warnings.append(message[1])
-            elif kind == "segments":
-                yield _row(video_id, "segments", meta={"signals": message[1], "segments": message[2]})
-            elif kind == "end":
-                yield _row(video_id, "end", meta={"batches": seq, "warnings": warnings,
-                                                  "decode_s": time.perf_counter() - started})
-            elif kind == "error":
-                yield _row(video_id, "error", meta={"error": message[1], "warnings": warnings})
+            yield to_row(video_id, message)
     finally:
         job.close()
 
@@ -113,7 +75,7 @@ class EncoderActor:
         import ray
 
         from videomini.loading import CheckpointError, load_model
-        from videomini.pipelines.ask import VideoMini
+        from videomini.ask import VideoMini
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
@@ -131,89 +93,32 @@ class EncoderActor:
                 self.problem = NO_PROJECTION.format(model_id=model_id)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        import torch
-
         rows = []
         for i in range(len(batch["kind"])):
             row = {name: column[i] for name, column in batch.items()}
-            meta = json.loads(row["meta"])
             if self.problem is not None:
-                rows.append(_row(int(row["video_id"]), "fatal", meta={"error": self.problem}))
-                continue
-            if row["kind"] != "batch":
+                rows.append(to_row(int(row["video_id"]), Fatal(self.problem)))
+            elif row["kind"] == FrameBatch.__name__:
+                video_id, frames = from_row(row)
+                rows.append(to_row(video_id, encode_batch(self.videomini.encoder, frames)))
+            else:
                 rows.append(row)
-                continue
-            started = time.perf_counter()
-            encoded = self.videomini.encoder.encode(_array(row, meta, "frames"), _array(row, meta, "times"))
-            rows.append(_row(int(row["video_id"]), "batch", int(row["seq"]),
-                             meta={"encode_s": time.perf_counter() - started},
-                             tokens=encoded.frame_tokens.to(torch.float16).numpy(),
-                             embeddings=encoded.clip_embeddings.numpy(), times=encoded.timestamps_s))
-        return {name: [row[name] for row in rows] for name in ("video_id", "kind", "seq", "frames", "times",
-                                                              "tokens", "embeddings", "meta")}
+        return to_columns(rows)
 
 
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Assembly:
-    """One video's rows as they arrive (in any order), until its last one is in."""
-
-    item: Any  # PlanItem
-    video_id: int
-    info: dict | None = None
-    batches: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)  # seq -> arrays
-    expected: int | None = None  # batch count, known from the "end" row
-    segments: tuple[list, list] | None = None  # (signals done, segment dicts)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0  # decode + encode, summed over the workers
-    announced: bool = False  # the "video" event was emitted
-    kept: Any = None  # the frames a signals-only run keeps (kept_frames_for)
-
-    def complete(self) -> bool:
-        return self.error is not None or (self.expected is not None and len(self.batches) >= self.expected)
-
-    def result(self, visual: bool, fps: float) -> EncodedVideo:
-        """The EncodedVideo the local engine would build: this video's messages replayed, in their order, through
-        its own `encode_messages`, with the actors' encodings standing in for the encoder."""
-        messages: list[tuple] = [] if self.info is None else [("info", self.info)]
-        if self.error is None:
-            messages += [("batch", self.batches[seq], None) for seq in range(self.expected)]
-        messages += [("warning", warning) for warning in self.warnings]
-        if self.segments is not None:
-            messages.append(("segments", *self.segments))
-        messages.append(("error", self.error) if self.error is not None else ("end",))
-        result = encode_messages(str(self.item.path), messages, _Replay() if visual else None, fps)
-        result.seconds = self.seconds
-        return result
-
-
-class _Replay:
-    """Stands in for the encoder in `encode_messages`: the batch "frames" are already the actor's encoding."""
-
-    def encode(self, encoded: tuple[np.ndarray, np.ndarray, np.ndarray], _times: Any) -> Any:
-        import torch
-
-        from videomini.encoder import EncodedBatch
-
-        tokens, embeddings, times = encoded
-        return EncodedBatch(frame_tokens=torch.from_numpy(tokens), timestamps_s=times,
-                            clip_embeddings=torch.from_numpy(embeddings))
-
-
 def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
-            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (), visual: bool = True,
+            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (),
             text_embedder: Any = None, encoders: int | None = None) -> None:
-    """Index the `todo` plan items on Ray: a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on
-    this machine's CPUs, started and shut down here. Results enter the library through `commit_video`, in this
-    process only. `signals`, `visual`, `text_embedder`: as the local engine's. `encoders`: encoder actors
-    (default: one per GPU; one on a CPU-only cluster, using half of a node's CPUs)."""
+    """Index the `todo` plan items on Ray with the model `model_id` (as recorded in the catalog; None: no vision
+    model, signals only): a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's
+    CPUs, started and shut down here. Results enter the library through `commit_video`, in this process only.
+    `signals`, `text_embedder`: as the local engine's. `encoders`: encoder actors (default: one per GPU; one on a
+    CPU-only cluster, using half of a node's CPUs)."""
     from videomini.loading import CheckpointError
-    from videomini.pipelines.ask import default_model_id
 
-    model_id = (model_id or default_model_id()) if visual else None  # as recorded in the catalog
     load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
     if model_id is not None and Path(model_id).expanduser().exists():
         load_id = str(Path(model_id).expanduser().resolve())
@@ -233,14 +138,6 @@ def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch
         if started_here:
             ray.shutdown()
             shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
-                     **options: Any) -> IndexReport:
-    """The "ray" entry point of the `videomini.engines` group: `index_videos` on Ray."""
-    from videomini.pipelines.index import index_videos
-
-    return index_videos(library_dir, paths, model, engine="ray", **options)
 
 
 def _check_projection(load_id: str, model_id: str) -> None:
@@ -309,29 +206,13 @@ def short_temp_dir() -> str:
 def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str | None, fps: float,
          batch_size: int, timeout_s: float, signals: list[str], text_embedder: Any, report: IndexReport,
          emit: Event, encoders: int | None) -> None:
-    from ray.data import DataContext
-
-    visual = load_id is not None
-    videos: dict[int, _Assembly] = {}
-    inputs = []
-    for item in todo:
-        kept = kept_frames_for(library, item, visual)  # before mark_running, which forgets the shard
-        video_id = library.mark_running(item.path, item.fingerprint, model_id=model_id, fps=fps)
-        videos[video_id] = _Assembly(item, video_id, kept=kept)
-        video_signals = sorted(set(signals) | set(getattr(item, "signals", ())))
-        inputs.append({"path": str(item.path), "video_id": video_id, "signals": json.dumps(video_signals)})
-
-    context = DataContext.get_current()
-    saved = (context.enable_progress_bars, context.print_on_execution_start)
-    context.enable_progress_bars, context.print_on_execution_start = False, False
-    data_logger = logging.getLogger("ray.data")
-    saved_level = data_logger.level
-    data_logger.setLevel(logging.CRITICAL)  # failures reach the caller as IndexError_, not as log spam
-    try:
+    driver = _Driver(library, model_id, fps, load_id is not None, text_embedder, report, emit)
+    inputs = [driver.start(item, signals) for item in todo]
+    with _quiet_ray_data():
         dataset = ray.data.from_items(inputs, override_num_blocks=len(inputs)).flat_map(
-            decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s, "frames": visual},
-            num_cpus=1)
-        if visual:
+            decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s,
+                                     "frames": load_id is not None}, num_cpus=1)
+        if load_id is not None:
             dataset = dataset.map_batches(
                 EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": batch_size}, batch_size=1,
                 batch_format="numpy", **_encoder_resources(ray, encoders))
@@ -344,17 +225,81 @@ def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str 
                     raise IndexError_(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
                 if row is None:
                     break
-                done = _receive(row, videos, fps, emit)
-                if done is not None:
-                    _commit(done, videos, library, model_id, fps, visual, text_embedder, report, emit)
+                driver.receive(row)
         finally:
             getattr(rows, "close", lambda: None)()  # stops the job on a cluster that outlives this run
+    driver.finish()
+
+
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """No progress bars or execution banners from Ray Data, and no log lines: failures reach the caller as
+    IndexError_, not as log spam."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    saved = (context.enable_progress_bars, context.print_on_execution_start)
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    data_logger = logging.getLogger("ray.data")
+    saved_level = data_logger.level
+    data_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
     finally:
         context.enable_progress_bars, context.print_on_execution_start = saved
         data_logger.setLevel(saved_level)
-    for assembly in list(videos.values()):  # a video whose rows never came (should not happen): its failure
-        assembly.error = assembly.error or f"{assembly.item.path}: the Ray job returned no result for this file"
-        _commit(assembly, videos, library, model_id, fps, visual, text_embedder, report, emit)
+
+
+@dataclass
+class _Driver:
+    """The library's only writer during a Ray job: marks videos running, gathers each one's rows (they arrive in
+    any order) and commits it the moment its last row is in."""
+
+    library: Any
+    model_id: str | None
+    fps: float
+    visual: bool
+    text_embedder: Any
+    report: IndexReport
+    emit: Event
+    videos: dict[int, VideoAssembly] = field(default_factory=dict)
+    announced: set[int] = field(default_factory=set)  # videos whose "video" event was emitted
+
+    def start(self, item: Any, signals: list[str]) -> dict:
+        """Mark one plan item running; returns its input row for the decode tasks."""
+        kept = kept_frames_for(self.library, item, self.visual)  # before mark_running, which forgets the shard
+        video_id = self.library.mark_running(item.path, item.fingerprint, model_id=self.model_id, fps=self.fps)
+        self.videos[video_id] = VideoAssembly(item, video_id, kept)
+        video_signals = sorted(set(signals) | set(getattr(item, "signals", ())))
+        return {"path": str(item.path), "video_id": video_id, "signals": json.dumps(video_signals)}
+
+    def receive(self, row: dict) -> None:
+        """Take one row; commit its video when that row completed it. Repeated rows (a retried Ray task)
+        overwrite their own batch and are otherwise harmless."""
+        video_id, message = from_row(row)
+        if isinstance(message, Fatal):  # the encoder cannot run at all: stop; the videos left stay `running`
+            raise IndexError_(message.error)
+        assembly = self.videos.get(video_id)
+        if assembly is None:  # already committed
+            return
+        if video_id not in self.announced:
+            self.announced.add(video_id)
+            self.emit("video", {"path": assembly.path, "action": assembly.item.action})
+        assembly.add(message, self.fps, self.emit)
+        if assembly.complete():
+            self._commit(assembly)
+
+    def finish(self) -> None:
+        """A video whose rows never all came (should not happen) fails with that reason."""
+        for assembly in list(self.videos.values()):
+            if assembly.error is None:
+                assembly.add(Failed(f"{assembly.path}: the Ray job returned no result for this file"), self.fps)
+            self._commit(assembly)
+
+    def _commit(self, assembly: VideoAssembly) -> None:
+        del self.videos[assembly.video_id]
+        commit_video(self.library, assembly, assembly.result(self.visual), model_id=self.model_id, fps=self.fps,
+                     report=self.report, emit=self.emit, text_embedder=self.text_embedder)
 
 
 def _encoder_resources(ray: Any, encoders: int | None) -> dict:
@@ -369,43 +314,6 @@ def _encoder_resources(ray: Any, encoders: int | None) -> dict:
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
         resources = {"num_gpus": 0, "num_cpus": max(1, int(min(node_cpus, default=2)) // 2)}
     return {**resources, "compute": ActorPoolStrategy(min_size=1, max_size=encoders or max(1, gpus))}
-
-
-def _receive(row: dict, videos: dict[int, _Assembly], fps: float, emit: Event) -> _Assembly | None:
-    """Take one row; returns its video when that row completed it. Repeated rows (a retried Ray task) overwrite
-    their own batch and are otherwise harmless."""
-    assembly = videos.get(int(row["video_id"]))
-    if assembly is None:  # already committed
-        return None
-    meta, path, kind = json.loads(row["meta"]), str(assembly.item.path), row["kind"]
-    if not assembly.announced:
-        assembly.announced = True
-        emit("video", {"path": path, "action": assembly.item.action})
-    if kind == "info":
-        assembly.info = meta["info"]
-        emit("info", {"path": path, "frames": int((assembly.info.get("duration_s") or 0) * fps) + 1})
-    elif kind == "batch":
-        times = _array(row, meta, "times")
-        assembly.batches[int(row["seq"])] = (_array(row, meta, "tokens"), _array(row, meta, "embeddings"), times)
-        assembly.seconds += meta["encode_s"]
-        emit("frames", {"path": path, "count": len(times)})
-    elif kind == "segments":
-        assembly.segments = (meta["signals"], meta["segments"])
-    elif kind == "end":
-        assembly.expected, assembly.warnings = meta["batches"], meta["warnings"]
-        assembly.seconds += meta["decode_s"]
-    elif kind == "error":
-        assembly.error, assembly.warnings = meta["error"], meta["warnings"]
-    elif kind == "fatal":  # the encoder cannot run at all: stop; the videos left stay `running` for a re-run
-        raise IndexError_(meta["error"])
-    return assembly if assembly.complete() else None
-
-
-def _commit(assembly: _Assembly, videos: dict[int, _Assembly], library: Any, model_id: str | None, fps: float,
-            visual: bool, text_embedder: Any, report: IndexReport, emit: Event) -> None:
-    del videos[assembly.video_id]
-    commit_video(library, assembly.item, assembly.video_id, assembly.result(visual, fps), model_id, fps, report, emit,
-                 text_embedder, assembly.kept)
 
 
 def _root_cause(error: BaseException) -> BaseException:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from videomini.answer import Answer, Evidence
-from videomini.memory import parse_time_references
+from videomini.timerefs import parse_time_references
 from videomini.signals import TextSegment
 from videomini.signals.speech import MIN_SPEECH_SCORE, confident_speech
 

@@ -164,3 +164,22 @@ def narrated(tmp_path_factory):
     from narrated import make_narrated_video
 
     return make_narrated_video(tmp_path_factory.mktemp("media") / "narrated.mp4")
+
+
+@pytest.fixture(scope="session")
+def serve_library(tmp_path_factory, checkpoint, narrated):
+    """A library for `videomini serve` tests: the narrated video (frames + speech + on-screen text) and a silent
+    one with a caption, indexed with the tiny checkpoint. Returns (library folder, {name: NarratedVideo})."""
+    from narrated import Caption, make_narrated_video
+
+    from videomini.ask import VideoMini
+    from videomini.pipelines.index import index_videos
+
+    silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
+                                 captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)
+    library = tmp_path_factory.mktemp("serve") / "library"
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    report = index_videos(library, [narrated.path, silent.path], vm, model_id=str(checkpoint),
+                          signals=("speech", "ocr"))
+    assert len(report.indexed) == 2, report.failed
+    return library, {"narrated.mp4": narrated, "silent.mp4": silent}

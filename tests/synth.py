@@ -171,6 +171,22 @@ def truncate(src: str | Path, dst: str | Path, fraction: float) -> Path:
     return Path(dst)
 
 
+def damage(src: str | Path, dst: str | Path, start_s: float, end_s: float, seed: int = 0) -> Path:
+    """Copy a video and overwrite with random bytes the video packets whose decode time is in [start_s, end_s)
+    (bit rot or a bad sector in the middle of a file; the container's index stays intact)."""
+    import random
+
+    with av.open(str(src)) as container:
+        stream = container.streams.video[0]
+        spans = [(e.pos, e.size) for e in stream.index_entries
+                 if start_s <= float(e.timestamp * stream.time_base) < end_s]
+    data, rng = bytearray(Path(src).read_bytes()), random.Random(seed)
+    for pos, size in spans:
+        data[pos:pos + size] = bytes(rng.randrange(256) for _ in range(size))
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 def lie_about_duration(src: str | Path, dst: str | Path, factor: float) -> Path:
     """Copy an MP4 and multiply the durations its header declares (mvhd, tkhd, mdhd) by `factor`.
 

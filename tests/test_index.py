@@ -11,12 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_audio_only, make_numbered_video, truncate
+from synth import damage, make_audio_only, make_numbered_video, truncate
 from videomini.cli.main import app
 from videomini.storage import LibraryStore
 
@@ -52,10 +51,8 @@ def catalog_rows(library: Path) -> list[tuple]:
 
 
 def index_contents(library: Path) -> tuple[np.ndarray, np.ndarray]:
-    manifest = json.loads((library / "index.json").read_text())
-    index = faiss.read_index(str(library / manifest["index_file"]))
-    ids = np.load(library / manifest["ids_file"])
-    return ids, index.reconstruct_n(0, index.ntotal)
+    with LibraryStore(library) as lib:
+        return lib.indexed_vectors()
 
 
 def test_index_good_and_bad_then_skip_unchanged(tmp_path, checkpoint, media):
@@ -117,7 +114,7 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     """Known vectors injected: the query's text embedding is made equal to one stored frame's image embedding,
     so search must return that video at that time, and `ask --library` must cite frames from that video."""
     from videomini.pipelines import search as search_module
-    from videomini.pipelines.ask import VideoMini
+    from videomini.ask import VideoMini
     from videomini.pipelines.index import index_videos
 
     _, good = media
@@ -148,7 +145,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()
-    answer = search_module.ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
+    from videomini.ask import ask_library
+
+    answer = ask_library(vm, library, "What number is shown?", top_k=2, max_new_tokens=3)
     assert answer.text and answer.frames_used > 0
     assert any(Path(e.video) == good[2].resolve() for e in answer.evidence)
 
@@ -187,3 +186,20 @@ def test_python_api_index_search_ask_remove(tmp_path, checkpoint, media):
     assert lib.stats()["status"]["done"] == 2 and lib.model_id == str(checkpoint)
     assert lib.remove([good[0]]) == [str(good[0].resolve())]
     assert [v["path"] for v in lib.videos()] == [str(good[1].resolve())]
+
+
+def test_index_warnings_on_stderr_and_a_missing_model_in_one_line(tmp_path, checkpoint):
+    clip = make_numbered_video(tmp_path / "clip.mp4", seconds=10, fps=5, faststart=True)
+    hurt = damage(clip, tmp_path / "clip_b.mp4", 4.0, 5.0)
+    out = run_cli("index", str(hurt), "--library", str(tmp_path / "lib"), "--model", str(checkpoint))
+    assert out.returncode == 0, out.stderr
+    [warning] = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {hurt}: damaged video data between ")
+    assert "damaged video data" not in out.stdout and "RuntimeWarning" not in out.stderr
+    # the model is loaded only when a file needs encoding, and a missing one is one line with the way out
+    missing = tmp_path / "no-such-model"
+    out = run_cli("index", str(clip), "--library", str(tmp_path / "lib"), "--model", str(missing))
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("error: ") and str(missing) in line
+    assert line.endswith("(or index speech and on-screen text only: --no-visual --signals speech,ocr)")

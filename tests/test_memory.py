@@ -1,4 +1,4 @@
-"""Frame memory, frame selection and the memory planner (videomini/memory.py)."""
+"""Time references, frame selection, the frame memory and the memory planner."""
 
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from videomini.memory import (
-    KNOWN_CONFIGS,
-    FrameMemory,
-    device_memory,
-    parse_size,
-    parse_time_references,
-    plan_memory,
-    select_frames,
-)
+from videomini.frame_memory import FrameMemory
+from videomini.loading import KNOWN_CONFIGS
+from videomini.planner import device_memory, parse_size, plan_memory
+from videomini.selection import select_frames
+from videomini.timerefs import parse_time_references
 
 HOUR = 3600.0
 MODEL_8B = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -330,3 +326,22 @@ def test_plan_vision_tower_fallback_and_errors(golden_dir: Path, tmp_path: Path)
                                                                  if k != "prefusion_layer_num"}))
     with pytest.raises(ValueError, match="not a LLaVA-Mini config"):
         plan_memory(tmp_path / "llama", "24GB")
+
+
+def test_plan_config_without_compressor_size_is_planned_as_built(golden_dir: Path, tmp_path: Path) -> None:
+    """A config that omits compressor_size is built with the reference's default (2: four tokens per frame); the
+    planner must count the model the loader builds, not a default of its own."""
+    from videomini.loading import llm_config_from
+    from videomini.model import LlavaMiniConfig, build_model
+
+    config = {k: v for k, v in KNOWN_CONFIGS[MODEL_8B].items() if k != "compressor_size"}
+    plan = plan_memory(config, "80GB")
+    assert plan.tokens_per_frame == LlavaMiniConfig.from_dict(config).tokens_per_frame == 4
+    assert plan.kv_bytes_per_frame == 4 * 131072
+
+    tiny = json.loads((golden_dir / "llavamini_tiny" / "config.json").read_text())
+    tiny.pop("compressor_size")
+    built = build_model(LlavaMiniConfig.from_dict(tiny), llm_config_from(tiny))
+    planned = plan_memory(tiny, "1GB", dtype="fp32")
+    assert planned.parameters["compressor"] == sum(p.numel() for p in built.compressor.parameters())
+    assert planned.tokens_per_frame == built.config.tokens_per_frame == 4

@@ -126,18 +126,23 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
         assert (status["done"], status["failed"], status["running"]) == (2, 1, 0)
 
 
-def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated):
-    # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders
-    from videomini.pipelines.index import IndexReport, _text_embedder
+def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated, monkeypatch):
+    # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders. Ray runs
+    # a 1-CPU task with OMP_NUM_THREADS=1, which moves Whisper's word times by a few hundredths of a second: the
+    # local decoders (spawned children, inheriting this environment) get the same setting.
+    from videomini.pipelines.index import IndexReport
+    from videomini.pipelines.indexing import default_text_embedder
     from videomini.pipelines.ray_engine import run_ray
 
     signals = ["ocr", "speech"]
-    index_videos(tmp_path / "local", [narrated.path], model_id=str(checkpoint), signals=signals, batch_size=4)
+    with monkeypatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        index_videos(tmp_path / "local", [narrated.path], model_id=str(checkpoint), signals=signals, batch_size=4)
     with LibraryStore(tmp_path / "ray", create=True) as lib:
         plan = lib.plan([narrated.path], model_id=str(checkpoint), signals=signals)
         report = IndexReport()
         run_ray(lib, plan, str(checkpoint), fps=1.0, batch_size=4, timeout_s=120, address=None, report=report,
-                emit=lambda kind, details: None, signals=signals, text_embedder=_text_embedder())
+                emit=lambda kind, details: None, signals=signals, text_embedder=default_text_embedder())
         assert [Path(p).name for p in report.indexed] == [narrated.path.name]
     with LibraryStore(tmp_path / "ray") as ray_lib, LibraryStore(tmp_path / "local") as local_lib:
         mine, local = ray_lib.video(narrated.path), local_lib.video(narrated.path)
@@ -146,6 +151,16 @@ def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrate
         assert segments == local_lib.segments(local["id"]) and {s["source"] for s in segments} == {"ocr", "speech"}
         np.testing.assert_array_equal(ray_lib.load_frames(mine["id"]).timestamps_s,
                                       local_lib.load_frames(local["id"]).timestamps_s)
+
+
+def test_ray_signals_only_needs_no_vision_model(tmp_path, local_ray, media, monkeypatch):
+    # --no-visual on Ray: no encoder stage and no model at all, even when the default model is not on this machine
+    monkeypatch.setenv("VIDEOMINI_MODEL", str(tmp_path / "no-such-model"))
+    report = index_videos(tmp_path / "lib", [media / "numbers.mp4"], engine="ray", visual=False, signals=["ocr"])
+    assert [Path(p).name for p in report.indexed] == ["numbers.mp4"] and report.frames == 0, report.failed
+    with LibraryStore(tmp_path / "lib") as lib:
+        video = lib.video(media / "numbers.mp4")
+        assert (video["status"], video["signals"], video["model_id"], video["n_frames"]) == ("done", "ocr", None, 0)
 
 
 def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media):

@@ -133,7 +133,7 @@ def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, na
 
 def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, checkpoint, narrated):
     from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.search import ask_library
+    from videomini.ask import ask_library
 
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"

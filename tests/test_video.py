@@ -7,6 +7,7 @@ asserts which frame came back at which time.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import warnings
 
@@ -233,6 +234,21 @@ def test_truncated_file_yields_frames_that_exist_and_warns(media, backend):
     assert 1 <= len(frames) < 12
     assert numbers(frames) == [round(t * FPS) for t in times]
     assert times == pytest.approx([k / 2 for k in range(len(frames))])
+
+
+def test_damaged_middle_is_reported_as_damage_not_an_early_end(tmp_path):
+    """Random bytes over the packets of 4-5 s of an H.264 file: decoding goes on to the end, and the one-line
+    warning says where the data is damaged (it used to say "file ends early: decoded up to 10.00 s of 10.00 s")."""
+    clip = synth.make_numbered_video(tmp_path / "clip.mp4", 10, FPS, faststart=True)
+    path = synth.damage(clip, tmp_path / "damaged.mp4", 4.0, 5.0)
+    with pytest.warns(RuntimeWarning, match="damaged video data") as record:
+        frames, times = collect(path, fps=1.0)
+    [message] = [str(w.message) for w in record]
+    assert message.startswith(f"{path}: damaged video data between ") and "\n" not in message
+    assert "ends early" not in message and "could not be decoded" in message
+    first_s, last_s = (float(x) for x in re.findall(r"between ([\d.]+) s and ([\d.]+) s", message)[0])
+    assert 3.5 <= first_s <= last_s <= 6.0
+    assert times[-1] == pytest.approx(9.0) and numbers(frames[:4]) == [0, 10, 20, 30]
 
 
 def test_truncated_file_with_decord_raises_clearly(media):

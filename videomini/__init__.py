@@ -12,7 +12,7 @@ def __getattr__(name: str):
 
         return load_model
     if name == "VideoMini":
-        from videomini.pipelines.ask import VideoMini
+        from videomini.ask import VideoMini
 
         return VideoMini
     if name == "Library":

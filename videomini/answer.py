@@ -18,9 +18,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from videomini.model import PREFILL_CHUNK_TOKENS, image_slot
 from videomini.prompting import stop_token_ids
+
+MOMENT_GAP_SPACINGS = 1.5  # chosen frames closer than 1.5 sampling intervals belong to one moment
+EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
 
 @dataclass
@@ -97,6 +101,17 @@ class _LayerInputs:
             handle.remove()
 
 
+def _context_keys(layer_cache: Any, length: int) -> torch.Tensor:
+    """The post-RoPE keys of the first `length` positions in one layer's cache (1, kv_heads, length, d); a quantized
+    cache's flushed part dequantized, as its own attention reads it."""
+    keys = layer_cache.keys
+    quantized = getattr(layer_cache, "_quantized_keys", None)
+    if quantized is not None:
+        flushed = layer_cache._dequantize(quantized)
+        keys = torch.cat([flushed, keys], dim=-2) if keys.dim() == 4 and keys.shape[-2] else flushed
+    return keys[:, :, :length]
+
+
 @torch.inference_mode()
 def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache: Any, prompt_len: int,
                         frame_slice: slice, tokens_per_frame: int) -> np.ndarray:
@@ -104,28 +119,34 @@ def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache:
 
     `layer_inputs[l][s]` is layer l's input at the position that produced answer token s (step 0 = last prompt
     position, step s = position prompt_len + s - 1). Returns (n_frames,) summing to <= 1 (the rest is text).
+    Queries are grouped by their KV head (no copy of the keys per head) and scored a few answer steps at a time,
+    so at most EVIDENCE_SCORE_BYTES of scores exist at once, however many frames the context holds.
     """
     layers = llm.model.layers
     steps = len(layer_inputs[0])
     if steps == 0:
         return np.zeros((frame_slice.stop - frame_slice.start) // tokens_per_frame)
-    positions = torch.arange(prompt_len - 1, prompt_len - 1 + steps, device=llm.device)
-    total = None
+    context = prompt_len - 1 + steps
+    positions = torch.arange(prompt_len - 1, context, device=llm.device)
+    heads = llm.config.num_attention_heads
+    steps_per_pass = max(1, EVIDENCE_SCORE_BYTES // (heads * context * 4))
+    total = torch.zeros(frame_slice.stop - frame_slice.start, dtype=torch.float32, device=llm.device)
     for index, layer in enumerate(layers):
         attn = layer.self_attn
         hidden = torch.cat(layer_inputs[index], dim=1)  # (1, steps, H)
-        normed = layer.input_layernorm(hidden)
-        query = attn.q_proj(normed).view(1, steps, -1, attn.head_dim).transpose(1, 2)  # (1, heads, steps, d)
+        query = attn.q_proj(layer.input_layernorm(hidden)).view(1, steps, heads, attn.head_dim).transpose(1, 2)
         cos, sin = llm.model.rotary_emb(hidden, positions.unsqueeze(0))
-        query, _ = apply_rotary_pos_emb(query, query, cos, sin)
-        keys = cache.layers[index].keys[:, :, : prompt_len - 1 + steps]  # post-RoPE keys of the context
-        keys = repeat_kv(keys, attn.num_key_value_groups).to(query.dtype)
-        scores = (query @ keys.transpose(-1, -2)).float() * attn.scaling  # (1, heads, steps, K)
-        causal = torch.arange(keys.shape[2], device=keys.device)[None, :] > positions[:, None]
-        probs = scores.masked_fill(causal, float("-inf")).softmax(-1)
-        on_frames = probs[..., frame_slice].mean(dim=(0, 1, 2))  # (frame tokens,)
-        total = on_frames if total is None else total + on_frames
-    per_token = (total / len(layers)).cpu().numpy()
+        query, _ = apply_rotary_pos_emb(query, query, cos, sin)  # (1, heads, steps, d)
+        keys = _context_keys(cache.layers[index], context).to(query.dtype)  # (1, kv_heads, K, d)
+        kv_heads = keys.shape[1]
+        for start in range(0, steps, steps_per_pass):
+            part = query[:, :, start: start + steps_per_pass]  # heads are grouped by KV head, as repeat_kv orders them
+            grouped = part.reshape(1, kv_heads, -1, attn.head_dim)  # (1, kv_heads, groups * n, d)
+            scores = (grouped @ keys.transpose(-1, -2)).float() * attn.scaling
+            causal = torch.arange(context, device=keys.device)[None, :] > positions[start: start + part.shape[2], None]
+            scores = scores.view(1, kv_heads, -1, part.shape[2], context).masked_fill(causal, float("-inf"))
+            total += scores.softmax(-1)[..., frame_slice].sum(dim=(0, 1, 2, 3))
+    per_token = (total / (len(layers) * heads * steps)).cpu().numpy()
     return per_token.reshape(-1, tokens_per_frame).sum(-1)
 
 
@@ -140,7 +161,7 @@ def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, met
     chosen = sorted(order[:top_k].tolist())
     groups: list[list[int]] = []
     for index in chosen:
-        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * 1.5:
+        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * MOMENT_GAP_SPACINGS:
             groups[-1].append(index)
         else:
             groups.append([index])
@@ -162,13 +183,17 @@ class Generator:
         self.tokenizer = tokenizer
 
     def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
-               temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True
-               ) -> Iterator[str]:
-        """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs."""
+               temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True,
+               kv_cache: str | None = None, prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Iterator[str]:
+        """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs.
+
+        The prompt is prefilled in chunks before the layer inputs are recorded, so the recorder sees only the
+        positions that produce answer tokens."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
+        cache = self.model.prefill(inputs_embeds, self.model.new_cache(kv_cache), prefill_chunk_tokens)
         recorder = _LayerInputs(self.model.llm.model.layers) if record_attention else None
         self.result: dict[str, Any] = {}
         errors: list[BaseException] = []
@@ -178,9 +203,8 @@ class Generator:
             try:
                 out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
                                           do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
-                                          streamer=streamer, return_dict_in_generate=True, **sampling)
-                # transformers renamed the output's past_key_values to cache (the old name warns on every ask)
-                cache = out["cache"] if "cache" in out else out.get("past_key_values")
+                                          streamer=streamer, return_dict_in_generate=True, cache=cache,
+                                          prefill_chunk_tokens=prefill_chunk_tokens, **sampling)
                 self.result = {"ids": out.sequences, "cache": cache}
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
@@ -199,3 +223,36 @@ class Generator:
                 self.result["layer_inputs"] = recorder.inputs
         if errors:
             raise errors[0]
+
+
+@dataclass
+class Generated:
+    """What the LLM said and how much attention each frame received while it said it."""
+
+    text: str
+    frame_scores: np.ndarray  # (n_frames,) mean attention mass per frame (see `attention_to_frames`)
+    token_ids: list[int] = field(default_factory=list)  # the generated ids (stop token included)
+
+
+def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
+                           frame_tokens: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+                           on_token: Callable[[str], None] | None = None, kv_cache: str | None = None,
+                           prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Generated:
+    """The one answering path: the fused question (L, H) with its <image> slot replaced by the chosen frames'
+    tokens (T, C*C, H) -> chunked prefill -> generated answer (streamed to `on_token`) -> each frame's attention
+    mass. `kv_cache` "int8" / "int4" quantizes the KV cache (transformers' QuantizedCache)."""
+    inputs_embeds = model.build_inputs_embeds(input_ids, fused_text, frame_tokens)
+    generator = Generator(model, tokenizer)
+    pieces = []
+    for piece in generator.stream(inputs_embeds, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                  kv_cache=kv_cache, prefill_chunk_tokens=prefill_chunk_tokens):
+        pieces.append(piece)
+        if on_token:
+            on_token(piece)
+    slot = image_slot(input_ids)
+    frames, tokens_per_frame = frame_tokens.shape[0], frame_tokens.shape[1]
+    scores = attention_to_frames(model.llm, generator.result.get("layer_inputs", [[]]),
+                                 generator.result.get("cache"), inputs_embeds.shape[1],
+                                 slice(slot, slot + frames * tokens_per_frame), tokens_per_frame)
+    ids = generator.result.get("ids")
+    return Generated("".join(pieces).strip(), scores, [] if ids is None else ids[0].tolist())

@@ -68,14 +68,14 @@ class Library:
                     return store.indexed_model_id()
                 except LibraryError:
                     pass
-        from videomini.pipelines.ask import default_model_id  # TODO(redesign): videomini/ask.py once merged
+        from videomini.loading import default_model_id
 
         return default_model_id()
 
     def model(self) -> Any:
         """The VideoMini (LLaVA-Mini + its CLIP text tower), loaded once."""
         if self._model is None:
-            from videomini.pipelines.ask import VideoMini  # TODO(redesign): videomini/ask.py once merged
+            from videomini.ask import VideoMini
 
             self._model = VideoMini.from_pretrained(self.model_id, device=self.device, dtype=self.dtype)
         return self._model
@@ -109,16 +109,13 @@ class Library:
             fallback: bool = True) -> Any:
         """Answer over the library's best moments with LLaVA-Mini. When no model can be loaded and `fallback`,
         the stored speech and on-screen text answer instead (Answer.generated_by == "signals")."""
-        from videomini.loading import CheckpointError
-        from videomini.pipelines.search import answer_library_from_signals, ask_library  # TODO(redesign)
+        # TODO(redesign): the ask policy (pipelines/ask.py) is shared with the CLI and the server; the facade
+        # reaches it here until that policy's signal answers live under videomini/
+        from videomini.pipelines.ask import ask_library
 
-        try:
-            vm = self.model()
-        except CheckpointError:
-            if not fallback:
-                raise
-            return answer_library_from_signals(self.root, question, top_k=min(top_k, 3))
-        return ask_library(vm, self.root, question, top_k=top_k, max_frames=max_frames, max_new_tokens=max_new_tokens)
+        return ask_library(self.root, question, model=self._model or self._model_id, top_k=top_k,
+                           max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
+                           load=lambda _: self.model())
 
     # ------------------------------------------------------------------ the catalog
 
@@ -131,10 +128,26 @@ class Library:
         with LibraryStore(self.root) as store:
             return store.videos(status)
 
+    def check(self) -> list[str]:
+        """Everything wrong with the library (catalog, shards and index files against their checksums, and their
+        agreement), one line each naming the file; [] when whole. Only reads."""
+        return LibraryStore.check(self.root)
+
+    def repair(self, wait_s: float = 0.0) -> list[str]:
+        """Fix what `check` finds: rebuild a damaged catalog from the shards, send videos whose shard is missing
+        or damaged back to be indexed again (by the next `index`), rebuild the index. Returns what was done."""
+        return LibraryStore.repair(self.root, wait_s)
+
     def remove(self, paths: Iterable[str | os.PathLike], wait_s: float = 0.0) -> list[str]:
         """Remove videos from the catalog, the index and the shards."""
         with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:
             return store.remove(paths)
+
+    def compact(self, wait_s: float = 0.0) -> dict:
+        """Merge the index's segments into one base now (dead rows of removed videos purged); returns the
+        manifest. `index` runs compact on their own when deltas or deletions pass their thresholds."""
+        with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:
+            return store.compact_index()
 
 
 class LazyModel:

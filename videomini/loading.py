@@ -8,16 +8,20 @@ path). Weights are read with safetensors only (never pickle) and no remote code 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from videomini.errors import first_line
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -30,6 +34,32 @@ _PREFIX_MAP = (("model.mm_projector.", "mm_projector."), ("model.compressor.", "
                ("lm_head.", "llm.lm_head."))
 _IGNORED_PREFIXES = ("model.vision_tower.",)
 
+_LLAMA_31_8B = {
+    "architectures": ["LlavaMiniLlamaForCausalLM"], "model_type": "llava_mini_llama",
+    "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+    "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "mlp_bias": False, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "compressor_size": 1, "prefusion_layer_num": 4, "resolution_ratio": 1, "mm_hidden_size": 1024,
+    "mm_projector_type": "mlp2x_gelu", "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+    "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "image_aspect_ratio": "square",
+    "tokenizer_model_max_length": 4096, "torch_dtype": "bfloat16",
+}
+# Built in so that `videomini plan` works with no files and no network.
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {DEFAULT_MODEL_ID: _LLAMA_31_8B}
+_CLIP_L_336 = {
+    "model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+    "num_attention_heads": 16, "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-05, "num_channels": 3,
+}
+# The hub checkpoint is a full CLIP: its image projection (1024 → 768) gives the retrieval embedding.
+KNOWN_VISION_CONFIGS: dict[str, dict[str, Any]] = {
+    "openai/clip-vit-large-patch14-336": {**_CLIP_L_336, "_with_projection": True},
+}
+DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason."""
@@ -39,6 +69,11 @@ class LoadedModel(NamedTuple):
     model: Any  # videomini.model.LlavaMini
     tokenizer: Any
     image_processor: Any
+
+
+def default_model_id() -> str:
+    """The model used when none is named: $VIDEOMINI_MODEL, else the released LLaVA-Mini."""
+    return os.environ.get("VIDEOMINI_MODEL") or DEFAULT_MODEL_ID
 
 
 def default_device() -> torch.device:
@@ -67,6 +102,78 @@ def parse_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
+def _cached_hub_config(repo_id: str) -> Path | None:
+    """config.json of a hub id when it is already in the Hugging Face cache (never downloads)."""
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an invalid repo id, an unreadable cache: simply not cached
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def find_config(model: str | os.PathLike | dict[str, Any]) -> tuple[dict[str, Any], str, Path | None]:
+    """(config, name, folder) without loading or downloading anything: a dict as is; a checkpoint folder or its
+    config.json; a known id (built in); a hub id already in the Hugging Face cache. ValueError otherwise."""
+    if isinstance(model, dict):
+        return copy.deepcopy(model), str(model.get("_name_or_path", "config")), None
+    name = os.fspath(model)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path}: no config.json (not a LLaVA-Mini checkpoint folder)")
+        return _read_json(path / "config.json"), name, path
+    if path.is_file():
+        return _read_json(path), name, path.parent
+    if name in KNOWN_CONFIGS:
+        return copy.deepcopy(KNOWN_CONFIGS[name]), name, None
+    cached = _cached_hub_config(name)
+    if cached is not None:
+        return _read_json(cached), name, cached.parent
+    raise ValueError(f"{name}: not a checkpoint folder, a config.json, a model in the Hugging Face cache or a "
+                     f"known model id; pass a local checkpoint folder or one of: {', '.join(KNOWN_CONFIGS)}")
+
+
+def find_vision_config(tower: str | None, folder: Path | None) -> tuple[dict[str, Any], str]:
+    """(config, source) of the vision tower named by `mm_vision_tower`, never downloading: relative to the
+    checkpoint folder, as a path, a known id, a cached hub id; else CLIP ViT-L/14-336 with source ""."""
+    tower = tower or DEFAULT_VISION_TOWER
+    candidates = ([folder / tower] if folder is not None else []) + [Path(tower).expanduser()]
+    for candidate in candidates:
+        config_path = candidate / "config.json" if candidate.is_dir() else candidate
+        if config_path.is_file() and config_path.suffix == ".json":
+            return _read_json(config_path), str(candidate)
+    if tower in KNOWN_VISION_CONFIGS:
+        return copy.deepcopy(KNOWN_VISION_CONFIGS[tower]), tower
+    cached = _cached_hub_config(tower)
+    if cached is not None:
+        return _read_json(cached), tower
+    return copy.deepcopy(KNOWN_VISION_CONFIGS[DEFAULT_VISION_TOWER]), ""
+
+
+def llm_config_from(config: dict[str, Any]) -> Any:
+    """The Llama keys of a LLaVA-Mini config.json -> LlamaConfig (SDPA attention), as the model is built."""
+    from transformers import LlamaConfig
+
+    llm_config = LlamaConfig(**{k: v for k, v in config.items()
+                                if k not in ("architectures", "model_type") and not k.startswith("_")})
+    llm_config._attn_implementation = "sdpa"
+    return llm_config
+
+
 def resolve_checkpoint(id_or_path: str | os.PathLike, what: str = "model") -> Path:
     """A local folder, else a hub id through huggingface_hub's cache (downloaded when the hub is reachable)."""
     name = os.fspath(id_or_path)
@@ -93,8 +200,8 @@ def resolve_checkpoint(id_or_path: str | os.PathLike, what: str = "model") -> Pa
     try:
         return Path(snapshot_download(name, allow_patterns=patterns))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({reason[:120]}): {fix}") from None
+        raise CheckpointError(f"{name}: {what} is not cached and the hub is unreachable ({first_line(e)[:120]}): "
+                              f"{fix}") from None
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -161,24 +268,34 @@ def has_weights(folder: str | os.PathLike, prefix: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Load with transformers silent -- no "Loading weights" bar, no notice about checkpoint keys a model leaves
+    unused on purpose (a full CLIP checkpoint holds both towers) -- then restore its settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_vision_tower(tower: Path, dtype: torch.dtype, device: torch.device) -> tuple[nn.Module, Any]:
     """CLIP vision tower + its image processor. A full CLIP checkpoint (with `visual_projection`) is loaded
     with the projection so that the same pass yields the CLIP image embedding used for retrieval."""
     from transformers import CLIPImageProcessorPil, CLIPVisionModel, CLIPVisionModelWithProjection
 
-    from transformers.utils import logging as hf_logging
-
     cls = CLIPVisionModelWithProjection if has_weights(tower, "visual_projection.") else CLIPVisionModel
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text-tower keys are expected to go unused
-    hf_logging.disable_progress_bar()
     try:
-        model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+        with quiet_transformers():  # a full CLIP checkpoint's text-tower keys are expected to go unused
+            model = cls.from_pretrained(str(tower), dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({str(e).splitlines()[0][:160]})") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        raise CheckpointError(f"{tower}: cannot load the CLIP vision tower ({first_line(e)[:160]})") from None
     # PIL backend named explicitly: bit-identical to the reference, and an installed torchvision cannot switch it
     try:
         processor = CLIPImageProcessorPil.from_pretrained(str(tower))
@@ -194,7 +311,7 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
     `device` defaults to CUDA when present, else CPU; `dtype` to bf16 on CUDA and float32 on CPU (weights stored in
     bf16 are upcast). `vision_tower` overrides the checkpoint's `mm_vision_tower`.
     """
-    from transformers import GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     from videomini.model import LlavaMini, LlavaMiniConfig, sincos_pos_embed_2d
@@ -204,8 +321,7 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
     folder = resolve_checkpoint(id_or_path)
     config = read_config(folder)
     mm_config = LlavaMiniConfig.from_dict(config)
-    llm_config = LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")})
-    llm_config._attn_implementation = "sdpa"
+    llm_config = llm_config_from(config)
     tower_path = resolve_vision_tower(mm_config.mm_vision_tower, folder, vision_tower)
     tower, image_processor = load_vision_tower(tower_path, dtype, device)
 
@@ -245,7 +361,7 @@ def load_model(id_or_path: str | os.PathLike = DEFAULT_MODEL_ID, device: str | t
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{folder}: cannot load the tokenizer ({first_line(e)[:160]})") from None
     return LoadedModel(model, tokenizer, image_processor)
 
 

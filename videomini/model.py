@@ -37,6 +37,10 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder in input_ids, as in the reference
 COMPRESSOR_WIDTH = 1024  # the official compressor hard-codes width 1024 and 8 heads
 COMPRESSOR_HEADS = 8
+# Positions per prefill forward: the LLM's activations are bounded by one chunk, not by the number of frames.
+PREFILL_CHUNK_TOKENS = 4096
+# --kv-cache: transformers' quantized cache backends that run on the CPU (HQQ for 8 bits, quanto for 4).
+KV_CACHE_BACKENDS = {"int8": ("hqq", 8), "int4": ("quanto", 4)}
 
 
 @dataclass
@@ -147,6 +151,16 @@ def prefusion_layout(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def image_slot(input_ids: torch.Tensor) -> int:
+    """The position of the single <image> placeholder in `input_ids` (1, L) or (L,): where the frame tokens go."""
+    slots = (input_ids.reshape(-1) == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+    if len(slots) != 1:
+        raise ValueError(f"input_ids must contain the <image> placeholder ({IMAGE_TOKEN_INDEX}) exactly once, "
+                         f"found {len(slots)}")
+    return slots[0]
+
+
+
 @dataclass
 class VisionEncoding:
     """Question-independent per-frame results of one vision-tower pass.
@@ -161,6 +175,26 @@ class VisionEncoding:
     clip_embeddings: torch.Tensor | None = None
     compressor_attn: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class FusedText:
+    """The question fused with each frame, accumulated batch by batch as a float32 sum: its mean over the frames
+    is the text the LLM reads (the reference's video computation), without keeping every frame's copy."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None  # (L, H) float32
+        self.count = 0
+
+    def add(self, batch_sum: torch.Tensor, n_frames: int) -> None:
+        """Add one batch: `batch_sum` (L, H), the fused text summed over its `n_frames` frames."""
+        batch_sum = batch_sum.float()
+        self.total = batch_sum if self.total is None else self.total + batch_sum.to(self.total.device)
+        self.count += int(n_frames)
+
+    def mean(self, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+        if self.total is None or self.count == 0:
+            raise ValueError("no frames were fused with the question")
+        return (self.total / self.count).to(device, dtype)
 
 
 class LlavaMini(nn.Module):
@@ -292,11 +326,7 @@ class LlavaMini(nn.Module):
                             frame_tokens: torch.Tensor) -> torch.Tensor:
         """Fused text (L, H) with the single <image> slot replaced by all frame tokens (T*C*C, H) -> (1, S, H)."""
         ids = input_ids.reshape(-1)
-        slots = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
-        if len(slots) != 1:
-            raise ValueError(f"input_ids must contain the <image> placeholder ({IMAGE_TOKEN_INDEX}) exactly once, "
-                             f"found {len(slots)}")
-        slot = slots[0]
+        slot = image_slot(ids)
         fused_text = fused_text.reshape(ids.shape[0], -1)
         frame_tokens = frame_tokens.reshape(-1, fused_text.shape[-1]).to(fused_text.dtype)
         return torch.cat([fused_text[:slot], frame_tokens, fused_text[slot + 1:]]).unsqueeze(0)
@@ -312,14 +342,12 @@ class LlavaMini(nn.Module):
         if pixel_values.dim() != 6 or pixel_values.shape[0] != 1 or input_ids.reshape(-1, input_ids.shape[-1]).shape[0] != 1:
             raise ValueError("expected batch size 1: pixel_values (1, parts, 3, H, W) or (1, T, parts, 3, H, W)")
         frames = pixel_values[0]
-        tokens, text_sum = [], None
+        tokens, fused_text = [], FusedText()
         for start in range(0, frames.shape[0], frames_per_batch):
             encoding, fused = self.encode_frames(frames[start: start + frames_per_batch], input_ids)
             tokens.append(encoding.frame_tokens)
-            batch_sum = fused.float().sum(0)
-            text_sum = batch_sum if text_sum is None else text_sum + batch_sum
-        fused_text = (text_sum / frames.shape[0]).to(self.dtype)
-        return self.build_inputs_embeds(input_ids, fused_text, torch.cat(tokens))
+            fused_text.add(fused.float().sum(0), fused.shape[0])
+        return self.build_inputs_embeds(input_ids, fused_text.mean(self.device, self.dtype), torch.cat(tokens))
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None, **llm_kwargs: Any) -> CausalLMOutputWithPast:
@@ -333,15 +361,47 @@ class LlavaMini(nn.Module):
         llm_kwargs.setdefault("use_cache", False)
         return self.llm(inputs_embeds=inputs_embeds, **llm_kwargs)
 
+    def new_cache(self, kv_cache: str | None = None) -> Any:
+        """An empty KV cache for one generation: transformers' DynamicCache in the model's dtype, or its
+        QuantizedCache (`kv_cache` "int8": HQQ 8-bit, "int4": quanto 4-bit; the newest 128 positions stay in
+        the compute dtype until they are flushed into the quantized store)."""
+        from transformers import DynamicCache, QuantizedCache
+
+        if kv_cache in (None, "none", "model"):
+            return DynamicCache(config=self.llm.config)
+        if kv_cache not in KV_CACHE_BACKENDS:
+            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        backend, nbits = KV_CACHE_BACKENDS[kv_cache]
+        return QuantizedCache(backend=backend, config=self.llm.config, nbits=nbits)
+
+    @torch.inference_mode()
+    def prefill(self, inputs_embeds: torch.Tensor, cache: Any, chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Any:
+        """Every position but the last into `cache`, `chunk_tokens` positions per forward, so that activations are
+        bounded by the chunk. `generate` continues from the cache (transformers' restart-from-cache path: only
+        the last position is run, and it yields the first token). A no-op for a prompt within one chunk.
+
+        transformers' own `prefill_chunk_size` splits `input_ids` and cannot take `inputs_embeds`, which is what
+        the LLM receives here (fused text + frame tokens), hence this loop over the LLM's own forward."""
+        end = inputs_embeds.shape[1] - 1
+        if end <= chunk_tokens:
+            return cache
+        for start in range(cache.get_seq_length(), end, chunk_tokens):
+            chunk = inputs_embeds[:, start: min(start + chunk_tokens, end)].to(self.dtype)
+            self.llm.model(inputs_embeds=chunk, cache=cache, use_cache=True)
+        return cache
+
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                  inputs_embeds: torch.Tensor | None = None, max_new_tokens: int = 512,
                  do_sample: bool = False, eos_token_id: int | Iterable[int] | None = None,
-                 **generate_kwargs: Any) -> torch.Tensor:
+                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS, kv_cache: str | None = None,
+                 **generate_kwargs: Any) -> Any:
         """Reference-compatible generation: returns only the new token ids (1, <= max_new_tokens).
 
         Generated tokens enter the LLM as plain embeddings (they never go through pre-fusion), as in the
-        reference. Uses transformers' `generate` (greedy or sampling, a streamer via `streamer=`).
+        reference. Uses transformers' `generate` (greedy or sampling, a streamer via `streamer=`), after a
+        chunked prefill of long prompts into a `kv_cache` ("int8", "int4" or the model's dtype), or into the
+        `cache=` given.
         """
         if inputs_embeds is None:
             inputs_embeds = (self.encode_inputs(input_ids, pixel_values) if pixel_values is not None
@@ -350,10 +410,12 @@ class LlavaMini(nn.Module):
             eos_token_id = self.llm.generation_config.eos_token_id
         if not do_sample:  # greedy: drop sampling knobs a checkpoint's generation_config may carry
             generate_kwargs.update(temperature=None, top_p=None, top_k=None)
+        cache = generate_kwargs.pop("cache", None) or self.new_cache(kv_cache)
+        self.prefill(inputs_embeds, cache, prefill_chunk_tokens)
         attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         return self.llm.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
-                                 max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos_token_id,
-                                 pad_token_id=_first(eos_token_id), **generate_kwargs)
+                                 cache=cache, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 eos_token_id=eos_token_id, pad_token_id=_first(eos_token_id), **generate_kwargs)
 
 
 def _first(value: int | Iterable[int] | None) -> int | None:

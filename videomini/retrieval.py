@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from videomini.loading import has_weights
+from videomini.loading import has_weights, quiet_transformers
 
 
 def has_text_tower(tower_dir: str | Path) -> bool:
@@ -24,17 +24,10 @@ class TextTower:
 
     def __init__(self, tower_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerFast
-        from transformers.utils import logging as hf_logging
 
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the vision keys of a full CLIP checkpoint go unused here
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_transformers():  # the vision keys of a full CLIP checkpoint go unused here
             self.model = CLIPTextModelWithProjection.from_pretrained(str(tower_dir), dtype=dtype,
                                                                      use_safetensors=True).to(device).eval()
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
         self.tokenizer: Any = PreTrainedTokenizerFast.from_pretrained(str(tower_dir))
         self.device = torch.device(device)
         self.max_length = self.model.config.max_position_embeddings

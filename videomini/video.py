@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from videomini.errors import first_line
+
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
     "VideoInfo", "FrameBatches", "probe", "sample_frames", "read_frames_at", "uniform_frame_indices",
@@ -51,6 +53,11 @@ __all__ = [
 BACKENDS = ("pyav", "decord", "ffmpeg")
 SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
 DEFAULT_SEEK_GAP_S = 10.0  # used when the keyframe interval is unknown
+MIN_SEEK_GAP_S = 2.0  # never seek for a target closer than this: decoding through is cheaper
+FALLBACK_FPS = 25.0  # a stream that declares no frame rate: frames last 1/25 s (PAL), as FFmpeg assumes
+END_SLACK_FRAMES, END_SLACK_MIN_S = 2, 0.05  # decoding that stops earlier than this before the end "ends early"
+HEADER_SLACK_FRAMES, HEADER_SLACK_FRACTION = 3, 0.05  # a header duration off by more than this is not believed
+TAIL_WINDOW_S = 30.0  # without a keyframe index, the true end is measured from the packets of the last 30 s
 EPS_S = 1e-6  # a frame at pts is on screen at t when pts <= t + EPS_S (absorbs float time-base rounding)
 
 
@@ -212,7 +219,8 @@ def probe(path: str | Path) -> VideoInfo:
         # A header can lie about the duration; the sample index (when there is one) cannot.
         rotation = _rotation_cw(container, stream)  # decodes the first frame: before seeking to the end
         measured = _measured_end(container, stream, duration, fps)
-        if measured is not None and abs(measured - duration) > max(3.0 / max(fps, 1.0), 0.05 * measured):
+        tolerance = max(HEADER_SLACK_FRAMES / max(fps, 1.0), HEADER_SLACK_FRACTION * (measured or 0.0))
+        if measured is not None and abs(measured - duration) > tolerance:
             duration = measured
         codec_ctx = stream.codec_context
         width, height = codec_ctx.width, codec_ctx.height
@@ -245,8 +253,8 @@ def _measured_end(container, stream, header_duration: float, fps: float) -> floa
     try:
         if keys:
             container.seek(int(keys[-1]), stream=stream, backward=True)
-        elif header_duration > 30:
-            container.seek(int((origin + header_duration - 30) / tb), stream=stream, backward=True)
+        elif header_duration > TAIL_WINDOW_S:
+            container.seek(int((origin + header_duration - TAIL_WINDOW_S) / tb), stream=stream, backward=True)
         end = None
         for packet in container.demux(stream):
             if packet.pts is None or not packet.size:
@@ -292,6 +300,54 @@ class _Warn(str):
 # ------------------------------------------------------------------------------------------ PyAV backend
 
 
+class _Damage:
+    """Packets the decoder rejected: how many, the span of video time they cover, and the decoder's reason."""
+
+    def __init__(self) -> None:
+        self.count, self.reason = 0, ""
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+
+    def record(self, error: Exception, at_s: float | None = None) -> None:
+        self.count += 1
+        self.reason = getattr(error, "strerror", None) or first_line(error)
+        if at_s is not None:
+            self.first_s = at_s if self.first_s is None else min(self.first_s, at_s)
+            self.last_s = at_s if self.last_s is None else max(self.last_s, at_s)
+
+    def warning(self, path: Path, end_s: float, expected_end_s: float, frame_s: float) -> _Warn | None:
+        """The one-line warning for a file that ends early or holds damaged data; None for a sound file."""
+        what = f"{self.count} packet(s) could not be decoded: {self.reason}"
+        if end_s < expected_end_s - max(END_SLACK_FRAMES * frame_s, END_SLACK_MIN_S):
+            how = f" ({what})" if self.count else ""
+            return _Warn(f"{path}: file ends early: decoded up to {end_s:.2f} s of {expected_end_s:.2f} s{how}")
+        if not self.count:
+            return None
+        where = "" if self.first_s is None else f" between {self.first_s:.2f} s and {self.last_s:.2f} s"
+        return _Warn(f"{path}: damaged video data{where} ({what}); the frames there are missing or repeat the "
+                     "last good one")
+
+
+def _decode_packet(packet: Any, damage: _Damage, origin: float) -> list:
+    """The frames one packet decodes to; a packet the decoder rejects is recorded in `damage`."""
+    import av
+
+    try:
+        return packet.decode()
+    except (av.error.InvalidDataError, av.error.EOFError) as e:
+        pts = packet.pts if packet.pts is not None else packet.dts
+        damage.record(e, None if pts is None else float(pts * packet.time_base) - origin)
+        return []
+
+
+def _seek_gap(stream: Any, seek_gap_s: float | None) -> float:
+    """How far ahead the next target must be to seek rather than decode through: twice the keyframe interval."""
+    if seek_gap_s is not None:
+        return seek_gap_s
+    gop = _keyframe_interval_s(stream)
+    return max(2 * gop if gop else DEFAULT_SEEK_GAP_S, MIN_SEEK_GAP_S)
+
+
 def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, expected_end_s: float,
                  seek_gap_s: float | None) -> Iterator[tuple[np.ndarray, float] | _Warn]:
     """Stream (frame, pts) for each target time; seeks when the next target is far ahead."""
@@ -301,14 +357,9 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        tb = stream.time_base
-        origin = _stream_origin(stream)
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        default_dur = 1.0 / fps
-        if seek_gap_s is None:
-            gop = _keyframe_interval_s(stream)
-            seek_gap_s = 2 * gop if gop else DEFAULT_SEEK_GAP_S
-            seek_gap_s = max(seek_gap_s, 2.0)
+        tb, origin = stream.time_base, _stream_origin(stream)
+        default_dur = 1.0 / float(stream.average_rate or stream.guessed_rate or FALLBACK_FPS)
+        seek_gap_s = _seek_gap(stream, seek_gap_s)
         width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
 
         def convert(frame) -> np.ndarray:
@@ -316,29 +367,21 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
                                      interpolation="AREA" if max_side else None)
             return _rotate(image, _cw_from_ccw(frame.rotation))
 
-        next_t = next(targets, None)
-        prev = None  # (pts_s, frame, duration_s, cached array)
-        last_pts = None
-        n_errors, error_msg = 0, ""
-
         def seek(t: float) -> None:
             container.seek(int((t + origin) / tb), stream=stream, backward=True, any_frame=False)
 
+        next_t = next(targets, None)
+        prev = None  # (pts_s, frame, duration_s, cached array)
+        last_pts = None
+        damage = _Damage()
         if next_t is not None and next_t > seek_gap_s:
             seek(next_t)
         reached_eof = False
         while next_t is not None and not reached_eof:
             seeked = False
             try:
-                packets = container.demux(stream)
-                for packet in packets:
-                    try:
-                        frames = packet.decode()
-                    except (av.error.InvalidDataError, av.error.EOFError) as e:
-                        n_errors += 1
-                        error_msg = str(e)
-                        continue
-                    for frame in frames:
+                for packet in container.demux(stream):
+                    for frame in _decode_packet(packet, damage, origin):
                         if frame.pts is None:
                             continue
                         pts = float(frame.pts * tb) - origin
@@ -351,13 +394,10 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
                                 prev = (prev[0], None, prev[2], convert(prev[1]))
                             yield prev[3], prev[0]
                             next_t = next(targets, None)
+                        while next_t is not None and prev is None and next_t + EPS_S < pts:
+                            next_t = next(targets, None)  # targets before the first frame: skipped
                         if next_t is None:
                             return
-                        if prev is None and next_t + EPS_S < pts:  # targets before the first frame: skipped
-                            while next_t is not None and next_t + EPS_S < pts:
-                                next_t = next(targets, None)
-                            if next_t is None:
-                                return
                         prev = (pts, frame, dur, None)
                         if next_t - pts > seek_gap_s:
                             seek(next_t)
@@ -368,25 +408,23 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
                 else:
                     reached_eof = True
             except av.error.FFmpegError as e:  # demuxer failure: treat like the end of the data
-                n_errors += 1
-                error_msg = str(e)
+                damage.record(e)
                 reached_eof = True
         if next_t is None:
             return
         # End of stream: the last frame stays on screen for its duration.
         if prev is None:
-            if n_errors:
-                raise DecodeError(path, f"no frame could be decoded ({error_msg})")
+            if damage.count:
+                raise DecodeError(path, f"no frame could be decoded ({damage.reason})")
             raise DecodeError(path, "the video stream holds no decodable frame")
-        end = prev[0] + prev[2]
-        while next_t is not None and next_t + EPS_S < end:
+        while next_t is not None and next_t + EPS_S < prev[0] + prev[2]:
             if prev[3] is None:
                 prev = (prev[0], None, prev[2], convert(prev[1]))
             yield prev[3], prev[0]
             next_t = next(targets, None)
-        if n_errors or end < expected_end_s - max(2 * default_dur, 0.05):
-            how = f" ({n_errors} decode error(s): {error_msg})" if n_errors else ""
-            yield _Warn(f"{path}: file ends early: decoded up to {end:.2f} s of {expected_end_s:.2f} s{how}")
+        warning = damage.warning(path, prev[0] + prev[2], expected_end_s, default_dur)
+        if warning is not None:
+            yield warning
     finally:
         container.close()
 
@@ -428,7 +466,8 @@ def _decord_frames(path: Path, targets: Iterator[float], max_side: int | None, i
                                 f"exists): {_decord_reason(e)}") from None
     pts = stamps[:, 0].astype(np.float64)
     pts = pts - pts.min() if len(pts) else pts
-    last_dur = (info.duration_s - pts[-1]) if len(pts) and info.duration_s > pts[-1] else 1.0 / (info.fps or 25)
+    frame_s = 1.0 / (info.fps or FALLBACK_FPS)
+    last_dur = (info.duration_s - pts[-1]) if len(pts) and info.duration_s > pts[-1] else frame_s
     end = float(pts[-1] + last_dur) if len(pts) else 0.0
     plan = _plan(pts, end, targets)
     while True:
@@ -439,7 +478,7 @@ def _decord_frames(path: Path, targets: Iterator[float], max_side: int | None, i
         try:
             decoded = reader.get_batch(unique).asnumpy()
         except decord.DECORDError as e:
-            raise DecodeError(path, f"decord failed at {pts[unique[0]]:.2f} s ({str(e).splitlines()[0][:200]})") from None
+            raise DecodeError(path, f"decord failed at {pts[unique[0]]:.2f} s ({first_line(e)[:200]})") from None
         by_index = dict(zip(unique, decoded))
         for i in chunk:
             yield by_index[i], float(pts[i])
@@ -504,7 +543,7 @@ def _ffmpeg_frames(path: Path, targets: Iterator[float], max_side: int | None, i
     pts, durs, origin = _ffprobe_packets(path, ffprobe)
     if len(pts) == 0:
         raise DecodeError(path, "the video stream holds no packets")
-    last_dur = durs[-1] if math.isfinite(durs[-1]) and durs[-1] > 0 else 1.0 / (info.fps or 25)
+    last_dur = durs[-1] if math.isfinite(durs[-1]) and durs[-1] > 0 else 1.0 / (info.fps or FALLBACK_FPS)
     end = float(pts[-1] + last_dur)
     plan = list(_plan(pts, end, targets))  # a few floats per target: small even for hours at 1 fps
     if not plan:
@@ -519,7 +558,8 @@ def _ffmpeg_frames(path: Path, targets: Iterator[float], max_side: int | None, i
             yield from _ffmpeg_run(path, ffmpeg, info, max_side, [(t, i)], pts, origin, 1.0, expected_end_s, warn=False)
         return
     yield from _ffmpeg_run(path, ffmpeg, info, max_side, plan, pts, origin, step, expected_end_s, warn=True)
-    if end < expected_end_s - max(2.0 / (info.fps or 25), 0.05):  # the packets themselves stop early
+    # the packets themselves stop early
+    if end < expected_end_s - max(END_SLACK_FRAMES / (info.fps or FALLBACK_FPS), END_SLACK_MIN_S):
         yield _Warn(f"{path}: file ends early: decoded up to {end:.2f} s of {expected_end_s:.2f} s")
 
 
@@ -912,7 +952,7 @@ def reference_video_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarr
             frames = reader.get_batch(indices).asnumpy()
             return frames, np.asarray(indices, dtype=np.int64)
         except decord.DECORDError as e:
-            raise DecodeError(p, f"decord cannot read this file ({str(e).splitlines()[0][:200]})") from None
+            raise DecodeError(p, f"decord cannot read this file ({first_line(e)[:200]})") from None
     total, avg = _count_frames_pyav(p)
     if total == 0 or not avg:
         raise DecodeError(p, "the video stream holds no frames")

@@ -2,7 +2,8 @@
 
     catalog.py       SQLite catalog (WAL): one row per video file, its status, and the library's meta
     shards.py        one durable safetensors file per indexed video
-    vector_index.py  the FAISS index (factory choice, generations published by a manifest, search)
+    vector_index.py  FAISS primitives: which index for how many vectors, build, memory-mapped read, filtered search
+    segments.py      the published index: immutable base and delta segments, deletions, compaction, snapshots
     lock.py          the writer lock
     files.py         durable writes and the crash seam the kill -9 tests use
     store.py         LibraryStore, the one class composing them (what the index engines, search and ask open)
@@ -12,9 +13,10 @@ from videomini.storage.catalog import ACTIONS, CATALOG, FORMAT_VERSION, STATUSES
 from videomini.storage.errors import LibraryBusy, LibraryError
 from videomini.storage.hits import Hit, Moment, TextHit, moments
 from videomini.storage.shards import SHARDS, VideoFrames
+from videomini.storage.segments import MANIFEST, compaction_due
 from videomini.storage.store import LibraryStore
-from videomini.storage.vector_index import FLAT_MAX_VECTORS, MANIFEST, IndexSpec, build_index, index_spec_for
+from videomini.storage.vector_index import FLAT_MAX_VECTORS, IndexSpec, build_index, index_spec_for
 
 __all__ = ["ACTIONS", "CATALOG", "FLAT_MAX_VECTORS", "FORMAT_VERSION", "MANIFEST", "SHARDS", "STATUSES", "Hit",
            "IndexSpec", "LibraryBusy", "LibraryError", "LibraryStore", "Moment", "PlanItem", "TextHit",
-           "VideoFrames", "build_index", "fingerprint", "index_spec_for", "moments"]
+           "VideoFrames", "build_index", "compaction_due", "fingerprint", "index_spec_for", "moments"]

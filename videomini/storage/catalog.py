@@ -1,6 +1,10 @@
-"""The catalog: one SQLite row per video file (fingerprint, status, error, model, timings, shard) and a meta table
-(format version, the library's embedding dimensions). WAL journal: readers get a consistent snapshot while the one
-writer commits; synchronous FULL: a committed status survives power loss."""
+"""The catalog: one SQLite row per video file (fingerprint, status, error, model, timings, shard and its checksum)
+and a meta table (format version, the library's embedding dimensions). WAL journal: readers get a consistent
+snapshot while the one writer commits; synchronous FULL: a committed status survives power loss.
+
+Readers open it read-only (URI mode=ro: no writes, no schema change); when even that fails -- a read-only mount or
+a full disk, where SQLite cannot create the WAL's shared-memory file -- they open it immutable (no locking, no WAL):
+no writer can be at work there (it would have made that file), so nothing changes under them."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -37,6 +42,7 @@ CREATE TABLE IF NOT EXISTS videos (
     fps REAL,
     timings TEXT,
     shard TEXT,
+    checksum TEXT,
     signals TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
@@ -82,15 +88,16 @@ class Catalog:
 
     def __init__(self, path: Path, writer: bool) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self.db: sqlite3.Connection | None = None
         try:
-            self.db.row_factory = sqlite3.Row
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            self.db = connect(path, writer)
             if writer:
                 self._create_schema()
             version = self.meta().get("format_version")
             if version != str(FORMAT_VERSION):
                 raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}")
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
+            self.checksum_column = "checksum" if "checksum" in columns else "NULL AS checksum"
         except BaseException:
             self.close()
             raise
@@ -106,6 +113,8 @@ class Catalog:
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
             if "signals" not in columns:  # libraries made before signals were indexed
                 self.db.execute("ALTER TABLE videos ADD COLUMN signals TEXT")
+            if "checksum" not in columns:  # libraries made before shards were checksummed
+                self.db.execute("ALTER TABLE videos ADD COLUMN checksum TEXT")
 
     def close(self) -> None:
         if self.db is not None:
@@ -144,13 +153,23 @@ class Catalog:
             sql, args = sql + " WHERE status = ?", (status,)
         return [_row_dict(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
-    def done_shards(self) -> dict[int, str]:
-        """video id -> shard file name of every done video."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT id, shard FROM videos WHERE status = 'done'")}
+    def done_shards(self) -> dict[int, tuple[str, float]]:
+        """video id -> (shard file name, version) of every done video; the version (when it was marked done)
+        changes when a video is re-indexed into a shard of the same name (e.g. signals added)."""
+        return {r[0]: (r[1], r[2]) for r in
+                self.db.execute("SELECT id, shard, updated_at FROM videos WHERE status = 'done'")}
 
     def done_rows(self) -> list[sqlite3.Row]:
-        return self.db.execute("SELECT id, path, shard, n_frames FROM videos WHERE status = 'done' ORDER BY id"
-                               ).fetchall()
+        """id, path, shard, n_frames, version (when it was marked done) and shard checksum of every done video,
+        in id order."""
+        return self.db.execute(f"SELECT id, path, shard, n_frames, updated_at AS version, {self.checksum_column}"
+                               " FROM videos WHERE status = 'done' ORDER BY id").fetchall()
+
+    def integrity_problems(self, quick: bool = False) -> list[str]:
+        """What SQLite's own check (PRAGMA integrity_check, or the faster quick_check) finds wrong; [] when fine."""
+        pragma = "quick_check" if quick else "integrity_check"
+        found = [r[0] for r in self.db.execute(f"PRAGMA {pragma}")]
+        return [] if found == ["ok"] else [f"{self.path}: {line}" for line in found]
 
     def referenced_shards(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT shard FROM videos WHERE shard IS NOT NULL")}
@@ -216,25 +235,44 @@ class Catalog:
                 return int(cur.lastrowid)
             self.db.execute(
                 "UPDATE videos SET fingerprint = ?, size = ?, mtime_ns = ?, status = 'running', error = NULL,"
-                " n_frames = NULL, duration_s = NULL, shard = NULL, timings = NULL, model_id = ?, fps = ?,"
+                " n_frames = NULL, duration_s = NULL, shard = NULL, checksum = NULL, timings = NULL, model_id = ?,"
+                " fps = ?,"
                 " updated_at = ? WHERE id = ?", (fp, size, mtime_ns, model_id, fps, now, row["id"]))
             return int(row["id"])
 
-    def mark_done(self, video_id: int, shard: str, n_frames: int, info: dict) -> None:
-        """Record a video as done from its durable shard's name, frame count and stored info."""
+    def mark_done(self, video_id: int, shard: str, n_frames: int, info: dict, checksum: str) -> None:
+        """Record a video as done from its durable shard's name, frame count, stored info and header checksum."""
         with self.transaction():
             self.db.execute(
-                "UPDATE videos SET status = 'done', error = NULL, shard = ?, n_frames = ?, duration_s = ?,"
-                " model_id = ?, fps = COALESCE(?, fps), timings = ?, signals = ?, updated_at = ?"
+                "UPDATE videos SET status = 'done', error = NULL, shard = ?, checksum = ?, n_frames = ?,"
+                " duration_s = ?, model_id = ?, fps = COALESCE(?, fps), timings = ?, signals = ?, updated_at = ?"
                 " WHERE id = ?",
-                (shard, n_frames, info.get("duration_s"), info.get("model_id"), info.get("fps"),
+                (shard, checksum, n_frames, info.get("duration_s"), info.get("model_id"), info.get("fps"),
                  json.dumps(info["timings"]) if info.get("timings") is not None else None,
                  ",".join(info.get("signals") or []), time.time(), video_id))
+
+    def insert_done(self, video_id: int, path: str, fp: str, created_at: float) -> None:
+        """Re-create a video's row (as running; `mark_done` completes it) when rebuilding a catalog from shards."""
+        try:
+            st = os.stat(path)
+            size, mtime_ns = (st.st_size, st.st_mtime_ns) if fingerprint(path) == fp else (None, None)
+        except (OSError, LibraryError):
+            size = mtime_ns = None
+        with self.transaction():
+            self.db.execute("INSERT INTO videos (id, path, fingerprint, size, mtime_ns, status, created_at, updated_at)"
+                            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                            (video_id, path, fp, size, mtime_ns, created_at, time.time()))
+
+    def set_checksum(self, video_id: int, checksum: str) -> None:
+        """Record the header checksum of a done video's shard (one written before shards were checksummed)."""
+        with self.transaction():
+            self.db.execute("UPDATE videos SET checksum = ? WHERE id = ?", (checksum, video_id))
 
     def mark_pending(self, video_id: int, error: str | None = None) -> None:
         """Send a video back to be indexed again (its shard is gone or was never durable)."""
         with self.transaction():
-            self.db.execute("UPDATE videos SET status = 'pending', shard = NULL, n_frames = NULL, error = ?, "
+            self.db.execute("UPDATE videos SET status = 'pending', shard = NULL, checksum = NULL, n_frames = NULL,"
+                            " error = ?, "
                             "updated_at = ? WHERE id = ?", (error, time.time(), video_id))
 
     def mark_failed(self, path: Path, error: str, fp: str) -> int:
@@ -248,7 +286,8 @@ class Catalog:
                     " VALUES (?, ?, 'failed', ?, ?, ?)", (str(path), fp, error, now, now))
                 return int(cur.lastrowid)
             self.db.execute("UPDATE videos SET status = 'failed', fingerprint = ?, error = ?, shard = NULL,"
-                            " n_frames = NULL, updated_at = ? WHERE id = ?", (fp, error, now, row["id"]))
+                            " checksum = NULL, n_frames = NULL, updated_at = ? WHERE id = ?",
+                            (fp, error, now, row["id"]))
             return int(row["id"])
 
     def delete(self, video_ids: Iterable[int]) -> None:
@@ -259,6 +298,25 @@ class Catalog:
         """Record meta keys not yet set (the first video fixes the library's dimensions)."""
         with self.transaction():
             self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+
+
+def connect(path: Path, writer: bool) -> sqlite3.Connection:
+    """The catalog's connection: read-write for the writer; read-only for readers, immutable when the folder
+    cannot be written (a read-only mount), so a reader never writes (no WAL, no shared-memory file, no schema)."""
+    if writer:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    else:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as e:  # no WAL shared-memory file, and none can be made
+            if "unable to open" not in str(e) and not getattr(e, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+                raise
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    return db
 
 
 def _row_dict(row: sqlite3.Row) -> dict:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
 
 TMP_PREFIX = ".tmp-"
+CHECKSUM_CHUNK = 1 << 22  # bytes hashed at a time when checksumming a file
 
 crash_hook: Callable[[str], None] | None = None
 
@@ -32,17 +36,35 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None, by_name: bool = False) -> None:
-    """Write `path` durably: write(f) (or write(tmp_path) when `by_name`) into a temp file beside it, fsync,
-    rename over `path`, fsync the folder. Readers see the old file or the new one, never a partial one.
-    `point` names the durability point reached once the temp file is durable, before the rename."""
+class FileDigest(NamedTuple):
+    """Size and checksum of a file as written: what a reader checks it against (recorded in the manifest)."""
+
+    size: int
+    checksum: str  # "crc32:xxxxxxxx", as checksum_file computes it
+
+
+class _HashingFile:
+    """A write-only file that checksums what goes through it."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.size, self.crc = f, 0, 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.crc = zlib.crc32(view, self.crc)
+        self.size += len(view)
+        return self.f.write(view)
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = None) -> FileDigest:
+    """Write `path` durably: write(f) into a temp file beside it, fsync, rename over `path`, fsync the folder.
+    Readers see the old file or the new one, never a partial one. `point` names the durability point reached once
+    the temp file is durable, before the rename. Returns the size and checksum of what was written."""
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
-        if by_name:
-            write(str(tmp))
-        with open(tmp, "ab" if by_name else "wb") as f:
-            if not by_name:
-                write(f)
+        with open(tmp, "wb") as f:
+            hashing = _HashingFile(f)
+            write(hashing)
             f.flush()
             os.fsync(f.fileno())
         if point:
@@ -53,6 +75,7 @@ def atomic_write(path: Path, write: Callable[[Any], Any], point: str | None = No
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+    return FileDigest(hashing.size, f"crc32:{hashing.crc & 0xFFFFFFFF:08x}")
 
 
 def remove_temp_files(*folders: Path) -> None:
@@ -60,3 +83,24 @@ def remove_temp_files(*folders: Path) -> None:
     for folder in folders:
         for tmp in folder.glob(f"{TMP_PREFIX}*"):
             tmp.unlink(missing_ok=True)
+
+
+# Checksums detect accidental damage (bit flips, truncation, a file overwritten), not tampering: CRC-32 finds every
+# burst of up to 32 flipped bits and any odd number of flips, and is the fastest of the standard library's
+# (bench/integrity.py on this shared 2-core machine: crc32 1.1-1.6 GB/s, sha256 0.3-0.5, blake2b 0.15-0.33).
+
+
+def checksum_bytes(data: Any) -> str:
+    """The checksum of a bytes-like object or a numpy array's bytes, as "crc32:xxxxxxxx"."""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+def checksum_file(path: Path) -> str:
+    """The checksum of a file's bytes (read in chunks: the file is never held whole in memory)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHECKSUM_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"crc32:{crc & 0xFFFFFFFF:08x}"

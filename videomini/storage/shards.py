@@ -3,27 +3,33 @@
     shards/<id>-<fp12>.safetensors   frame_tokens fp16 (N, T, H), embeddings fp32 (N, D), timestamps_s f64 (N,)
                                      and, when indexed with signals, segment_embeddings fp32 (S, E) and
                                      segment_times_s f64 (S, 2); metadata: video id, path, fingerprint, info
-                                     (duration, model, fps, timings, signals) and the segments' source and text
+                                     (duration, model, fps, timings, signals, text model), the segments' source
+                                     and text, and the checksum of each tensor's bytes
 
 The name carries the file's fingerprint, so a changed video gets a new shard while the published index still
-reads the old one."""
+reads the old one. Integrity: the catalog records the checksum of a shard's header (the safetensors length + JSON,
+which holds the tensors' checksums), so a reader verifies the header and then only the tensors it reads; a shard
+alone (no catalog) still verifies its tensors, and holds what a catalog row needs (see catalog rebuild)."""
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from videomini.storage.errors import LibraryError
-from videomini.storage.files import atomic_write, durability_point
+from videomini.storage.errors import LibraryDamaged, LibraryError
+from videomini.storage.files import FileDigest, atomic_write, checksum_bytes, durability_point
 
 SHARDS = "shards"
 SHARD_FORMAT_VERSION = "1"
 FINGERPRINT_IN_NAME = 12  # hex digits of the fingerprint in a shard's file name
 VECTOR_TENSORS = ("embeddings", "timestamps_s", "segment_embeddings", "segment_times_s")
+FRAME_TENSORS = ("frame_tokens", "embeddings", "timestamps_s")
+HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on a header
 
 
 @dataclass
@@ -105,64 +111,111 @@ def segment_tensors(label: str, segments: list[dict], segment_embeddings: Any,
 
 
 class ShardStore:
-    """The shards folder of a library: durable writes, and reads of what each consumer needs."""
+    """The shards folder of a library: durable writes, and verified reads of what each consumer needs.
+    `checksum` arguments are the header checksum the catalog (or manifest) recorded; None: not recorded
+    (a library written before checksums), then only the tensors are verified against the shard's own checksums."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def write(self, name: str, content: ShardContent) -> None:
+    def write(self, name: str, content: ShardContent) -> FileDigest:
         """Write a shard durably (temp + fsync + rename); a crash leaves the old file or none."""
         from safetensors.numpy import save
 
-        blob = save(content.tensors, metadata=content.metadata)
+        metadata = dict(content.metadata, checksums=json.dumps({k: checksum_bytes(v)
+                                                                 for k, v in content.tensors.items()}))
+        blob = save(content.tensors, metadata=metadata)
         self.folder.mkdir(exist_ok=True)
-        atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
+        digest = atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
         durability_point("shard_durable")
+        return digest
 
     def exists(self, name: str | None) -> bool:
         return bool(name) and (self.folder / name).is_file()
 
-    def _open(self, name: str, read: Any) -> Any:
+    def damaged(self, name: str, what: str) -> LibraryDamaged:
+        root = self.folder.parent
+        return LibraryDamaged(f"{self.folder / name}: shard damaged ({what}); run `videomini library {root} "
+                              "--repair` to re-index its video")
+
+    def missing(self, name: str) -> LibraryDamaged:
+        return LibraryDamaged(f"{self.folder / name}: shard missing; run `videomini library {self.folder.parent} "
+                              "--repair` to re-index its video")
+
+    def header_checksum(self, name: str) -> str:
+        """The checksum of a shard's header: 8 length bytes and the JSON they announce."""
+        path = self.folder / name
+        try:
+            with open(path, "rb") as f:
+                head = f.read(8)
+                size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+                if not 0 < size <= HEADER_MAX_BYTES:
+                    raise self.damaged(name, "no safetensors header")
+                header = f.read(size)
+        except FileNotFoundError:
+            raise self.missing(name) from None
+        if len(header) != size:
+            raise self.damaged(name, "file ends inside its header")
+        return checksum_bytes(head + header)
+
+    def _open(self, name: str, read: Any, checksum: str | None) -> Any:
         from safetensors import safe_open
 
         path = self.folder / name
+        if not path.is_file():
+            raise self.missing(name)
+        if checksum is not None and self.header_checksum(name) != checksum:
+            raise self.damaged(name, "header checksum mismatch")
         try:
             with safe_open(path, framework="np") as f:
                 return read(f)
         except LibraryError:
             raise
+        except FileNotFoundError:
+            raise self.missing(name) from None
+        except OSError:
+            raise  # permission denied, I/O error: not damage (storage_errors says what it is)
         except Exception as e:
-            raise LibraryError(f"{path}: cannot read shard: {e}") from None
+            raise self.damaged(name, f"cannot read: {e}") from None
 
-    def read_frames(self, name: str) -> dict[str, np.ndarray]:
+    def _tensors(self, name: str, f: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The tensors `keys` present in the open shard `f`, each verified against the shard's own checksum."""
+        sums = json.loads((f.metadata() or {}).get("checksums", "{}"))
+        out = {}
+        for key in keys:
+            if key not in f.keys():
+                continue
+            tensor = f.get_tensor(key)
+            if key in sums and checksum_bytes(tensor) != sums[key]:
+                raise self.damaged(name, f"checksum mismatch in {key}")
+            out[key] = tensor
+        return out
+
+    def read_frames(self, name: str, checksum: str | None = None) -> dict[str, np.ndarray]:
         """frame_tokens, embeddings and timestamps_s of a shard."""
-        return self._open(name, lambda f: {k: f.get_tensor(k) for k in ("frame_tokens", "embeddings",
-                                                                          "timestamps_s")})
+        return self._open(name, lambda f: self._tensors(name, f, FRAME_TENSORS), checksum)
 
-    def read_vectors(self, name: str) -> dict[str, np.ndarray]:
+    def read_vectors(self, name: str, checksum: str | None = None) -> dict[str, np.ndarray]:
         """What the index is built from: embeddings, timestamps_s and, when stored, segment_embeddings and
         segment_times_s -- never the frame tokens, the bulk of a shard."""
-        return self._open(name, lambda f: {k: f.get_tensor(k) for k in VECTOR_TENSORS if k in f.keys()})
+        return self._open(name, lambda f: self._tensors(name, f, VECTOR_TENSORS), checksum)
 
-    def read_segments(self, name: str) -> tuple[list, np.ndarray]:
+    def read_segments(self, name: str, checksum: str | None = None) -> tuple[list, np.ndarray]:
         """A shard's text segments: [(source, text)] and their (S, 2) start/end times."""
         def read(f):
             texts = json.loads((f.metadata() or {}).get("segments", "[]"))
-            times = f.get_tensor("segment_times_s") if "segment_times_s" in f.keys() else np.empty((0, 2))
+            times = self._tensors(name, f, ("segment_times_s",)).get("segment_times_s", np.empty((0, 2)))
             return texts, times
 
-        return self._open(name, read)
+        return self._open(name, read, checksum)
 
-    def read_header(self, name: str) -> tuple[dict[str, str], int]:
-        """A shard's metadata and frame count, without reading its tensors (missing or unreadable: LibraryError)."""
-        path = self.folder / name
-        try:
-            from safetensors import safe_open
+    def verify(self, name: str, checksum: str | None = None) -> tuple[dict[str, str], dict[str, list[int]]]:
+        """Read and verify a whole shard (header, then every tensor); returns its metadata and tensor shapes."""
+        def read(f):
+            self._tensors(name, f, tuple(f.keys()))
+            return f.metadata() or {}, {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
 
-            with safe_open(path, framework="np") as f:
-                return f.metadata() or {}, f.get_slice("timestamps_s").get_shape()[0]
-        except Exception as e:  # missing or unreadable: not durable
-            raise LibraryError(f"{path}: shard missing or unreadable: {e}") from None
+        return self._open(name, read, checksum)
 
     def collect_garbage(self, keep: set[str]) -> None:
         """Delete the shards neither the catalog nor the published index refers to."""

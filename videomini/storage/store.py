@@ -2,52 +2,64 @@
 
     DIR/catalog.sqlite     videos and meta (storage/catalog.py)
     DIR/shards/            one safetensors file per indexed video (storage/shards.py)
-    DIR/index.json + index files     the published FAISS generation (storage/vector_index.py)
+    DIR/index.json, DIR/seg-*   the published index: immutable FAISS segments (storage/segments.py)
     DIR/lock               the writer lock (storage/lock.py)
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
 `os.replace`d and the folder fsynced, so a file is either the old or the new one; a video becomes `done` in the
-catalog only after its shard is durable; the index and its row ids are written under generation-numbered names
-and published by replacing one small manifest, so a reader never pairs an index with ids of another build.
+catalog only after its shard is durable; index segments are written under new names and published by replacing
+one small manifest, so a reader never pairs an index with ids of another build (storage/segments.py).
 On opening for writing, stale temp files are removed and `running` videos are finished from their durable shard
 or sent back to `pending`. Readers (search) never take the writer lock: SQLite WAL and the manifest give them a
 consistent snapshot while an indexer runs.
+
+Integrity: the catalog records each shard's header checksum and the manifest each index file's; readers verify what
+they open (storage/integrity.py checks and repairs a whole library). Every OS or SQLite error leaves a public method
+as a one-line LibraryError naming the library (storage/errors.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from videomini.storage.catalog import CATALOG, FORMAT_VERSION, Catalog, PlanItem, absolute, fingerprint
-from videomini.storage.errors import LibraryError
+from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint, storage_errors
 from videomini.storage.files import durability_point, remove_temp_files
 from videomini.storage.hits import Hit, TextHit, moments
+from videomini.storage.integrity import check_store, rebuild_catalog, repair_store, shard_problems
 from videomini.storage.lock import WriterLock
 from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
                                       shard_name, to_numpy, unit_rows)
-from videomini.storage.vector_index import (FLAT_MAX_VECTORS, IDS_DTYPE, TEXT_IDS_DTYPE, IndexContent, Snapshot,
-                                            VectorIndex)
+from videomini.storage.segments import KINDS, IndexSource, SegmentedIndex, Snapshot, compaction_due
+from videomini.storage.vector_index import FLAT_MAX_VECTORS, stored_vectors
 
 
 class LibraryStore:
     """A video library folder. Readers (search, stats, load_frames) need no lock; writers (create, mark_*,
-    write_shard, remove, rebuild_index) hold the folder's writer lock for the store's lifetime."""
+    write_shard, remove, update_index, compact_index) hold the folder's writer lock for the store's lifetime."""
 
     def __init__(self, root: str | os.PathLike, *, create: bool = False, writer: bool = False,
-                 wait_s: float = 0.0, flat_max: int = FLAT_MAX_VECTORS) -> None:
+                 wait_s: float = 0.0, flat_max: int = FLAT_MAX_VECTORS, repair: bool = False) -> None:
+        """repair: a writer that finds the catalog damaged rebuilds it from the shards instead of refusing."""
         self.root = absolute(root)
         self.shards = ShardStore(self.root / SHARDS)
-        self.index = VectorIndex(self.root, flat_max)
+        self.index = SegmentedIndex(self.root, flat_max)
         self.writer = writer or create
         self._lock: WriterLock | None = None
         self.catalog: Catalog | None = None
-        if not create and not (self.root / CATALOG).is_file():
+        self.catalog_rebuilt: dict | None = None  # what a repairing writer rebuilt the catalog from
+        self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
+        self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
+        has_catalog = (self.root / CATALOG).is_file()
+        if not create and not has_catalog and not (repair and self._has_shards()):
+            if self._has_shards():
+                raise LibraryDamaged(f"{self.root}: catalog missing ({CATALOG}) while the library holds shards; "
+                                     f"{repair_hint(self.root)} to rebuild it from them")
             raise LibraryError(f"{self.root}: not a videomini library (no {CATALOG}); create it by indexing into it")
         if create:
             try:
@@ -55,14 +67,41 @@ class LibraryStore:
             except OSError as e:
                 raise LibraryError(f"{self.root}: cannot create library folder: {e.strerror or e}") from None
         try:
-            if self.writer:
-                self._lock = WriterLock(self.root, wait_s)
-            self.catalog = Catalog(self.root / CATALOG, self.writer)
-            if self.writer:
-                self._recover()
+            with storage_errors(self.root):
+                if self.writer:
+                    self._lock = WriterLock(self.root, wait_s)
+                self._open_catalog(repair)
+                if self.writer:
+                    self._recover()
         except BaseException:
             self.close()
             raise
+
+    def _has_shards(self) -> bool:
+        return self.shards.folder.is_dir() and any(self.shards.folder.glob("*.safetensors"))
+
+    def _open_catalog(self, repair: bool) -> None:
+        """Open the catalog; a writer refuses (or, repairing, rebuilds from the shards) a damaged or lost one --
+        opening a fresh catalog beside existing shards would otherwise let garbage collection delete them."""
+        path = self.root / CATALOG
+        try:
+            lost = self.writer and self._has_shards() and (not path.is_file() or path.stat().st_size == 0)
+            if lost:
+                raise LibraryDamaged(f"{path}: catalog missing or empty while the library holds shards; "
+                                     f"{repair_hint(self.root)} to rebuild it from them")
+            with storage_errors(self.root):
+                self.catalog = Catalog(path, self.writer)
+                if self.writer and (problems := self.catalog.integrity_problems(quick=True)):
+                    raise LibraryDamaged(f"{path}: catalog damaged ({problems[0]}); {repair_hint(self.root)} to "
+                                         "rebuild it from the shards")
+        except LibraryDamaged:
+            if not (self.writer and repair):
+                raise
+            if self.catalog is not None:
+                self.catalog.close()
+                self.catalog = None
+            self.catalog_rebuilt = rebuild_catalog(self.root, self.shards)
+            self.catalog = Catalog(path, True)
 
     @classmethod
     def create(cls, root: str | os.PathLike, **kwargs: Any) -> "LibraryStore":
@@ -73,6 +112,24 @@ class LibraryStore:
     def open(cls, root: str | os.PathLike, *, writer: bool = False, wait_s: float = 0.0,
              **kwargs: Any) -> "LibraryStore":
         return cls(root, writer=writer, wait_s=wait_s, **kwargs)
+
+    @classmethod
+    def check(cls, root: str | os.PathLike) -> list[str]:
+        """Everything wrong with the library at `root` (storage/integrity.py), one line each naming the file;
+        [] when it is whole. Only reads: works on a read-only library."""
+        root = absolute(root)
+        try:
+            store = cls(root)
+        except LibraryDamaged as e:  # no usable catalog: what the shards say on their own
+            return [str(e)] + shard_problems(ShardStore(root / SHARDS))
+        with store:
+            return check_store(store)
+
+    @classmethod
+    def repair(cls, root: str | os.PathLike, wait_s: float = 0.0) -> list[str]:
+        """Fix what `check` finds (storage/integrity.py); returns what was done, one line each."""
+        with cls(root, writer=True, wait_s=wait_s, repair=True) as store:
+            return repair_store(store)
 
     def close(self) -> None:
         if self.catalog is not None:
@@ -108,9 +165,11 @@ class LibraryStore:
                 self._finish(row)
             except LibraryError:
                 self.catalog.mark_pending(row["id"])
-        for video_id, shard in self.catalog.done_shards().items():
+        for video_id, (shard, _) in self.catalog.done_shards().items():
             if not self.shards.exists(shard):
                 self.catalog.mark_pending(video_id, "shard file missing")
+                self.recovered.append(f"{self.shards.folder / shard}: shard missing "
+                                      f"({self.catalog.video(video_id)['path']})")
         self._collect_garbage()
 
     def _collect_garbage(self) -> None:
@@ -123,16 +182,20 @@ class LibraryStore:
 
     # ------------------------------------------------------------------ catalog
 
+    @guarded
     def meta(self) -> dict[str, str]:
         return self.catalog.meta()
 
+    @guarded
     def video(self, key: int | str | os.PathLike) -> dict | None:
         """The catalog row of a video, by id or path, as a dict (None if absent)."""
         return self.catalog.video(key)
 
+    @guarded
     def videos(self, status: str | None = None) -> list[dict]:
         return self.catalog.videos(status)
 
+    @guarded
     def indexed_model_id(self) -> str:
         """The model the library was indexed with (one model per library); LibraryError when none or several."""
         ids = {v["model_id"] for v in self.videos("done") if v.get("model_id")}
@@ -144,6 +207,7 @@ class LibraryStore:
                                "with one")
         return ids.pop()
 
+    @guarded
     def plan(self, paths: Iterable[str | os.PathLike], *, retry_failed: bool = False,
              model_id: str | None = None, signals: Iterable[str] = ()) -> list[PlanItem]:
         """What an indexer must do for each file: new, changed (fingerprint or model differs, or `signals` asks
@@ -152,6 +216,7 @@ class LibraryStore:
         (signals only), so the stored model does not matter."""
         return self.catalog.plan(paths, retry_failed=retry_failed, model_id=model_id, signals=signals)
 
+    @guarded
     def mark_running(self, path: str | os.PathLike, fp: str | None = None, *, model_id: str | None = None,
                      fps: float | None = None) -> int:
         """Start (or restart) a video; returns its id. A changed file keeps its id and gets a new shard name;
@@ -160,6 +225,7 @@ class LibraryStore:
         path = absolute(path)
         return self.catalog.mark_running(path, fp or fingerprint(path), model_id, fps)
 
+    @guarded
     def write_shard(self, video_id: int, frame_tokens: Any, embeddings: Any, timestamps_s: Any, *,
                     duration_s: float | None = None, model_id: str | None = None, fps: float | None = None,
                     timings: dict | None = None, signals: Iterable[str] = (), segments: list[dict] | None = None,
@@ -181,7 +247,8 @@ class LibraryStore:
         if len(tensors["timestamps_s"]):
             tokens = tensors["frame_tokens"]
             self._check_dims(label, tokens.shape[1], tokens.shape[2], tensors["embeddings"].shape[1])
-        info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings, "signals": signals}
+        info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings, "signals": signals,
+                "text_model": text_model or ""}
         metadata = {"format_version": str(FORMAT_VERSION), "video_id": str(video_id), "path": label,
                     "fingerprint": row["fingerprint"], "info": json.dumps(info)}
         segments = list(segments or [])
@@ -213,6 +280,7 @@ class LibraryStore:
         if missing:
             self.catalog.set_meta_once(missing)
 
+    @guarded
     def mark_done(self, video_id: int) -> None:
         """Record a running video as done; its shard must already be durable (written by write_shard)."""
         self._require_writer()
@@ -224,13 +292,18 @@ class LibraryStore:
         durability_point("done_committed")
 
     def _finish(self, row: Any) -> None:
-        """Mark a running video done from its durable shard (LibraryError when the shard is missing or stale)."""
+        """Mark a running video done from its durable shard, verified whole (LibraryError when the shard is
+        missing, damaged or stale); the catalog records its header checksum."""
         name = shard_name(row["id"], row["fingerprint"])
-        metadata, n_frames = self.shards.read_header(name)
+        if not self.shards.exists(name):
+            raise LibraryError(f"{self.shards.folder / name}: shard missing or unreadable (never written)")
+        metadata, shapes = self.shards.verify(name)
         if metadata.get("fingerprint") != row["fingerprint"] or metadata.get("video_id") != str(row["id"]):
             raise LibraryError(f"{self.shards.folder / name}: shard belongs to another version of {row['path']}")
-        self.catalog.mark_done(row["id"], name, n_frames, json.loads(metadata.get("info", "{}")))
+        self.catalog.mark_done(row["id"], name, shapes["timestamps_s"][0], json.loads(metadata.get("info", "{}")),
+                               self.shards.header_checksum(name))
 
+    @guarded
     def mark_failed(self, path: str | os.PathLike, error: str, fp: str | None = None) -> int:
         """Record why a file could not be indexed (one line); the batch goes on. Returns the video id."""
         self._require_writer()
@@ -242,6 +315,7 @@ class LibraryStore:
                 fp = ""
         return self.catalog.mark_failed(path, error, fp)
 
+    @guarded
     def remove(self, paths: Iterable[str | os.PathLike]) -> list[str]:
         """Remove videos (any status) from the catalog, rebuild the index, delete their shards.
         Every path must be in the library; nothing is removed otherwise."""
@@ -254,9 +328,10 @@ class LibraryStore:
                 raise LibraryError(f"{path}: not in library {self.root}")
             ids.append(row["id"])
         self.catalog.delete(ids)
-        self.rebuild_index()  # also deletes the shards nothing refers to any more
+        self.update_index()  # records their rows as deleted; also deletes the shards nothing refers to any more
         return wanted
 
+    @guarded
     def stats(self) -> dict:
         """Videos per status, frames, hours, bytes on disk, failures and index state."""
         catalog = self.catalog.stats()
@@ -270,89 +345,118 @@ class LibraryStore:
             "bytes_on_disk": sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file()),
             "failures": catalog["failures"],
             "index": None if manifest is None else {
-                k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors")},
+                k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors",
+                                             "n_segments", "n_deleted", "text_n_deleted")},
             "signals": catalog["signals"],
-            "index_current": self.index_is_current(),
+            "index_current": self.index_is_current(verify=False),
+            "problems": self.quick_problems(),
         }
+
+    def quick_problems(self) -> list[str]:
+        """What a glance finds wrong (no file read): done videos whose shard is missing, index files missing.
+        `videomini library DIR --check` reads everything (storage/integrity.py)."""
+        missing = [f"{self.shards.folder / shard}: shard missing ({self.catalog.video(video_id)['path']})"
+                   for video_id, (shard, _) in self.catalog.done_shards().items() if not self.shards.exists(shard)]
+        return missing + self.index.problems(deep=False)
 
     # ------------------------------------------------------------------ shards
 
+    @guarded
     def load_frames(self, video_id: int) -> VideoFrames:
         """The stored frame tokens, embeddings and timestamps of a done video."""
         row = self.catalog.row(video_id)
         if row is None or row["status"] != "done":
             raise LibraryError(f"{self.root}: video {video_id} is not indexed")
-        t = self.shards.read_frames(row["shard"])
+        t = self.shards.read_frames(row["shard"], _checksum(row))
         return VideoFrames(video_id, row["path"], t["frame_tokens"], t["embeddings"], t["timestamps_s"])
 
+    @guarded
     def segments(self, video_id: int) -> list[dict]:
         """A done video's speech and on-screen text: [{"source", "text", "start_s", "end_s"}] in time order."""
         row = self.catalog.row(video_id)
         if row is None or row["status"] != "done":
             raise LibraryError(f"{self.root}: video {video_id} is not indexed")
-        texts, times = self.shards.read_segments(row["shard"])
+        texts, times = self.shards.read_segments(row["shard"], _checksum(row))
         return [{"source": source, "text": text, "start_s": float(a), "end_s": float(b)}
                 for (source, text), (a, b) in zip(texts, times)]
 
     # ------------------------------------------------------------------ index
 
+    @guarded
     def manifest(self) -> dict | None:
         """The published index generation's manifest (sizes, factory, videos), None before the first build."""
         return self.index.read_manifest()
 
-    def index_is_current(self) -> bool:
-        """True when the published index covers exactly the catalog's done videos and their shards."""
+    @guarded
+    def index_is_current(self, verify: bool = True) -> bool:
+        """True when the published index covers exactly the catalog's done videos and their shards, and its files
+        are whole (verify: checked against their checksums; else only present)."""
         manifest = self.index.read_manifest()
-        indexed = {int(k): v["shard"] for k, v in (manifest or {"videos": {}})["videos"].items()}
+        indexed = {int(k): (v["shard"], v.get("version")) for k, v in (manifest or {"videos": {}})["videos"].items()}
         done = self.catalog.done_shards()
-        return indexed == done and (manifest is not None or not done)
+        self._index_problems = self.index.problems(deep=verify)
+        return indexed == done and (manifest is not None or not done) and not self._index_problems
 
-    def rebuild_index(self) -> dict:
-        """Rebuild the FAISS index from every done shard and publish it as a new generation; returns the manifest."""
+    @guarded
+    def index_needs_update(self) -> bool:
+        """True when the published index misses catalog changes, its files are missing or damaged, or its segments
+        are due for compaction."""
+        manifest = self.index.read_manifest()
+        return not self.index_is_current() or (manifest is not None and compaction_due(manifest, self.index.flat_max))
+
+    @guarded
+    def update_index(self) -> dict:
+        """Publish the catalog's changes since the published generation as a delta segment (new and changed
+        videos) and deleted rows (removed ones), compacting when a threshold says so; returns the manifest.
+        Index files found missing or damaged (here, or by the last index_is_current) are not built on: the index
+        is rebuilt whole from the shards."""
         self._require_writer()
-        started = time.perf_counter()
-        manifest = self.index.publish(self._index_content(), started)
+        if self.index.problems(deep=False) or self._index_problems:
+            return self.compact_index()
+        manifest = self.index.update(self._index_source())
         self._collect_garbage()
         return manifest
 
-    def _index_content(self) -> IndexContent:
-        """Every done video's embeddings and text-segment embeddings, read from the shards once each."""
-        rows = self.catalog.done_rows()
-        meta = self.meta()
-        embed_dim, text_dim = int(meta.get("embed_dim", 0)), int(meta.get("text_dim", 0))
-        n_total = sum(r["n_frames"] for r in rows)
-        vectors = np.empty((n_total, embed_dim), np.float32)
-        ids = np.empty(n_total, dtype=IDS_DTYPE)
-        text_vectors, text_ids = [], []
-        pos = 0
-        for r in rows:
-            stored = self.shards.read_vectors(r["shard"])
-            emb, ts = stored["embeddings"], stored["timestamps_s"]
-            n = len(ts)
-            if n != r["n_frames"] or (n and emb.shape[1] != embed_dim):
-                raise LibraryError(f"{self.shards.folder / r['shard']}: shard does not match the catalog")
-            vectors[pos : pos + n] = emb
-            ids["video_id"][pos : pos + n] = r["id"]
-            ids["frame_idx"][pos : pos + n] = np.arange(n)
-            ids["timestamp_s"][pos : pos + n] = ts
-            pos += n
-            if "segment_embeddings" in stored:
-                times = stored["segment_times_s"]
-                rec = np.empty(len(times), dtype=TEXT_IDS_DTYPE)
-                rec["video_id"], rec["segment_idx"] = r["id"], np.arange(len(times))
-                rec["start_s"], rec["end_s"] = times[:, 0], times[:, 1]
-                text_vectors.append(stored["segment_embeddings"])
-                text_ids.append(rec)
-        videos = {str(r["id"]): {"path": r["path"], "shard": r["shard"], "n_frames": r["n_frames"]} for r in rows}
-        return IndexContent(
-            vectors, ids,
-            np.concatenate(text_vectors) if text_vectors else np.empty((0, text_dim), np.float32),
-            np.concatenate(text_ids) if text_ids else np.empty(0, dtype=TEXT_IDS_DTYPE), videos)
+    @guarded
+    def compact_index(self) -> dict:
+        """Rebuild the index as one base segment from every done shard (dead rows purged) and publish it."""
+        self._require_writer()
+        manifest = self.index.compact(self._index_source())
+        self._collect_garbage()
+        return manifest
 
+    def _index_source(self) -> IndexSource:
+        meta = self.meta()
+        dims = {"frames": int(meta.get("embed_dim", 0)), "text": int(meta.get("text_dim", 0))}
+        rows = [dict(r) for r in self.catalog.done_rows()]
+        sums = {r["shard"]: r["checksum"] for r in rows}
+        return IndexSource(rows, lambda shard: self.shards.read_vectors(shard, sums.get(shard)), dims)
+
+    @guarded
+    def indexed_vectors(self, kind: str = "frames") -> tuple[np.ndarray, np.ndarray]:
+        """The published snapshot's live rows of `kind` ("frames" or "text"): their ids records and vectors,
+        sorted by (video id, frame or segment index) -- the same for any segmentation of the same content."""
+        if kind not in KINDS:
+            raise LibraryError(f"{self.root}: no index of {kind!r}; choose from {', '.join(KINDS)}")
+        snap = self.snapshot()
+        ids, vectors = [], []
+        for live in (getattr(snap, kind) if snap else []):
+            alive = np.ones(len(live.part.ids), bool) if live.bitmap is None else np.unpackbits(
+                live.bitmap, bitorder="little")[: len(live.part.ids)].astype(bool)
+            ids.append(np.asarray(live.part.ids)[alive])
+            vectors.append(stored_vectors(live.part.index)[alive])
+        if not ids:
+            return np.empty(0), np.empty((0, 0), np.float32)
+        ids, vectors = np.concatenate(ids), np.concatenate(vectors)
+        order = np.lexsort((ids[ids.dtype.names[1]], ids["video_id"]))
+        return ids[order], vectors[order]
+
+    @guarded
     def snapshot(self) -> Snapshot | None:
         """The published index generation a search runs on (whole, whatever a writer publishes meanwhile)."""
         return self.index.snapshot()
 
+    @guarded
     def search_vectors(self, query: Any, top_k: int = 10, *, nprobe: int | None = None
                        ) -> list[Hit] | list[list[Hit]]:
         """Nearest frames by cosine similarity. query (D,) -> list[Hit]; (Q, D) -> one list[Hit] per query."""
@@ -360,8 +464,7 @@ class LibraryStore:
         single = q.ndim == 1
         q = q[None] if single else q
         snap = self.snapshot()
-        dim = snap.manifest["embed_dim"] if snap and snap.index is not None else int(
-            self.meta().get("embed_dim", q.shape[-1]))
+        dim = snap.manifest["embed_dim"] if snap and snap.n_vectors else int(self.meta().get("embed_dim", q.shape[-1]))
         if q.ndim != 2 or q.shape[1] != dim:
             raise LibraryError(f"{self.root}: query has shape {tuple(np.shape(query))}, the library holds "
                                f"{dim}-d embeddings")
@@ -369,23 +472,30 @@ class LibraryStore:
             raise LibraryError(f"{self.root}: top_k must be >= 1, got {top_k}")
         if not np.isfinite(q).all():
             raise LibraryError(f"{self.root}: query has non-finite values")
-        if snap is None or snap.index is None:
+        if snap is None or not snap.n_vectors:
             return [] if single else [[] for _ in q]
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
         out = self.index.search(snap, q, top_k, nprobe)
         return out[0] if single else out
 
+    @guarded
     def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
         """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
         q = to_numpy(query, np.float32).reshape(-1)
         snap = self.snapshot()
-        if snap is None or snap.text_index is None:
+        if snap is None or not snap.text_n_vectors:
             return []
-        if q.shape[0] != snap.text_index.d or not np.isfinite(q).all():
+        if q.shape[0] != snap.manifest["text_dim"] or not np.isfinite(q).all():
             raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
-                               f"{snap.text_index.d}-d text embeddings")
+                               f"{snap.manifest['text_dim']}-d text embeddings")
+        sums = {v["shard"]: v.get("checksum") for v in snap.videos.values()}
         return self.index.search_text(snap, unit_rows(q[None], str(self.root)), top_k,
-                                      lambda shard: self.shards.read_segments(shard)[0])
+                                      lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
 
     moments = staticmethod(moments)
+
+
+def _checksum(row: Any) -> str | None:
+    """A catalog row's shard checksum (None in a library written before shards were checksummed)."""
+    return row["checksum"] if "checksum" in row.keys() else None

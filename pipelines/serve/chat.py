@@ -1,0 +1,171 @@
+"""OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`, so OpenAI clients (and evaluation
+harnesses built on them) can ask videomini unchanged.
+
+The last user message's text parts are the question; a `video_url` or `image_url` part names what to ask about
+(a library id `videomini:ID`, a file under an --allow-dir, or a base64 data URL); several `image_url` parts are
+the frames of one video, in order (lmms-eval's `openai_compatible` backend sends a video so), optionally dated by
+a `frame_times_s` list; with no media, the answer comes from the library's best moments. A `video_url` request
+may carry `media_io_kwargs: {"video": {"num_frames": N}}` (lmms-eval's pass_video_url mode): at most N frames. The answer's evidence times ride in an extra field, `evidence`, of the
+completion (and of the last chunk when streamed); `videomini` carries the whole answer as `ask --json` prints it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Optional, Union
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from videomini.pipelines.serve import jobs
+from videomini.pipelines.serve.state import ServeError, ServerState
+from videomini.pipelines.serve.wire import one_line, sse
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Union[str, list[dict[str, Any]], None] = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # temperature, top_p, ... are accepted; decoding is greedy
+    model: Optional[str] = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+
+
+def parse_messages(messages: list[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
+    """(question, [(part type, url)]) from the last user message."""
+    users = [m for m in messages if m.role == "user"]
+    if not users:
+        raise ServeError(400, "messages: no user message")
+    content = users[-1].content
+    texts: list[str] = []
+    media: list[tuple[str, str]] = []
+    for part in [{"type": "text", "text": content}] if isinstance(content, str) else content or []:
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("text") or ""))
+        elif kind in ("image_url", "video_url"):
+            ref = part.get(kind)
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str):
+                raise ServeError(400, f"messages: a {kind} part needs {{\"url\": ...}}")
+            media.append((kind, url))
+        else:
+            raise ServeError(400, f"messages: unsupported content part type {kind!r} (text, image_url, video_url)")
+    question = "\n".join(t.strip() for t in texts if t.strip())
+    if not question:
+        raise ServeError(400, "messages: the user message has no text (the question)")
+    return question, media
+
+
+def choose_job(state: ServerState, body: ChatRequest, question: str, media: list[tuple[str, str]],
+               max_new_tokens: int):
+    """No media: the library answers. One video or image: `ask` on it. Several images: the frames of ONE video
+    (what evaluation harnesses send: lmms-eval's openai backends decode a video client-side into PNG frames)."""
+    if not media:
+        return jobs.library_answer(state, question, top_k=10, max_frames=64, max_new_tokens=max_new_tokens)
+    kinds = {kind for kind, _ in media}
+    if len(media) > 1 and kinds == {"image_url"}:
+        frames = decode_frames(state, [url for _, url in media])
+        return jobs.frames_answer(state, frames, frame_times(body, len(frames)), question, max_new_tokens)
+    if len(media) > 1:
+        raise ServeError(400, "messages: one video, one image, or the frames of one video (image_url parts) "
+                              "per request")
+    kind, url = media[0]
+    path = state.media_file(url, kind)
+    num_frames = ((body.model_extra or {}).get("media_io_kwargs") or {}).get("video", {}).get("num_frames")
+    max_frames = int(num_frames) if isinstance(num_frames, (int, float)) and num_frames >= 1 else None
+    return jobs.file_answer(state, path, question, max_frames, max_new_tokens)
+
+
+def decode_frames(state: ServerState, urls: list[str]):
+    """image_url parts -> (N, H, W, 3) uint8 in the order given; the frames of one video share one size."""
+    import numpy as np
+    from PIL import Image
+
+    frames = []
+    for i, url in enumerate(urls):
+        path = state.media_file(url, f"image_url {i + 1}")
+        try:
+            with Image.open(path) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        finally:
+            state.discard(path)  # a decoded frame is not kept
+    sizes = {frame.shape for frame in frames}
+    if len(sizes) > 1:
+        raise ServeError(400, f"messages: the frames of one video must share one size, got {len(sizes)} sizes")
+    return np.stack(frames)
+
+
+def frame_times(body: ChatRequest, n: int):
+    """The frames' times when the request gives them (`frame_times_s`, an extension), else None (0, 1, 2 ... s)."""
+    import numpy as np
+
+    given = (body.model_extra or {}).get("frame_times_s")
+    if given is None:
+        return None
+    times = np.asarray(given, dtype=float) if isinstance(given, list) else np.zeros(0)
+    if len(times) != n or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise ServeError(400, f"frame_times_s: give {n} increasing times in seconds, one per frame")
+    return times
+
+
+def completion(answer: Any, completion_id: str, created: int) -> dict:
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": answer.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                         "finish_reason": "stop", "logprobs": None}],
+            "evidence": [e.to_dict() for e in answer.evidence], "videomini": answer.to_dict()}
+
+
+def add_chat_routes(app: FastAPI, state: ServerState) -> None:
+    @app.get("/v1/models", tags=["openai"], summary="The model this server answers with")
+    def models():
+        return {"object": "list", "data": [{"id": state.model_id(), "object": "model", "created": 0,
+                                            "owned_by": "videomini"}]}
+
+    @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (ask)")
+    async def chat(body: ChatRequest):
+        question, media = parse_messages(body.messages)
+        wanted = body.max_completion_tokens or body.max_tokens or 256
+        job = choose_job(state, body, question, media, min(wanted, state.config.max_new_tokens))
+        try:
+            generation = jobs.Generation(state, job)
+        except ServeError:
+            state.discard(getattr(job, "upload", None))  # refused before the job could run and clean up
+            raise
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if not body.stream:
+            return completion(await generation.answer(), completion_id, created)
+
+        async def chunks():
+            model = state.model_id()  # the model that answers, as in the non-streamed completion
+            base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+            def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
+                return sse(None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                                       "logprobs": None}], **extra})
+
+            yield chunk({"role": "assistant", "content": ""})
+            streamed = False
+            async for piece in generation.tokens():
+                streamed = True
+                yield chunk({"content": piece})
+            try:
+                answer = await generation.answer()
+            except ServeError as e:
+                yield sse(None, {"error": {"message": one_line(e.message), "type": "invalid_request_error",
+                                           "code": e.status}})
+                return
+            if not streamed and answer.text:  # answered from stored signals: no token stream, the text at once
+                yield chunk({"content": answer.text})
+            yield chunk({}, "stop", evidence=[e.to_dict() for e in answer.evidence], videomini=answer.to_dict())
+            yield sse(None, "[DONE]")
+
+        return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,144 @@
+"""The server's calls into the library's jobs (search, ask over the library, ask about one file), and the bridge
+that runs a generation on the device's queue while its tokens arrive on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from videomini.pipelines.serve.state import ServeError, ServerState
+
+SIGNALS = ("visual", "speech", "ocr")
+TokenFn = Callable[[str], None]
+
+
+class Cancelled(Exception):
+    """The client went away: generation stops at its next token."""
+
+
+def as_serve_error(exc: BaseException) -> ServeError | None:
+    """Expected failures of the library's jobs as HTTP statuses with their one-line message."""
+    from videomini.loading import CheckpointError
+    from videomini.storage import LibraryBusy, LibraryError
+    from videomini.signals import SignalError
+    from videomini.video import VideoError
+
+    if isinstance(exc, ServeError):
+        return exc
+    if isinstance(exc, VideoError):
+        return ServeError(400, str(exc))
+    if isinstance(exc, LibraryBusy):
+        return ServeError(503, str(exc), {"Retry-After": "5"})
+    if isinstance(exc, LibraryError):
+        return ServeError(409, str(exc))
+    if isinstance(exc, (CheckpointError, SignalError)):
+        return ServeError(503, str(exc))
+    return None
+
+
+def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """The search job's moments as the CLI's --json prints them, plus each video's id and a thumbnail URL."""
+    from videomini.pipelines.search import search_library
+
+    if state.library is None:
+        raise ServeError(404, "this server has no library (start it with --library DIR)")
+    notes: list[str] = []
+    try:
+        moments = search_library(state.library.root, query, top_k=top_k, text_tower=state.text_tower(),
+                                 signals=signals, notes=notes)
+    except Exception as e:
+        mapped = as_serve_error(e)
+        if mapped is None:
+            raise
+        raise mapped from None
+    with state.storage() as storage:
+        ids = {m.video: (storage.video(m.video) or {}).get("id") for m in moments}
+    out = []
+    for moment in moments:
+        row = moment.to_dict()
+        row["video_id"] = ids[moment.video]
+        row["thumbnail"] = f"/thumbnails/{ids[moment.video]}/{moment.best_s:.3f}" if ids[moment.video] else None
+        out.append(row)
+    return out, notes
+
+
+def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
+                   max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """ask --library through the ask policy (pipelines/ask.py): LLaVA-Mini over the best moments, the stored
+    speech / on-screen text when no model loads; the server's model is loaded once and reused."""
+    from videomini.pipelines.ask import ask_library
+
+    if state.library is None:
+        raise ServeError(404, "this server has no library (start it with --library DIR)")
+
+    def job(on_token: TokenFn) -> Any:
+        return ask_library(state.library.root, question, model=state.config.model, top_k=top_k,
+                           max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token,
+                           load=lambda _model_id: state.model())
+
+    return job
+
+
+def file_answer(state: ServerState, path: Path, question: str, max_frames: int | None,
+                max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """ask VIDEO (or image) through the ask policy: the whole file, the question fused with every frame."""
+    from videomini.pipelines.ask import ask_video
+
+    def job(on_token: TokenFn) -> Any:
+        try:
+            return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+                             max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
+        finally:
+            state.discard(path)  # a decoded upload is not kept
+
+    job.upload = path  # type: ignore[attr-defined]  # for the caller to discard if the queue refuses the job
+    return job
+
+
+def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str,
+                  max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """The frames of one video, in order (as an evaluation harness sends them): one token each, the question
+    fused over all of them, as `ask` does after decoding."""
+
+    def job(on_token: TokenFn) -> Any:
+        return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
+                                        on_token=on_token, video=f"{len(frames)} frames")
+
+    return job
+
+
+class Generation:
+    """A job on the device's queue (503 when full, raised here, before any response starts); its tokens are
+    handed to the event loop as they are generated; if the client leaves, the job stops at its next token."""
+
+    def __init__(self, state: ServerState, job: Callable[[TokenFn], Any]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.cancelled = threading.Event()
+        self.future = state.queue.submit(lambda: job(self._on_token))
+        self.future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.events.put_nowait, None))
+
+    def _on_token(self, piece: str) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled()
+        self.loop.call_soon_threadsafe(self.events.put_nowait, piece)
+
+    async def tokens(self) -> AsyncIterator[str]:
+        try:
+            while (piece := await self.events.get()) is not None:
+                yield piece
+        finally:
+            if not self.future.done():
+                self.cancelled.set()
+
+    async def answer(self) -> Any:
+        """The finished Answer; expected failures re-raised as ServeError."""
+        try:
+            return await asyncio.wrap_future(self.future)
+        except Exception as e:
+            mapped = as_serve_error(e)
+            if mapped is None:
+                raise
+            raise mapped from None

@@ -1,0 +1,254 @@
+"""What a running server holds: its configuration, the models (loaded once, lazily), the generation queue, and
+the one place where a request's media reference becomes a file (by library id, under an allowed folder, or a
+decoded upload) — so no path from a request reaches the filesystem anywhere else."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+class ServeError(Exception):
+    """An expected failure of one request: an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class ServeConfig:
+    library: str | os.PathLike | None = None
+    model: str | None = None  # default: the model the library was indexed with, else VIDEOMINI_MODEL / default
+    device: str | None = None
+    dtype: str | None = None
+    token: str | None = None  # bearer token required on every route but the page's static files
+    allow_dirs: list[str | os.PathLike] = field(default_factory=list)  # folders chat requests may name files in
+    max_waiting: int = 4  # generation requests queued behind the running one; more get 503
+    max_body_bytes: int = 64 << 20  # request bodies (chat requests with base64 media) above this get 413
+    max_new_tokens: int = 1024  # upper bound a request may ask for
+    retry_after_s: int = 5
+
+
+def check_bind(host: str, token: str | None, no_auth: bool) -> None:
+    """Anything but loopback needs a token or an explicit --no-auth: a library's videos are private."""
+    if token or no_auth:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host in LOOPBACK
+    if not loopback:
+        raise ServeError(2, f"binding {host} exposes the library to the network: give --token T (clients send "
+                            f"'Authorization: Bearer T') or --no-auth")
+
+
+class QueueFull(ServeError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(503, "the model is busy (generation queue full); retry later",
+                         {"Retry-After": str(retry_after_s)})
+
+
+class GenerationQueue:
+    """One worker thread per device runs generation jobs in arrival order; at most `max_waiting` wait."""
+
+    def __init__(self, max_waiting: int, retry_after_s: int = 5) -> None:
+        self.max_waiting, self.retry_after_s = max_waiting, retry_after_s
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videomini-generate")
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def submit(self, job: Callable[[], Any]) -> Future:
+        with self._lock:
+            if self.in_flight >= 1 + self.max_waiting:
+                raise QueueFull(self.retry_after_s)
+            self.in_flight += 1
+        future = self._worker.submit(job)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def shutdown(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+class ServerState:
+    """Models, storage access and media resolution for one server process."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        from videomini import Library
+
+        self.config = config
+        self.library = Library(config.library, model=config.model, device=config.device, dtype=config.dtype) \
+            if config.library is not None else None
+        self.allow_dirs = [Path(d).expanduser().resolve() for d in config.allow_dirs]
+        self.queue = GenerationQueue(config.max_waiting, config.retry_after_s)
+        self.scratch = Path(tempfile.mkdtemp(prefix="videomini-serve-"))  # thumbnails, decoded uploads
+        self._text_tower: Any = None
+        self._vm: Any = None
+        self._load_lock = threading.Lock()
+
+    def close(self) -> None:
+        import shutil
+
+        self.queue.shutdown()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------------ models
+
+    def model_id(self) -> str:
+        if self.library is not None:
+            return self.library.model_id
+        from videomini.loading import default_model_id
+
+        return self.config.model or default_model_id()
+
+    def model(self) -> Any:
+        """The VideoMini, loaded on first use (the generation worker calls this, so loads are serialised)."""
+        with self._load_lock:
+            if self._vm is None:
+                if self.library is not None:
+                    self._vm = self.library.model()
+                else:
+                    from videomini.ask import VideoMini
+
+                    self._vm = VideoMini.from_pretrained(self.model_id(), device=self.config.device,
+                                                         dtype=self.config.dtype)
+            return self._vm
+
+    def text_tower(self) -> Any:
+        """The CLIP text tower for search: the loaded model's, else loaded alone once (search needs no LLM).
+        None when it cannot be loaded — the search job then reports why or searches text alone."""
+        if self._vm is not None:
+            return self._vm.text_tower
+        with self._load_lock:
+            if self._text_tower is None:
+                from videomini.loading import CheckpointError
+                from videomini.pipelines.search import text_tower_for
+                from videomini.storage import LibraryError
+
+                try:
+                    self._text_tower = text_tower_for(self.model_id(), self.config.device or "cpu")
+                except (CheckpointError, LibraryError, OSError):
+                    return None
+            return self._text_tower
+
+    # ------------------------------------------------------------------ the library (read-only)
+
+    def storage(self):
+        """The library's storage, opened read-only for one request (new index generations are seen at once)."""
+        from videomini.storage import LibraryError, LibraryStore
+
+        if self.library is None:
+            raise ServeError(404, "this server has no library (start it with --library DIR)")
+        try:
+            return LibraryStore(self.library.root)
+        except LibraryError as e:
+            raise ServeError(503, str(e)) from None
+
+    def video_row(self, video_id: int) -> dict:
+        with self.storage() as storage:
+            row = storage.video(int(video_id))
+        if row is None:
+            raise ServeError(404, f"no video with id {video_id} in the library")
+        return row
+
+    def video_file(self, video_id: int) -> Path:
+        """A library video's file, found by id through the catalog (never from a path in the request)."""
+        row = self.video_row(video_id)
+        path = Path(row["path"])
+        if not path.is_file():
+            raise ServeError(404, f"video {video_id}: {path.name} is no longer on disk (moved or deleted)")
+        return path
+
+    # ------------------------------------------------------------------ media named by chat requests
+
+    def media_file(self, url: str, kind: str) -> Path:
+        """The file a chat content part names: `videomini:ID` (or a bare ID), a file under an --allow-dir
+        (path or file:// URL), or a base64 data URL. Anything else is refused with a reason."""
+        url = (url or "").strip()
+        if not url:
+            raise ServeError(400, f"{kind}: empty url")
+        ref = url[len("videomini:"):] if url.startswith("videomini:") else url
+        if ref.isdigit():
+            return self.video_file(int(ref))
+        if url.startswith("data:"):
+            return self.decode_data_url(url, kind)
+        if url.startswith(("http://", "https://")):
+            raise ServeError(400, f"{kind}: remote URLs are not fetched; send a library id, an allowed file or a "
+                                  f"base64 data URL")
+        return self.allowed_file(url[len("file://"):] if url.startswith("file://") else url, kind)
+
+    def allowed_file(self, raw: str, kind: str) -> Path:
+        from urllib.parse import unquote
+
+        if not self.allow_dirs:
+            raise ServeError(403, f"{kind}: files are not served by path (start the server with --allow-dir DIR)")
+        path = Path(unquote(raw)).expanduser()
+        if not path.is_absolute():
+            raise ServeError(400, f"{kind}: give an absolute path under an allowed folder")
+        real = path.resolve()  # symlinks and '..' resolved before the check
+        if not any(real == d or d in real.parents for d in self.allow_dirs):
+            raise ServeError(403, f"{kind}: {path} is outside the allowed folders")
+        if not real.is_file():
+            raise ServeError(404, f"{kind}: {path}: no such file")
+        return real
+
+    def decode_data_url(self, url: str, kind: str) -> Path:
+        """A base64 data URL written to a scratch file; images are checked to be images, videos to be videos."""
+        header, _, payload = url.partition(",")
+        mime = header[len("data:"):].split(";")[0].lower()
+        if not header.endswith(";base64") or not mime.startswith(("image/", "video/")):
+            raise ServeError(400, f"{kind}: only base64 data URLs of images or videos are accepted")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ServeError(400, f"{kind}: the data URL is not valid base64") from None
+        suffix = "." + (mime.split("/")[1].split("+")[0] or "bin")
+        handle, name = tempfile.mkstemp(suffix=suffix if mime.startswith("image/") else ".video", dir=self.scratch)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        path = Path(name)
+        try:
+            check_image(path, kind) if mime.startswith("image/") else check_video(path, kind)
+        except ServeError:
+            self.discard(path)
+            raise
+        return path
+
+    def discard(self, path: Path | None) -> None:
+        """Delete a decoded upload once its request is done (library videos and allowed files are left alone)."""
+        if path is not None and path.parent == self.scratch:
+            path.unlink(missing_ok=True)
+
+
+def check_image(path: Path, kind: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise ServeError(400, f"{kind}: not a readable image") from None
+
+
+def check_video(path: Path, kind: str) -> None:
+    from videomini.video import VideoError, probe
+
+    try:
+        probe(path)
+    except VideoError as e:
+        raise ServeError(400, f"{kind}: not a readable video ({e.reason})") from None
