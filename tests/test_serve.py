@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from videomini.storage import LibraryStore  # noqa: E402
-from videomini.pipelines.search import search_library  # noqa: E402
-from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app  # noqa: E402
+from videomini.storage import LibraryStore
+from videomini.pipelines.search import search_library
+from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app
 
 TOLERANCE_S = 2.0
 
