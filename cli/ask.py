@@ -39,6 +39,9 @@ def ask(
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
                                         help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
     fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video."),
+    sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
+                                                           "reference: the official LLaVA-Mini evaluation's frames "
+                                                           "(the centre of each of N equal segments)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
@@ -73,6 +76,8 @@ def ask(
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
     if library is None and not Path(targets[0]).exists():
         fail(f"{targets[0]}: no such file")
+    if sampling not in ("fps", "reference"):
+        fail(f"--sampling must be fps or reference, not {sampling!r}")
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -92,7 +97,7 @@ def ask(
                 answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
                                        quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
                                        max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
-                                       on_token=on_token, on_notice=on_notice)
+                                       on_token=on_token, on_notice=on_notice, sampling=sampling)
     except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
         fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")

@@ -218,3 +218,19 @@ def test_encoded_frame_tokens_own_their_memory(golden_model, golden_cases):
     encoded = encoder.encode_pixels(tensors["video.pixel_values"][0], np.arange(5.0), tensors["video.input_ids"])
     tokens = encoded.frame_tokens
     assert tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size()
+
+
+def test_ask_reference_sampling_takes_segment_centres(videomini_golden, golden_dir, tmp_path):
+    # A 30 fps video: the official evaluation's frames 15, 45, 75, ... (0.5, 1.5, 2.5 s ...), in the API and CLI.
+    video = make_numbered_video(tmp_path / "v30.mp4", seconds=5, fps=30, size=(96, 64))
+    indices = [15, 45, 74, 104, 134]  # uniform_frame_indices(150, 5)
+    answer = videomini_golden.ask(video, "What happens?", max_new_tokens=2, sampling="reference")
+    assert answer.frame_times_s == pytest.approx([i / 30 for i in indices], abs=1e-3)
+    assert answer.frame_times_s[:2] == pytest.approx([0.5, 1.5], abs=1e-3)
+    assert videomini_golden.ask(video, "What happens?", max_new_tokens=2).frame_times_s == [0, 1, 2, 3, 4]  # default
+    result = CliRunner().invoke(app, ["ask", str(video), "What happens?", "--model", str(golden_dir / "llavamini_tiny"),
+                                      "--sampling", "reference", "--json", "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frame_times_s"] == answer.frame_times_s
+    result = CliRunner().invoke(app, ["ask", str(video), "Q?", "--sampling", "middle"])
+    assert result.exit_code == 1 and "--sampling" in result.stderr

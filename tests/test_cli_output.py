@@ -21,12 +21,16 @@ def _videomini(*args: str) -> subprocess.CompletedProcess:
 
 def test_ask_writes_only_the_answer(golden_dir, videos_dir):
     model = str(golden_dir / "llavamini_tiny")
-    for verbose in ([], ["-v"]):  # nothing to hide: the cause (transformers' renamed cache output) is fixed
-        done = _videomini(*verbose, "ask", str(videos_dir / "bikes.mp4"), "What is happening?", "--model", model,
-                          "--max-new-tokens", "4")
-        assert done.returncode == 0, done.stderr
-        assert done.stderr == "", (verbose, done.stderr)
-        assert "10 of 10 frames" in done.stdout
+    args = ["ask", str(videos_dir / "bikes.mp4"), "What is happening?", "--model", model, "--max-new-tokens", "4"]
+    done = _videomini(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "10 of 10 frames" in done.stdout
+    # -v shows the libraries' own noise (torchao's import messages when the quant extra is installed, ...), but
+    # not the deprecation our generation call used to cause: that is fixed at its cause, not hidden
+    verbose = _videomini("-v", *args)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "past_key_values" not in verbose.stderr and "cache_params" not in verbose.stderr
 
 
 def test_ask_still_shows_its_own_warnings(golden_dir, tmp_path):

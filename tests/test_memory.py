@@ -69,7 +69,7 @@ MODEL_8B = "ICTNLP/llava-mini-llama-3.1-8b"
     ("at 12:30", 600, []),  # outside a 10-minute video
 ])
 def test_parse_time_references(question: str, duration: float, windows: list[tuple[float, float]]) -> None:
-    assert parse_time_references(question, duration) == pytest.approx(windows)
+    assert parse_time_references(question, duration) == [pytest.approx(w) for w in windows]  # pytest 9: not nested
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from videomini.storage import LibraryStore  # noqa: E402
-from videomini.search import search_library  # noqa: E402
-from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app  # noqa: E402
+from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app
+from videomini.search import search_library
+from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
 

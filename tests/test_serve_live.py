@@ -20,7 +20,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture(scope="module")
 def live_server(serve_library, checkpoint, tmp_path_factory):
     """`videomini serve` on port 0 (the kernel picks a free one; the log line says which); always stopped."""
-    pytest.importorskip("uvicorn")
     allowed = tmp_path_factory.mktemp("allowed")
     with serve_process(["--library", str(serve_library[0]), "--model", str(checkpoint), "--device", "cpu",
                         "--token", TOKEN, "--allow-dir", str(allowed)]) as url:
@@ -30,8 +29,8 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it (apt-get install -y chromium)")
+    from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
@@ -119,7 +118,7 @@ def test_library_view_and_phone_width(page, live_server):
 
 
 def test_the_openai_client_streams_an_answer(live_server, serve_library):
-    openai = pytest.importorskip("openai")
+    import openai
     client = openai.OpenAI(base_url=f"{live_server}/v1", api_key=TOKEN, max_retries=0)
     assert [m.id for m in client.models.list()]
     stream = client.chat.completions.create(

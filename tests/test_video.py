@@ -332,6 +332,44 @@ def test_reference_video_frames_bit_exact_with_golden(golden_dir):
     np.testing.assert_array_equal(uniform, source[[1, 3, 4, 6, 8]])
 
 
+@pytest.mark.parametrize("backend", V.BACKENDS)
+def test_reference_sampling_streams_segment_centres(tmp_path, backend):
+    # The official rule on a 30 fps video at 1 fps: N = 180 // 30 = 6 segments, the centre frame of each.
+    path = synth.make_numbered_video(tmp_path / "v30.mp4", 6, 30.0, size=(96, 64))
+    assert V.reference_n_frames(180, 30.0) == 6
+    indices = uniform_frame_indices(180, 6)
+    assert indices == [15, 45, 75, 104, 134, 164]
+    batches = list(sample_frames(path, fps=1.0, sampling="reference", batch_size=4, backend=backend))
+    assert [len(t) for _, t in batches] == [4, 2]  # streamed in batches, not read whole
+    frames = np.concatenate([f for f, _ in batches])
+    times = np.concatenate([t for _, t in batches])
+    assert numbers(frames) == indices
+    assert times.tolist() == pytest.approx([i / 30 for i in indices], abs=1e-5)
+    assert times[:3].tolist() == pytest.approx([0.5, 1.5, 2.5], abs=1e-5)
+    # 2 fps: twice the segments; --max-frames caps N, still segment centres over the whole video
+    assert numbers(collect(path, fps=2.0, sampling="reference", backend=backend)[0]) == uniform_frame_indices(180, 12)
+    capped = collect(path, fps=1.0, sampling="reference", max_frames=3, backend=backend)[0]
+    assert numbers(capped) == uniform_frame_indices(180, 3) == [30, 89, 149]
+
+
+def test_reference_sampling_matches_golden_pixels(golden_dir):
+    from safetensors.numpy import load_file
+
+    source = load_file(str(golden_dir / "cases.safetensors"))["video.source_frames_uint8"]
+    path = golden_dir / "video_10f_2fps.mp4"
+    for backend in V.BACKENDS:
+        frames, times = collect(path, fps=1.0, sampling="reference", backend=backend)
+        np.testing.assert_array_equal(np.stack(frames), source[[1, 3, 4, 6, 8]], err_msg=backend)
+        assert times == pytest.approx([0.5, 1.5, 2.0, 3.0, 4.0])
+
+
+def test_reference_sampling_refuses_a_window(media):
+    with pytest.raises(ValueError, match="whole video"):
+        sample_frames(media["cfr"], sampling="reference", start_s=1.0)
+    with pytest.raises(ValueError, match="unknown sampling"):
+        sample_frames(media["cfr"], sampling="middle")
+
+
 def test_sample_uniform_on_numbered_video(media):
     frames, times = sample_uniform(media["cfr"], 4)
     assert numbers(frames) == uniform_frame_indices(65, 4)

@@ -82,13 +82,14 @@ class VideoMini:
     def ask(self, path: str | os.PathLike, question: str, fps: float = 1.0, max_frames: int | None = None,
             max_new_tokens: int = 256, do_sample: bool = False, fusion: str = "all", top_k_evidence: int = 5,
             on_progress: ProgressFn | None = None, on_token: TokenFn | None = None,
-            context: str | None = None) -> Answer:
+            context: str | None = None, sampling: str = "fps") -> Answer:
         """Answer `question` about the video or image at `path`.
 
         fusion="all" fuses the question with every sampled frame while streaming (one pass; the reference's
         computation when every frame fits); "selected" re-decodes the selected frames and fuses over them only.
         `context` (timestamped speech / on-screen text lines) goes into the prompt; it must be known before the
-        frames stream, since the prompt is fused with every frame.
+        frames stream, since the prompt is fused with every frame. `sampling="reference"` takes the official
+        evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
         """
         if fusion not in ("all", "selected"):
             raise ValueError(f"fusion must be 'all' or 'selected', not {fusion!r}")
@@ -101,7 +102,7 @@ class VideoMini:
         budget = self.frame_budget(input_ids.shape[1], max_new_tokens)
         budget = min(budget, max_frames) if max_frames is not None else budget
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
-        memory, fused = self._encode_video(path, input_ids, fps, expected, on_progress)
+        memory, fused = self._encode_video(path, input_ids, fps, expected, on_progress, sampling)
         encoded_at = time.perf_counter()
         duration_s = info.duration_s or float(memory.timestamps_s[-1]) + 1 / fps
         selected, notes = self._select(memory, question, budget, duration_s, info.duration_s)
@@ -150,10 +151,10 @@ class VideoMini:
         return answer
 
     def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
-                      on_progress: ProgressFn | None) -> tuple[FrameMemory, FusedText]:
+                      on_progress: ProgressFn | None, sampling: str = "fps") -> tuple[FrameMemory, FusedText]:
         """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed."""
         memory, fused = FrameMemory(), FusedText()
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size)
+        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling)
         try:
             for encoded in self.encoder.encode_stream(batches, input_ids):
                 memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)

@@ -47,10 +47,11 @@ from videomini.errors import first_line
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
     "VideoInfo", "FrameBatches", "probe", "sample_frames", "read_frames_at", "uniform_frame_indices",
-    "sample_uniform", "reference_video_frames", "BACKENDS",
+    "sample_uniform", "reference_video_frames", "reference_timestamps", "BACKENDS", "SAMPLINGS",
 ]
 
 BACKENDS = ("pyav", "decord", "ffmpeg")
+SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
 DEFAULT_SEEK_GAP_S = 10.0  # used when the keyframe interval is unknown
 MIN_SEEK_GAP_S = 2.0  # never seek for a target closer than this: decoding through is cheaper
 FALLBACK_FPS = 25.0  # a stream that declares no frame rate: frames last 1/25 s (PAL), as FFmpeg assumes
@@ -766,21 +767,32 @@ def sample_frames(
     backend: str = "auto",
     max_side: int | None = None,
     prefetch: int = 2,
+    sampling: str = "fps",
 ) -> FrameBatches:
     """Stream the frames on screen at start + k/fps as batches `(uint8 (B,H,W,3) RGB, float64 (B,) seconds)`.
 
-    See the module docstring for the rule. Errors about the file (missing, not a video, no video stream) are
-    raised here, before the first batch. `prefetch` batches are decoded ahead in a thread (0: no thread).
+    See the module docstring for the rule. `sampling="reference"` streams the official evaluation's frames
+    instead (`reference_timestamps`: segment centres over the whole video; `start_s`/`end_s` do not apply). Errors
+    about the file (missing, not a video, no video stream) are raised here, before the first batch. `prefetch`
+    batches are decoded ahead in a thread (0: no thread).
     """
     if not fps or fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
     p = _check_path(path)
     info = probe(p)
     name = _resolve_backend(backend, p)
     if name == "ffmpeg":
         _ffmpeg_binaries(p)
-    start = float(start_s or 0.0)
-    make = lambda: _frame_items(p, info, name, _targets(start, fps, end_s, max_frames), max_side, batch_size)  # noqa: E731
+    if sampling == "reference":
+        if start_s is not None or end_s is not None:
+            raise ValueError("sampling='reference' takes the whole video: start_s/end_s do not apply")
+        targets = reference_timestamps(p, fps, max_frames)
+        make = lambda: _frame_items(p, info, name, iter(targets.tolist()), max_side, batch_size)  # noqa: E731
+    else:
+        start = float(start_s or 0.0)
+        make = lambda: _frame_items(p, info, name, _targets(start, fps, end_s, max_frames), max_side, batch_size)  # noqa: E731
     return FrameBatches(make, batch_size=batch_size, prefetch=prefetch)
 
 
@@ -842,15 +854,46 @@ def reference_n_frames(n_frames_total: int, avg_fps: float, fps: float = 1.0) ->
     return max(1, min(n_frames_total, int(n_frames_total // (avg_fps / fps))))
 
 
-def _count_frames_pyav(path: Path) -> tuple[int, float]:
+def _frame_times_pyav(path: Path) -> tuple[np.ndarray, float]:
+    """Every frame's presentation time in display order (seconds on the sampler's clock), from one demux pass
+    (no decoding), and the stream's average frame rate."""
     container = _open_av(path)
     try:
         stream = container.streams.video[0]
         avg = float(stream.average_rate or stream.guessed_rate or 0.0)
-        count = sum(1 for packet in container.demux(stream) if packet.size)
-        return count, avg
+        stamps = array("d")
+        for packet in container.demux(stream):
+            if packet.size:
+                pts = packet.pts if packet.pts is not None else packet.dts
+                stamps.append(math.nan if pts is None else float(pts * stream.time_base))
+        times = np.frombuffer(stamps, dtype=np.float64) if len(stamps) else np.zeros(0)
+        if np.isnan(times).any():  # no timestamps in the container: frames at the average rate
+            return np.arange(len(times)) / (avg or 25.0), avg
+        return np.sort(times) - _stream_origin(stream), avg
     finally:
         container.close()
+
+
+def _count_frames_pyav(path: Path) -> tuple[int, float]:
+    times, avg = _frame_times_pyav(path)
+    return len(times), avg
+
+
+def reference_timestamps(path: str | Path, fps: float = 1.0, max_frames: int | None = None) -> np.ndarray:
+    """Target times that make the streaming sampler return exactly the frames the official evaluation takes.
+
+    N = `reference_n_frames` (capped by `max_frames`), frame indices = `uniform_frame_indices` (segment centres:
+    frames 15, 45, 74, ... of a 30 fps video at 1 fps); each target lies halfway between its frame and the next,
+    so every backend's clock finds that frame. Counting frames is one demux pass, without decoding.
+    """
+    p = _check_path(path)
+    times, avg = _frame_times_pyav(p)
+    if len(times) == 0 or not avg:
+        raise DecodeError(p, "the video stream holds no frames")
+    n = reference_n_frames(len(times), avg, fps)
+    indices = np.asarray(uniform_frame_indices(len(times), min(n, max_frames) if max_frames else n))
+    following = np.append(times[1:], times[-1] + 1.0 / avg)
+    return (times[indices] + following[indices]) / 2
 
 
 def _pyav_frames_by_index(path: Path, indices: Sequence[int], max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
