@@ -868,7 +868,7 @@ def _frame_times_pyav(path: Path) -> tuple[np.ndarray, float]:
                 stamps.append(math.nan if pts is None else float(pts * stream.time_base))
         times = np.frombuffer(stamps, dtype=np.float64) if len(stamps) else np.zeros(0)
         if np.isnan(times).any():  # no timestamps in the container: frames at the average rate
-            return np.arange(len(times)) / (avg or 25.0), avg
+            return np.arange(len(times)) / (avg or FALLBACK_FPS), avg
         return np.sort(times) - _stream_origin(stream), avg
     finally:
         container.close()
