@@ -66,9 +66,9 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
 
 def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
                    max_new_tokens: int) -> Callable[[TokenFn], Any]:
-    """ask --library through the ask policy (pipelines/ask.py): LLaVA-Mini over the best moments, the stored
+    """ask --library through the ask policy (videomini/ask_policy.py): LLaVA-Mini over the best moments, the stored
     speech / on-screen text when no model loads; the server's model is loaded once and reused."""
-    from videomini.pipelines.ask import ask_library
+    from videomini.ask_policy import ask_library
 
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
@@ -84,7 +84,7 @@ def library_answer(state: ServerState, question: str, top_k: int, max_frames: in
 def file_answer(state: ServerState, path: Path, question: str, max_frames: int | None,
                 max_new_tokens: int) -> Callable[[TokenFn], Any]:
     """ask VIDEO (or image) through the ask policy: the whole file, the question fused with every frame."""
-    from videomini.pipelines.ask import ask_video
+    from videomini.ask_policy import ask_video
 
     def job(on_token: TokenFn) -> Any:
         try:

@@ -1,6 +1,7 @@
-"""The `ask` job: which model answers, and when speech / on-screen text answer instead.
+"""The ask policy: which model answers, and when speech / on-screen text answer instead.
 
-One place for the policy that the CLI, the Python `Library` facade and the server share:
+One place for the policy that the CLI, the Python `Library` facade and the server share (it composes only the
+library's own mechanisms, so it lives in the library, where the facade may reach it):
 
 - `ask_video`: load LLaVA-Mini (or use the one given); extract the signals asked for and quote them into the
   prompt; when no model can be loaded and `fallback` holds, answer from the video's speech and on-screen text
@@ -33,7 +34,7 @@ _SIGNAL_PACKAGES = ("faster_whisper", "rapidocr_onnxruntime", "sentence_transfor
 NoticeFn = Callable[[str], None]  # one-line warnings and notes for the user (the CLI prints them on stderr)
 Loader = Callable[[str], VideoMini]
 
-__all__ = ["VideoMini", "ask_video", "ask_library", "default_model_id", "SIGNAL_ANSWER_MOMENTS"]
+__all__ = ["ask_video", "ask_library", "SIGNAL_ANSWER_MOMENTS"]
 
 
 def signals_available() -> bool:
