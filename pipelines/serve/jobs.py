@@ -4,9 +4,10 @@ that runs a generation on the device's queue while its tokens arrive on the even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from videomini.pipelines.serve.state import ServeError, ServerState
 
@@ -16,6 +17,18 @@ TokenFn = Callable[[str], None]
 
 class Cancelled(Exception):
     """The client went away: generation stops at its next token."""
+
+
+@contextlib.contextmanager
+def serve_errors() -> Iterator[None]:
+    """Re-raise the library's expected failures as ServeError (their HTTP status and one-line message)."""
+    try:
+        yield
+    except Exception as e:
+        mapped = as_serve_error(e)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def as_serve_error(exc: BaseException) -> ServeError | None:
@@ -45,14 +58,9 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
     notes: list[str] = []
-    try:
+    with serve_errors():
         moments = search_library(state.library.root, query, top_k=top_k, text_tower=state.text_tower(),
                                  signals=signals, notes=notes)
-    except Exception as e:
-        mapped = as_serve_error(e)
-        if mapped is None:
-            raise
-        raise mapped from None
     with state.storage() as storage:
         ids = {m.video: (storage.video(m.video) or {}).get("id") for m in moments}
     out = []
@@ -135,10 +143,5 @@ class Generation:
 
     async def answer(self) -> Any:
         """The finished Answer; expected failures re-raised as ServeError."""
-        try:
+        with serve_errors():
             return await asyncio.wrap_future(self.future)
-        except Exception as e:
-            mapped = as_serve_error(e)
-            if mapped is None:
-                raise
-            raise mapped from None
