@@ -173,7 +173,7 @@ def build_corpus(folder: Path) -> tuple[list[Path], list[Query]]:
 
 def build_library(cache: Path) -> tuple[Path, Path, list[Query], dict]:
     """(library folder, checkpoint folder, queries, index report), built once per CORPUS_VERSION in `cache`."""
-    from videomini.pipelines.ask import VideoMini
+    from videomini import VideoMini
     from videomini.pipelines.index import index_videos
 
     root = cache / f"retrieval-v{CORPUS_VERSION}"
@@ -236,7 +236,7 @@ CONFIGS = {  # name -> signals searched
 
 
 def run(cache: Path, top_k: int) -> dict:
-    from videomini.pipelines.ask import VideoMini
+    from videomini import VideoMini
     from videomini.search import search_library
 
     library, checkpoint, queries, build = build_library(cache)

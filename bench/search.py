@@ -306,13 +306,7 @@ def main() -> None:
                       f"{r['exact_one_query_p50_ms']:.1f}", f"{r['index_build_s']:.1f}", f"{b['shards']:,.0f}",
                       f"{b['index'] + b['ids']:,.0f}", f"{b['total']:,.0f}")
     console.print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "search", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                               "faiss": faiss.__version__},
-            "goal": "1M frames at p50 <= 20 ms", "results": results}, indent=1))
-        console.log(f"wrote {args.json}")
+    write_json(args.json, {"benchmark": "search", "goal": "1M frames at p50 <= 20 ms", "results": results}, console)
 
 
 def report_updates(result: dict, args: argparse.Namespace, console: Console) -> None:
@@ -330,13 +324,19 @@ def report_updates(result: dict, args: argparse.Namespace, console: Console) -> 
     console.print(f"publish an add: p50 {result['publish_p50_ms']:.0f} ms, p99 {result['publish_p99_ms']:.0f} ms; "
                   f"a removal: p50 {result['remove_p50_ms']:.0f} ms, p99 {result['remove_p99_ms']:.0f} ms; "
                   f"compaction {result['compaction_s']:.1f} s (base build {result['base_build_s']:.1f} s)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "benchmark": "search-updates", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                                       "faiss": faiss.__version__},
-            "goal": "publish p99 <= 2 s, search p50 <= 20 ms, recall@10 >= 0.95", "result": result}, indent=1))
-        console.log(f"wrote {args.json}")
+    write_json(args.json, {"benchmark": "search-updates",
+                           "goal": "publish p99 <= 2 s, search p50 <= 20 ms, recall@10 >= 0.95", "result": result},
+               console)
+
+
+def write_json(path: Path | None, payload: dict, console: Console) -> None:
+    """The benchmark's JSON (with the machine it ran on), when --json asked for it."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "faiss": faiss.__version__}
+    path.write_text(json.dumps({**payload, "machine": machine}, indent=1))
+    console.log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, wo
     The tiny vision model and MiniLM load once, before any timing; Whisper and RapidOCR load inside each run's
     decoder process, as they do in a real `index` run, so their load time is part of the overhead measured."""
     from conftest import make_tiny_checkpoint
-    from videomini.pipelines.ask import VideoMini
+    from videomini import VideoMini
     from videomini.pipelines.index import index_videos
     from videomini.signals.text import default_embedder
 

@@ -65,7 +65,7 @@ def ask(
     from rich.console import Console
 
     from videomini.loading import CheckpointError
-    from videomini.pipelines import ask as job
+    from videomini import ask_policy as job
     from videomini.signals import SignalError
     from videomini.storage import LibraryError
     from videomini.video import VideoError

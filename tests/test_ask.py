@@ -181,7 +181,7 @@ def test_cli_without_model_answers_from_signals(narrated):
 
 
 def test_signals_go_into_the_prompt(videomini_golden, narrated):
-    from videomini.pipelines.ask import ask_video
+    from videomini.ask_policy import ask_video
 
     answer = ask_video(narrated.path, "What does the sign say?", model=videomini_golden, signals=("ocr",),
                        max_new_tokens=2)

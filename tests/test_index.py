@@ -145,7 +145,7 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     assert best.thumbnail and Path(best.thumbnail).is_file()
 
     vm.text_tower = KnownTower()
-    from videomini.pipelines.ask import ask_library
+    from videomini.ask_policy import ask_library
 
     answer = ask_library(library, "What number is shown?", model=vm, top_k=2, max_new_tokens=3)
     assert answer.text and answer.frames_used > 0

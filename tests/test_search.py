@@ -174,8 +174,8 @@ def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, na
 
 
 def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, checkpoint, narrated):
-    from videomini.pipelines.ask import VideoMini
-    from videomini.pipelines.ask import ask_library
+    from videomini import VideoMini
+    from videomini.ask_policy import ask_library
 
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"
@@ -210,7 +210,7 @@ def test_frames_and_signals_fuse_and_a_signals_rerun_keeps_the_frames(tmp_path, 
 
 def test_the_train_question_points_at_the_spoken_sentence_not_the_whole_video(tmp_path, checkpoint, narrated):
     """examples/example.mp4 content indexed with frames (a random CLIP tower: a noise list) and speech + text."""
-    from videomini.pipelines.ask import VideoMini
+    from videomini import VideoMini
 
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"

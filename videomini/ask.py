@@ -9,7 +9,7 @@ is kept after it is encoded, so memory does not grow with the video's length bey
 
 ask_library: retrieve the best moments across the library, re-decode their frames, fuse the question with them
 and answer on the same path; the evidence cites (video, time). Which model, and when speech / on-screen text
-answer instead, is the job's policy (`videomini.pipelines.ask`), not decided here.
+answer instead, is the job's policy (`videomini.ask_policy`), not decided here.
 """
 
 from __future__ import annotations

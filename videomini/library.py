@@ -109,9 +109,7 @@ class Library:
             fallback: bool = True) -> Any:
         """Answer over the library's best moments with LLaVA-Mini. When no model can be loaded and `fallback`,
         the stored speech and on-screen text answer instead (Answer.generated_by == "signals")."""
-        # TODO(redesign): the ask policy (pipelines/ask.py) is shared with the CLI and the server; the facade
-        # reaches it here until that policy's signal answers live under videomini/
-        from videomini.pipelines.ask import ask_library
+        from videomini.ask_policy import ask_library  # the one ask policy, shared with the CLI and the server
 
         return ask_library(self.root, question, model=self._model or self._model_id, top_k=top_k,
                            max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,

@@ -66,6 +66,12 @@ def _parse_time(text: str) -> tuple[float, float] | None:
     return (seconds, finest) if finest is not None else None
 
 
+def _seconds(text: str) -> float | None:
+    """The time `text` names, in seconds (None when it names none)."""
+    parsed = _parse_time(text)
+    return None if parsed is None else parsed[0]
+
+
 def _leading_unit(text: str) -> float:
     """The unit a bare number borrows from its partner ("between 1 and 2 minutes", "between 1 and 1:30")."""
     if re.fullmatch(_CLOCK, text.strip()):
@@ -97,23 +103,14 @@ def _point(center: float, finest: float, fuzzy: bool, duration: float) -> Window
 
 def _range(m: re.Match, duration: float) -> Window | None:
     a_text, b_text = m.group("a"), m.group("b")
-    if re.fullmatch(r"end|finish", b_text):
-        b = duration
-    else:
-        parsed = _parse_time(b_text)
-        if parsed is None:
-            return None
-        b = parsed[0]
+    b = duration if re.fullmatch(r"end|finish", b_text) else _seconds(b_text)
     if re.fullmatch(r"start|beginning", a_text):
         a = 0.0
     elif re.fullmatch(_TIME, a_text):
-        parsed = _parse_time(a_text)
-        if parsed is None:
-            return None
-        a = parsed[0]
+        a = _seconds(a_text)
     else:  # a bare number: "between 1 and 2 minutes"
         a = _number(a_text) * _leading_unit(b_text)
-    return (min(a, b), max(a, b))
+    return None if a is None or b is None else (min(a, b), max(a, b))
 
 
 def _from_end(m: re.Match, duration: float) -> Window | None:
@@ -124,10 +121,9 @@ def _from_end(m: re.Match, duration: float) -> Window | None:
 def _first_last(m: re.Match, duration: float) -> Window | None:
     t_text = m.group("t")
     if re.fullmatch(_TIME, t_text):
-        parsed = _parse_time(t_text)
-        if parsed is None:
+        span = _seconds(t_text)
+        if span is None:
             return None
-        span = parsed[0]
     else:  # "minute", "few seconds", "minutes"
         unit = _UNIT_SECONDS[t_text.split()[-1][0]]
         span = unit * (3 if (t_text.startswith("few") or t_text.endswith("s")) else 1)
@@ -145,13 +141,13 @@ def _fraction(m: re.Match, duration: float) -> Window:
 
 
 def _after(m: re.Match, duration: float) -> Window | None:
-    parsed = _parse_time(m.group("t"))
-    return None if parsed is None else (parsed[0], duration)
+    t = _seconds(m.group("t"))
+    return None if t is None else (t, duration)
 
 
 def _before(m: re.Match, duration: float) -> Window | None:
-    parsed = _parse_time(m.group("t"))
-    return None if parsed is None else (0.0, parsed[0])
+    t = _seconds(m.group("t"))
+    return None if t is None else (0.0, t)
 
 
 def _at(m: re.Match, duration: float) -> Window | None:

@@ -4,9 +4,10 @@ that runs a generation on the device's queue while its tokens arrive on the even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from videomini.pipelines.serve.state import ServeError, ServerState
 
@@ -16,6 +17,18 @@ TokenFn = Callable[[str], None]
 
 class Cancelled(Exception):
     """The client went away: generation stops at its next token."""
+
+
+@contextlib.contextmanager
+def serve_errors() -> Iterator[None]:
+    """Re-raise the library's expected failures as ServeError (their HTTP status and one-line message)."""
+    try:
+        yield
+    except Exception as e:
+        mapped = as_serve_error(e)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def as_serve_error(exc: BaseException) -> ServeError | None:
@@ -45,14 +58,9 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
     notes: list[str] = []
-    try:
+    with serve_errors():
         moments = search_library(state.library.root, query, top_k=top_k, text_tower=state.text_tower(),
                                  signals=signals, notes=notes)
-    except Exception as e:
-        mapped = as_serve_error(e)
-        if mapped is None:
-            raise
-        raise mapped from None
     with state.storage() as storage:
         ids = {m.video: (storage.video(m.video) or {}).get("id") for m in moments}
     out = []
@@ -66,9 +74,9 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
 
 def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
                    max_new_tokens: int) -> Callable[[TokenFn], Any]:
-    """ask --library through the ask policy (pipelines/ask.py): LLaVA-Mini over the best moments, the stored
+    """ask --library through the ask policy (videomini/ask_policy.py): LLaVA-Mini over the best moments, the stored
     speech / on-screen text when no model loads; the server's model is loaded once and reused."""
-    from videomini.pipelines.ask import ask_library
+    from videomini.ask_policy import ask_library
 
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
@@ -84,7 +92,7 @@ def library_answer(state: ServerState, question: str, top_k: int, max_frames: in
 def file_answer(state: ServerState, path: Path, question: str, max_frames: int | None,
                 max_new_tokens: int) -> Callable[[TokenFn], Any]:
     """ask VIDEO (or image) through the ask policy: the whole file, the question fused with every frame."""
-    from videomini.pipelines.ask import ask_video
+    from videomini.ask_policy import ask_video
 
     def job(on_token: TokenFn) -> Any:
         try:
@@ -135,10 +143,5 @@ class Generation:
 
     async def answer(self) -> Any:
         """The finished Answer; expected failures re-raised as ServeError."""
-        try:
+        with serve_errors():
             return await asyncio.wrap_future(self.future)
-        except Exception as e:
-            mapped = as_serve_error(e)
-            if mapped is None:
-                raise
-            raise mapped from None

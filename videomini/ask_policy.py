@@ -1,6 +1,7 @@
-"""The `ask` job: which model answers, and when speech / on-screen text answer instead.
+"""The ask policy: which model answers, and when speech / on-screen text answer instead.
 
-One place for the policy that the CLI, the Python `Library` facade and the server share:
+One place for the policy that the CLI, the Python `Library` facade and the server share (it composes only the
+library's own mechanisms, so it lives in the library, where the facade may reach it):
 
 - `ask_video`: load LLaVA-Mini (or use the one given); extract the signals asked for and quote them into the
   prompt; when no model can be loaded and `fallback` holds, answer from the video's speech and on-screen text
@@ -33,7 +34,7 @@ _SIGNAL_PACKAGES = ("faster_whisper", "rapidocr_onnxruntime", "sentence_transfor
 NoticeFn = Callable[[str], None]  # one-line warnings and notes for the user (the CLI prints them on stderr)
 Loader = Callable[[str], VideoMini]
 
-__all__ = ["VideoMini", "ask_video", "ask_library", "default_model_id", "SIGNAL_ANSWER_MOMENTS"]
+__all__ = ["ask_video", "ask_library", "SIGNAL_ANSWER_MOMENTS"]
 
 
 def signals_available() -> bool:
@@ -46,9 +47,14 @@ def _notice(on_notice: NoticeFn | None, message: str) -> None:
         on_notice(message)
 
 
-def _loader(device: str | None, dtype: str | None, quantize: str | None, kv_cache: str | None) -> Loader:
-    return lambda model_id: VideoMini.from_pretrained(model_id, device=device, dtype=dtype, quantize=quantize,
-                                                      kv_cache=kv_cache)
+def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, **options: str | None) -> VideoMini:
+    """The model `load` gives (default: VideoMini.from_pretrained with `options`: device, dtype, quantize,
+    kv_cache); raises CheckpointError when it cannot be loaded."""
+    if on_progress:
+        on_progress(f"loading {model_id}", 0, None)
+    if load is None:
+        return VideoMini.from_pretrained(model_id, **options)
+    return load(model_id)
 
 
 def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: float) -> str | None:
@@ -73,11 +79,9 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
     speech and on-screen text answer (Answer.generated_by == "signals")."""
     vm = model if isinstance(model, VideoMini) else None
     if vm is None:
-        model_id = model or default_model_id()
-        if on_progress:
-            on_progress(f"loading {model_id}", 0, None)
         try:
-            vm = (load or _loader(device, dtype, quantize, kv_cache))(model_id)
+            vm = _load(model or default_model_id(), load, on_progress, device=device, dtype=dtype,
+                       quantize=quantize, kv_cache=kv_cache)
         except CheckpointError as e:
             if not fallback or not signals_available():
                 raise
@@ -147,10 +151,9 @@ def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | V
             _notice(on_notice, "note: the library holds no frames (indexed with --no-visual); answering from its "
                                "speech and on-screen text")
             return _from_signals(library_dir, question, top_k)
-        if on_progress:
-            on_progress(f"loading {model_id}", 0, None)
         try:
-            vm = (load or _loader(device, dtype, quantize, kv_cache))(model_id)
+            vm = _load(model_id, load, on_progress, device=device, dtype=dtype, quantize=quantize,
+                       kv_cache=kv_cache)
         except CheckpointError as e:
             if not (fallback and has_text):
                 raise
