@@ -38,9 +38,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def slice_config(vocab: int = SLICE_VOCAB) -> dict:
     """Llama-3.1-8B's LLM keys with 2 layers and a smaller vocabulary, as a LLaVA-Mini config."""
-    from videomini.loading import KNOWN_CONFIGS
+    from videomini.loading import DEFAULT_MODEL_ID, KNOWN_CONFIGS
 
-    config = dict(KNOWN_CONFIGS["ICTNLP/llava-mini-llama-3.1-8b"])
+    config = dict(KNOWN_CONFIGS[DEFAULT_MODEL_ID])
     config.update(num_hidden_layers=SLICE_LAYERS, vocab_size=vocab, prefusion_layer_num=0,
                   bos_token_id=1, eos_token_id=[2])
     return config
@@ -145,13 +145,14 @@ def predicted(row: dict) -> dict:
 
 def budgets(chunk: int) -> list[dict]:
     """The full model's frame budget on 24 and 80 GB for each weights / cache combination."""
+    from videomini.loading import DEFAULT_MODEL_ID
     from videomini.planner import plan_memory
 
     rows = []
     for weights, kv in (("bf16", "bf16"), ("bf16", "int8"), ("int8", "bf16"), ("int8", "int8"), ("int8", "int4"),
                         ("nf4", "int4")):
         for memory in ("24GB", "80GB"):
-            plan = plan_memory("ICTNLP/llava-mini-llama-3.1-8b", memory, dtype=weights, kv_dtype=kv,
+            plan = plan_memory(DEFAULT_MODEL_ID, memory, dtype=weights, kv_dtype=kv,
                                prefill_chunk_tokens=chunk)
             rows.append({"memory": memory, "weights": weights, "kv_cache": kv, "max_frames": plan.max_frames,
                          "frames_fit_memory": plan.frames_fit_memory, "limited_by": plan.limited_by,
