@@ -102,13 +102,14 @@ def parse_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A JSON object from `path`; a malformed file raises `error` with one line naming it."""
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+        raise error(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a JSON object")
+        raise error(f"{path}: not a JSON object")
     return data
 
 
@@ -208,10 +209,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{folder}: no config.json (not a LLaVA-Mini checkpoint folder)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    config = _read_json(config_path, CheckpointError)
     if config.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{folder}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
     return config

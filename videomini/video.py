@@ -348,6 +348,13 @@ def _seek_gap(stream: Any, seek_gap_s: float | None) -> float:
     return max(2 * gop if gop else DEFAULT_SEEK_GAP_S, MIN_SEEK_GAP_S)
 
 
+def _decoding_stream(container: Any, max_side: int | None) -> tuple[Any, int, int]:
+    """The container's video stream, set up for threaded decoding, and the size its frames are converted to."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return (stream, *_scaled_size(stream.codec_context.width, stream.codec_context.height, max_side))
+
+
 def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, expected_end_s: float,
                  seek_gap_s: float | None) -> Iterator[tuple[np.ndarray, float] | _Warn]:
     """Stream (frame, pts) for each target time; seeks when the next target is far ahead."""
@@ -355,17 +362,19 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
 
     container = _open_av(path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream, width, height = _decoding_stream(container, max_side)
         tb, origin = stream.time_base, _stream_origin(stream)
         default_dur = 1.0 / float(stream.average_rate or stream.guessed_rate or FALLBACK_FPS)
         seek_gap_s = _seek_gap(stream, seek_gap_s)
-        width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
 
         def convert(frame) -> np.ndarray:
             image = frame.to_ndarray(format="rgb24", width=width, height=height,
                                      interpolation="AREA" if max_side else None)
             return _rotate(image, _cw_from_ccw(frame.rotation))
+
+        def converted(shown: tuple) -> tuple:
+            """(pts, frame, duration, image): the frame on screen, converted once however often it is sampled."""
+            return shown if shown[3] is not None else (shown[0], None, shown[2], convert(shown[1]))
 
         def seek(t: float) -> None:
             container.seek(int((t + origin) / tb), stream=stream, backward=True, any_frame=False)
@@ -390,8 +399,7 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
                             continue  # frames from before a seek point we already passed
                         last_pts = pts
                         while next_t is not None and prev is not None and next_t + EPS_S < pts:
-                            if prev[3] is None:
-                                prev = (prev[0], None, prev[2], convert(prev[1]))
+                            prev = converted(prev)
                             yield prev[3], prev[0]
                             next_t = next(targets, None)
                         while next_t is not None and prev is None and next_t + EPS_S < pts:
@@ -418,8 +426,7 @@ def _pyav_frames(path: Path, targets: Iterator[float], max_side: int | None, exp
                 raise DecodeError(path, f"no frame could be decoded ({damage.reason})")
             raise DecodeError(path, "the video stream holds no decodable frame")
         while next_t is not None and next_t + EPS_S < prev[0] + prev[2]:
-            if prev[3] is None:
-                prev = (prev[0], None, prev[2], convert(prev[1]))
+            prev = converted(prev)
             yield prev[3], prev[0]
             next_t = next(targets, None)
         warning = damage.warning(path, prev[0] + prev[2], expected_end_s, default_dur)
@@ -899,11 +906,9 @@ def reference_timestamps(path: str | Path, fps: float = 1.0, max_frames: int | N
 def _pyav_frames_by_index(path: Path, indices: Sequence[int], max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
     container = _open_av(path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream, width, height = _decoding_stream(container, max_side)
         rotation = _rotation_cw(container, stream)
         origin = _stream_origin(stream)
-        width, height = _scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
         wanted: dict[int, int] = {}
         for i in indices:
             wanted[i] = wanted.get(i, 0) + 1
