@@ -6,7 +6,7 @@ vocabulary does not touch the per-token costs measured here). Each configuration
 videomini's own answering path (`answer.generate_with_evidence`: build the prompt around the frame tokens,
 chunked prefill into the KV cache, generate, attention evidence) with 1k, 4k and 16k frame tokens, and reports:
 
-- measured peak memory above the weights (RSS sampled every 5 ms while answering, minus RSS before),
+- measured peak memory above the weights (the kernel's peak RSS while answering, minus RSS before),
 - the planner's prediction for the same slice (`planner.plan_memory` on the slice's config),
 - per-token KV bytes measured in the cache itself,
 
@@ -63,21 +63,25 @@ def build_slice(config: dict, quantize: str | None):
         model = LlavaMini(LlavaMiniConfig.from_dict(config), llm_config_from(config), tower).eval()
     finally:
         torch.set_default_dtype(torch.float32)
-    if quantize == "int8":  # what transformers' TorchAoConfig(Int8WeightOnlyConfig()) applies on load
+    if quantize == "int8":  # what transformers' TorchAoConfig(Int8WeightOnlyConfig()) applies on load: every
+        # linear but the output embedding (transformers' quantizers keep lm_head in the compute dtype)
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-        quantize_(model.llm, Int8WeightOnlyConfig())
+        quantize_(model.llm, Int8WeightOnlyConfig(),
+                  filter_fn=lambda module, name: isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"))
     return model
 
 
 class PeakRss:
-    """Peak RSS of this process while the block runs, sampled every 5 ms."""
+    """Peak RSS of this process while the block runs: the kernel's own high-water mark (VmHWM, reset on entry
+    through /proc/self/clear_refs), so that no transient is missed; elsewhere RSS sampled every 5 ms."""
 
     def __enter__(self):
         import psutil
 
         self.process = psutil.Process()
         self.before = self.peak = self.process.memory_info().rss
+        self._exact = _reset_high_water_mark()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -92,6 +96,23 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self.process.memory_info().rss)
+        if self._exact:
+            self.peak = max(self.peak, _high_water_mark())
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _high_water_mark() > 0
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None) -> dict:
@@ -108,7 +129,6 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
     hidden = model.hidden_size
     input_ids = torch.tensor([[1] + [5] * (QUESTION_TOKENS // 2) + [-200] + [6] * (QUESTION_TOKENS // 2)])
     fused_text = torch.randn(input_ids.shape[1], hidden, dtype=torch.bfloat16) * 0.02
-    frame_tokens = torch.randn(frames, 1, hidden, dtype=torch.bfloat16) * 0.02
     weights = tensor_bytes(model.llm)
 
     class Tokenizer:  # the answering path decodes ids for streaming; the slice's vocabulary has no text
@@ -118,7 +138,8 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
             return ""
 
     started = time.perf_counter()
-    with PeakRss() as rss:
+    with PeakRss() as rss:  # from the frame tokens on (the planner counts them and their copy in the prompt)
+        frame_tokens = torch.randn(frames, 1, hidden, dtype=torch.bfloat16) * 0.02
         inputs_embeds = model.build_inputs_embeds(input_ids, fused_text, frame_tokens)
         generator = Generator(model, Tokenizer())
         list(generator.stream(inputs_embeds, max_new_tokens=2, kv_cache=kv_cache, prefill_chunk_tokens=chunk))
@@ -161,8 +182,12 @@ def budgets(chunk: int) -> list[dict]:
 
 
 def child(frames: int, chunk: int, kv_cache: str, quantize: str) -> dict:
+    # A fixed mmap threshold: glibc then maps every tensor above 64 KiB on its own and unmaps it when freed, so
+    # RSS follows the live tensors (by default freed blocks under 32 MB stay in the heap, and the peak varied
+    # by ±20 % between identical runs with how the generation thread's arena happened to fragment).
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run([sys.executable, __file__, "--child", str(frames), str(chunk), kv_cache, quantize],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"child {frames} {chunk} {kv_cache} {quantize} failed: "
                            f"{(out.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -98,7 +98,7 @@ class _LayerInputs:
     def _hook(self, index: int) -> Callable:
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            self.inputs[index].append(hidden[:, -1:].detach())
+            self.inputs[index].append(hidden[:, -1:].detach().clone())  # not a view: it would keep the whole input
         return hook
 
     def remove(self) -> None:

@@ -32,10 +32,12 @@ _TORCH_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "
 # transient of one step (a prefill chunk through the MLP, a batch through the vision tower).
 DEFAULT_RUNTIME_RESERVE_BYTES = 1 << 30
 MASK_BYTES = 1  # the boolean attention mask of a chunk against its context (SDPA's input, one byte per pair)
-# transformers' QuantizedCache dequantizes a layer's whole cache on every update and re-quantizes it when its
-# full-precision window flushes: the transient, in multiples of one layer's compute-dtype KV per context token,
-# as measured by bench/capacity.py on the 8B-wide slice at 4,096 frames (HQQ 8-bit optimises in float32).
-QUANTIZED_CACHE_TRANSIENT_LAYERS = {"int8": 27.0, "int4": 3.5}
+# transformers' QuantizedCache dequantizes a layer's whole cache on every update, concatenates it with its
+# full-precision window and the new keys/values, and re-quantizes the lot when the window (128 positions) flushes,
+# as every prefill chunk does: the transient, in multiples of one layer's compute-dtype KV per context token, as
+# measured by bench/capacity.py on the 8B-wide slice at 4,096 frames (dequantized + concatenated: 2; HQQ 8-bit's
+# optimiser works on float32 copies, hence the larger figure). Part of the attention moment of a chunk.
+QUANTIZED_CACHE_TRANSIENT_LAYERS = {"int8": 7.0, "int4": 2.5}
 _REQUIRED_LLM_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
@@ -68,19 +70,29 @@ class MemoryPlan:
     _activation_bytes: int = 2
     _expanded_kv_bytes_per_token: int = 0
     _cache_transient_bytes_per_token: float = 0.0
+    _dequantized_weight_bytes: int = 0  # quantized weights: the largest linear's weight in the compute dtype
+    _attention_width: int = 0  # values per token in one chunk's attention (residual, normed, q, k, v, output)
 
     @property
     def total_weights_bytes(self) -> int:
         return sum(self.weights_bytes.values())
 
     def chunk_activation_bytes(self, context_tokens: int) -> int:
-        """Peak transient of prefilling one chunk at the end of a `context_tokens` context: the chunk through one
-        decoder layer (residual, q/k/v/o, gate, up and their product), its attention mask against the context,
-        and one layer's keys and values expanded from the KV heads to all heads (transformers' SDPA path copies
-        them with repeat_kv whenever a mask is passed, as it is for every chunk after the first)."""
+        """Peak transient of prefilling one chunk at the end of a `context_tokens` context: the wider of its two
+        moments in one decoder layer. The MLP: residual, normed input, gate, up and their product, plus, with
+        quantized weights, the largest linear's weight dequantized to the compute dtype for its matmul (torchao's
+        int8 weight-only CPU path; bitsandbytes 4-bit dequantizes likewise). The attention: the chunk's q/k/v/o,
+        its mask against the context and one layer's keys and values expanded from the KV heads to all heads
+        (transformers' SDPA path copies them with repeat_kv whenever a mask is passed, as it is for every chunk
+        after the first; a prompt prefilled in one forward runs causal without a mask and reads the KV heads as
+        they are), plus a quantized cache's dequantize / re-quantize of the layer's cache."""
         chunk = min(self.prefill_chunk_tokens, context_tokens)
-        return int(chunk * self._activation_width * self._activation_bytes + chunk * context_tokens * MASK_BYTES
-                   + context_tokens * (self._expanded_kv_bytes_per_token + self._cache_transient_bytes_per_token))
+        mlp = chunk * self._activation_width * self._activation_bytes + self._dequantized_weight_bytes
+        masked = context_tokens > self.prefill_chunk_tokens
+        attention = (chunk * self._attention_width * self._activation_bytes
+                     + masked * (chunk * context_tokens * MASK_BYTES + context_tokens * self._expanded_kv_bytes_per_token)
+                     + context_tokens * self._cache_transient_bytes_per_token)
+        return int(max(mlp, attention))
 
     def peak_bytes_for(self, frames: int) -> int:
         """Memory while answering over `frames` frames (weights, KV cache, frame embeddings, one prefill chunk),
@@ -274,7 +286,13 @@ def plan_for_model(model: LlavaMini, device_memory_bytes: int | str, prompt_toke
         ("compressor", model.compressor), ("projector", model.mm_projector))}
     return _plan(getattr(model, "name_or_path", "llava-mini"), part_parameters(model), weights, model.config,
                  model.llm_config, device_memory_bytes, _TORCH_DTYPES[model.dtype], kv_cache, prompt_tokens,
-                 answer_tokens, None, PREFILL_CHUNK_TOKENS, [])
+                 answer_tokens, None, PREFILL_CHUNK_TOKENS, [], _has_quantized_weights(model.llm))
+
+
+def _has_quantized_weights(llm: torch.nn.Module) -> bool:
+    """Whether a loaded LLM's linears hold quantized tensors (torchao, bitsandbytes, quanto subclasses)."""
+    return any(type(p) not in (torch.Tensor, torch.nn.Parameter) or p.dtype in (torch.int8, torch.uint8)
+               for p in llm.model.layers.parameters())
 
 
 def _frames_that_fit(plan: MemoryPlan) -> int:
@@ -294,7 +312,8 @@ def _frames_that_fit(plan: MemoryPlan) -> int:
 
 def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_config: LlavaMiniConfig,
           llm_config: Any, device_memory_bytes: int | str, dtype: str, kv_dtype: str | None, prompt_tokens: int,
-          answer_tokens: int, reserve: int | str | None, chunk_tokens: int, notes: list[str]) -> MemoryPlan:
+          answer_tokens: int, reserve: int | str | None, chunk_tokens: int, notes: list[str],
+          quantized_weights: bool = False) -> MemoryPlan:
     dtype = normalize_dtype(dtype)
     compute = "bf16" if dtype in QUANTIZED else dtype
     kv_dtype = normalize_dtype(kv_dtype) if kv_dtype is not None else compute
@@ -315,9 +334,12 @@ def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_con
         prompt_kv_bytes=(int(prompt_tokens) + int(answer_tokens)) * kv_bytes_per_token, frames_fit_memory=0,
         frames_fit_context=0, max_frames=0, limited_by="", notes=notes,
         _activation_width=4 * hidden + 3 * int(llm_config.intermediate_size), _activation_bytes=DTYPE_BYTES[compute],
+        _attention_width=4 * hidden + 2 * kv_heads * head_dim,
         _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute],
         _cache_transient_bytes_per_token=QUANTIZED_CACHE_TRANSIENT_LAYERS.get(kv_dtype, 0.0) * 2 * kv_heads * head_dim
         * DTYPE_BYTES[compute])
+    if dtype in QUANTIZED or quantized_weights:  # the widest linear (Llama's MLP) dequantized for its matmul
+        plan._dequantized_weight_bytes = int(llm_config.intermediate_size) * hidden * DTYPE_BYTES[compute]
     plan.frames_fit_context = max(0, (plan.context_length - plan.prompt_tokens_reserved) // tokens_per_frame)
     plan.frames_fit_memory = _frames_that_fit(plan)
     plan.max_frames = min(plan.frames_fit_memory, plan.frames_fit_context)
