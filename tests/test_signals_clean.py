@@ -4,7 +4,6 @@ with their word spaces, each caption once with the whole time it stays on screen
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from narrated import Caption, frame_at
 from videomini.signals import TextSegment

@@ -544,8 +544,6 @@ def _ffprobe_packets(path: Path, ffprobe: str) -> tuple[np.ndarray, np.ndarray, 
 
 def _ffmpeg_frames(path: Path, targets: Iterator[float], max_side: int | None, info: VideoInfo,
                    expected_end_s: float) -> Iterator[tuple[np.ndarray, float] | _Warn]:
-    import ffmpeg as ffmpeg_python
-
     ffmpeg, ffprobe = _ffmpeg_binaries(path)
     pts, durs, origin = _ffprobe_packets(path, ffprobe)
     if len(pts) == 0:

@@ -8,6 +8,7 @@ sentence-transformers) happen only when an extractor is used: `import videomini.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -77,10 +78,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'videomini.signals' has no attribute {name!r}")
 
 
-def bundled_model_path(module: str, package: str, marker: str, label: str, hint: str) -> "Path":
+def bundled_model_path(module: str, package: str, marker: str, label: str, hint: str) -> Path:
     """The model folder a pip package ships (`<module>.get_model_path()`), checked for its `marker` file."""
     import importlib
-    from pathlib import Path
 
     try:
         shipped = importlib.import_module(module)
