@@ -134,6 +134,88 @@ ABSENT = (
     "instructions for filing a tax return",
 )
 
+# Held out: written before the method was changed against the corpus above, and never tuned on. Same recipe
+# (three with a timecode, four with a watermark, two silent), other topics, other wording.
+HELDOUT = (
+    Spec("airport", ("bikes.mp4", "carphone_pristine.mp4"), 75.0, (
+        (3.0, "Boarding for flight two one seven to Madrid begins at gate fourteen.",
+         "where do I board the plane to Spain?", "boarding for flight two one seven"),
+        (21.0, "Liquids over one hundred millilitres are not allowed through security.",
+         "can I bring a big bottle of shampoo in my hand luggage?", ""),
+        (40.0, "Please keep your passport ready at the check in desk.",
+         "what document should I have ready when checking in?", "keep your passport ready"),
+        (60.0, "The baggage from Rome will arrive on belt number three.",
+         "where do I pick up my suitcase from the Italy flight?", ""),
+    ), ((12.0, 17.0, "GATE 14", "which gate"), (50.0, 56.0, "NO SMOKING", "is smoking allowed")), timecode=True),
+    Spec("cathedral", ("safari.mp4", "bigbuckbunny.mp4"), 75.0, (
+        (2.0, "This cathedral was built over two hundred years ago.", "how old is the church?",
+         "built over two hundred years ago"),
+        (20.0, "The tower offers a wonderful view over the old harbour.", "where can I see the port from above?", ""),
+        (38.0, "Guided tours leave from the main entrance every hour.", "how often do the guided visits start?",
+         "guided tours leave from the main entrance"),
+        (57.0, "Remember to keep your voice down inside the chapel.", "do I have to be quiet in there?", ""),
+    ), ((10.0, 16.0, "OPEN DAILY 9-5", "opening hours"), (46.0, 52.0, "TICKETS 8 EUROS", "how much does entry cost")),
+        watermark="CITY GUIDE"),
+    Spec("gym", ("carphone_pristine.mp4", "safari.mp4"), 75.0, (
+        (3.0, "Warm up for ten minutes before lifting any weights.", "what should I do before strength training?",
+         "warm up for ten minutes"),
+        (22.0, "Keep your back straight during every squat.", "how should my posture be when I bend my knees?", ""),
+        (41.0, "Drink water between each set to stay hydrated.", "when do I have a drink during the workout?",
+         "drink water between each set"),
+        (60.0, "Stretch your legs slowly after the run.", "what to do once jogging is over?", ""),
+    ), ((13.0, 18.0, "LOCKERS", "where to store my bag"), (51.0, 56.0, "TOWELS PLEASE", "bring something to wipe the benches")),
+        timecode=True),
+    Spec("reading_room", ("bigbuckbunny.mp4", "bikes.mp4"), 60.0, (), (
+        (4.0, 10.0, "SILENT STUDY AREA", "where can I work quietly"),
+        (18.0, 24.0, "RETURNS DESK", "give back borrowed books"),
+        (32.0, 38.0, "FREE WIFI", "is there internet access"),
+        (46.0, 52.0, "CHILDRENS BOOKS UPSTAIRS", "picture books for kids"),
+    ), audio=False),
+    Spec("bakery", ("bikes.mp4", "safari.mp4"), 75.0, (
+        (2.0, "Preheat the oven to one hundred and eighty degrees.", "how hot should the oven be?", "preheat the oven"),
+        (20.0, "Whisk the eggs with sugar until the mixture turns pale.", "how long do I beat the eggs?", ""),
+        (39.0, "Fold in the flour gently with a wooden spoon.", "how do I add the flour?", "fold in the flour gently"),
+        (58.0, "Bake the cake for forty minutes until golden.", "how long does the cake stay in the oven?", ""),
+    ), ((11.0, 17.0, "GLUTEN FREE", "recipe without wheat"), (48.0, 54.0, "SERVES 8", "how many people does it feed")),
+        watermark="FOOD TV"),
+    Spec("hotel", ("safari.mp4", "carphone_pristine.mp4"), 75.0, (
+        (3.0, "Breakfast is served in the restaurant from seven until ten.", "what time is the morning meal?",
+         "breakfast is served in the restaurant"),
+        (22.0, "Checkout is at eleven o'clock on the day of departure.", "when do I have to leave my room?", ""),
+        (41.0, "The swimming pool on the roof closes at nine in the evening.", "until when can I swim?",
+         "pool on the roof closes"),
+        (60.0, "Ask the reception for a taxi to the airport.", "how do I get a cab to my flight?", ""),
+    ), ((13.0, 18.0, "ROOM SERVICE 24H", "can I order food to my room at night"),
+        (51.0, 56.0, "FIRE EXIT", "emergency way out")), timecode=True),
+    Spec("zoo", ("bigbuckbunny.mp4", "carphone_pristine.mp4"), 60.0, (), (
+        (3.0, 9.0, "DO NOT FEED THE ANIMALS", "can I give food to the monkeys"),
+        (17.0, 23.0, "REPTILE HOUSE", "where are the snakes"),
+        (31.0, 37.0, "FEEDING TIME 3PM", "when do the keepers feed the animals"),
+        (45.0, 51.0, "PICNIC AREA", "where can we eat our sandwiches"),
+    ), audio=False, watermark="ZOO CAM"),
+    Spec("local_news", ("carphone_pristine.mp4", "bikes.mp4"), 90.0, (
+        (3.0, "The city council approved a new cycle lane along the river.",
+         "what did the local government decide about bikes?", "approved a new cycle lane"),
+        (24.0, "Schools will stay closed on Friday because of the strike.", "why are the children staying home?", ""),
+        (46.0, "A rare owl was spotted in the park last weekend.", "which unusual bird was seen?",
+         "a rare owl was spotted"),
+        (68.0, "The festival will return next summer with more music stages.",
+         "is the music event coming back next year?", ""),
+    ), ((14.0, 20.0, "BREAKING NEWS", "latest urgent story"), (56.0, 62.0, "ROAD CLOSED", "can I drive through")),
+        watermark="NEWS 24"),
+)
+
+HELDOUT_ABSENT = (
+    "a rocket launch into orbit",
+    "how to repair a bicycle puncture",
+    "the price of gold fell sharply",
+    "a wedding ceremony on the beach",
+    "who painted the Mona Lisa",
+    "symptoms of the flu",
+)
+
+SPLITS = {"dev": (CORPUS, ABSENT), "heldout": (HELDOUT, HELDOUT_ABSENT)}
+
 
 @dataclass(frozen=True)
 class Query:
