@@ -52,7 +52,8 @@ def search(
     for column in ("#", "video", "from", "to", "best", "score", "matched") + (("thumbnail",) if thumbnails else ()):
         table.add_column(column, justify="right" if column in ("#", "score") else "left")
     for rank, r in enumerate(results, 1):
-        matched = "\n".join(f"{m['signal']} #{m['rank']} (similarity {m['similarity']:.2f}, z {m['z']:.1f})"
+        matched = "\n".join(f"{m['signal']} #{m['rank']} (cosine {m.get('cosine', m['similarity']):.2f}, "
+                             f"z {m['z']:.1f})"
                              + (f" “{m['text']}”" if "text" in m else "") for m in r.matches)
         table.add_row(str(rank), r.video, format_time(r.start_s), format_time(r.end_s), format_time(r.best_s),
                       f"{r.score:.2f}", matched, *((r.thumbnail or "",) if thumbnails else ()))

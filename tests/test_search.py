@@ -14,7 +14,8 @@ import pytest
 
 from narrated import Caption, make_narrated_video
 from videomini.pipelines.index import index_videos
-from videomini.search import MAX_MOMENT_S, MIN_SCALE, Background, Candidate, fuse, search_library, visual_candidates
+from videomini.search import (MAX_MOMENT_S, MIN_SCALE, Background, Candidate, Hubness, fuse, search_library,
+                              visual_candidates)
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
@@ -71,6 +72,32 @@ def test_an_uninformative_list_does_not_reorder_the_others():
     assert [(m.video, m.start_s, m.end_s, m.score) for m in with_noise if "speech" in m.signals] == alone
     assert [m.video for m in with_noise][:3] == ["a.mp4", "b.mp4", "c.mp4"]
     assert all(m.score == 0 for m in with_noise if m.signals == ["visual"])
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_hubness_takes_from_a_text_that_lies_near_many_others_not_from_a_distinct_one():
+    rng = np.random.default_rng(0)
+    hub_direction = unit(rng.normal(size=(1, 64)))[0]
+    crowd = unit(hub_direction + 0.6 * unit(rng.normal(size=(30, 64))))  # many texts around one point ("SALE" ...)
+    spread = unit(rng.normal(size=(200, 64)))  # the rest of the index, unrelated to each other
+    hubness = Hubness.of_sample(np.concatenate([crowd, spread]))
+    r = hubness.of(np.stack([crowd[0], spread[0]]))
+    assert r[0] > r[1] + 0.3  # the crowded text has close neighbours, the distinct one none
+    # the same cosine to the query counts for less on the hub: the distinct text ranks first after correction
+    corrected = Hubness.corrected([0.5, 0.5], r)
+    assert corrected[1] > corrected[0]
+    assert hubness.sample_r.shape == (230,) and np.all(hubness.sample_r < 1.0)  # no text counts itself
+
+
+def test_hubness_shifts_every_text_alike_when_none_is_a_hub():
+    vectors = np.eye(8, dtype=np.float32)  # orthogonal texts: every neighbour at cosine 0
+    hubness = Hubness.of_sample(vectors)
+    assert np.allclose(hubness.of(vectors), 0.0)
+    cosines = np.linspace(0.1, 0.8, 8)
+    assert np.argsort(Hubness.corrected(cosines, hubness.of(vectors))).tolist() == np.argsort(cosines).tolist()
 
 
 def test_a_moment_spans_the_hits_with_evidence_and_never_exceeds_the_cap():

@@ -28,6 +28,7 @@ SIGNALS = ("visual", "speech", "ocr")
 CANDIDATES_PER_RESULT = 8  # hits fetched from each index per moment returned
 BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its background
 MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
+HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
@@ -65,6 +66,41 @@ class Background:
         return max(0.0, self.z(similarity) - self.noise_ceiling)
 
 
+@dataclass(frozen=True)
+class Hubness:
+    """Cross-domain similarity local scaling (CSLS) for text: a stored text that lies close to many others (a short
+    caption, "GIFT SHOP") lies close to many queries too and wins on proximity, not meaning. Its hubness r is the
+    mean cosine to its k nearest stored texts (in the background sample), and a query's similarity to it counts
+    as cos - r/2 — CSLS's 2cos - r_query - r_text halved, with r_query constant within one query."""
+
+    sample: np.ndarray  # (S, D) unit vectors: the index's background sample
+    sample_r: np.ndarray  # (S,) hubness of each sample vector (its own match excluded)
+
+    @classmethod
+    def of_sample(cls, sample: np.ndarray) -> "Hubness":
+        sample = np.asarray(sample, dtype=np.float32)
+        return cls(sample, cls._mean_top(sample @ sample.T))
+
+    def of(self, vectors: np.ndarray) -> np.ndarray:
+        """Hubness of stored texts (N, D) -> (N,); a vector that is itself in the sample does not count itself."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.sample.shape[1])
+        return self._mean_top(vectors @ self.sample.T)
+
+    @staticmethod
+    def _mean_top(cosines: np.ndarray) -> np.ndarray:
+        """Mean of each row's `HUB_NEIGHBOURS` largest cosines, leaving out the text itself (or an exact copy)."""
+        if cosines.size == 0 or cosines.shape[1] < 2:
+            return np.zeros(cosines.shape[0])
+        cosines = np.where(cosines > 1.0 - 1e-5, np.nan, cosines)
+        top = -np.sort(-np.nan_to_num(cosines, nan=-np.inf), axis=1)[:, :min(HUB_NEIGHBOURS, cosines.shape[1] - 1)]
+        finite = np.isfinite(top)
+        return np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+
+    @staticmethod
+    def corrected(cosines: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return np.asarray(cosines, dtype=np.float64) - 0.5 * np.asarray(r, dtype=np.float64)
+
+
 @dataclass
 class Candidate:
     """One hit of one signal's list: a span of a video and its raw similarity to the query."""
@@ -76,6 +112,7 @@ class Candidate:
     similarity: float
     signal: str  # visual | speech | ocr
     text: str | None = None
+    cosine: float | None = None  # the raw cosine, where `similarity` is hubness-corrected (text)
 
 
 @dataclass
@@ -166,6 +203,7 @@ def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
     score = sum(g[0] for g in group)
     matches = [{"signal": c.signal, "rank": rank, "similarity": round(c.similarity, 4), "z": round(z, 2),
                 "evidence": round(evidence, 3), "start_s": round(c.start_s, 3), "end_s": round(c.end_s, 3),
+                **({"cosine": round(c.cosine, 4)} if c.cosine is not None else {}),
                 **({"text": c.text} if c.text is not None else {})} for evidence, z, rank, c in group]
     return SearchMoment(best.video, round(start, 3), round(end, 3), round(score, 4), round(best.best_s, 3),
                         confident=score >= CONFIDENT_EVIDENCE, matches=matches)
@@ -227,12 +265,16 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
 
                 text_embedder = default_embedder()
             query_vector = text_embedder.encode([query])[0]
-            background = _background(library, "text", query_vector, index["text_n_vectors"])
-            for hit in library.search_text(query_vector, top_k=depth):
-                if hit.source in signals:
-                    lists.setdefault(hit.source, []).append(Candidate(
-                        hit.path, hit.start_s, hit.end_s, hit.start_s, hit.score, hit.source, hit.text))
-                    backgrounds[hit.source] = background
+            hubness = Hubness.of_sample(library.sample_vectors("text", BACKGROUND_SAMPLE))
+            background = _background(library, "text", query_vector, index["text_n_vectors"], hubness)
+            hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
+            corrected = Hubness.corrected([h.score for h in hits], hubness.of(np.stack([h.vector for h in hits]))
+                                          ) if hits else []
+            for hit, similarity in zip(hits, corrected):
+                lists.setdefault(hit.source, []).append(Candidate(
+                    hit.path, hit.start_s, hit.end_s, hit.start_s, float(similarity), hit.source, hit.text,
+                    cosine=hit.score))
+                backgrounds[hit.source] = background
     results = fuse(lists, backgrounds, gap_s)[:top_k]
     if results and not results[0].confident:
         notes.append("no moment stands out from the background for this query: the closest are shown")
@@ -258,12 +300,15 @@ def write_thumbnails(results: list[SearchMoment], folder: Path, max_side: int = 
         moment.thumbnail = str(target)
 
 
-def _background(library: Any, kind: str, query_vector: np.ndarray, n_total: int) -> Background:
-    """The query's similarities to a fixed random sample of the library's `kind` vectors."""
-    sample = library.sample_vectors(kind, BACKGROUND_SAMPLE)
+def _background(library: Any, kind: str, query_vector: np.ndarray, n_total: int,
+                hubness: Hubness | None = None) -> Background:
+    """The query's similarities to a fixed random sample of the library's `kind` vectors (hubness-corrected when
+    the hits they calibrate are)."""
+    sample = hubness.sample if hubness is not None else library.sample_vectors(kind, BACKGROUND_SAMPLE)
     query_vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
     query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-    return Background.of(sample @ query_vector, n_total)
+    cosines = sample @ query_vector
+    return Background.of(cosines if hubness is None else Hubness.corrected(cosines, hubness.sample_r), n_total)
 
 
 def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int = 5,
@@ -274,9 +319,11 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
         return []
     vectors = embedder.encode([query] + [seg.text for seg in segments])
     cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
-    background = Background.of(cosines)
+    hubness = Hubness.of_sample(vectors[1:])
+    similarities = Hubness.corrected(cosines, hubness.sample_r)
+    background = Background.of(similarities)
     lists: dict[str, list[Candidate]] = {}
-    for seg, cosine in zip(segments, cosines):
-        lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s, float(cosine),
-                                                          seg.source, seg.text))
+    for seg, cosine, similarity in zip(segments, cosines, similarities):
+        lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s,
+                                                          float(similarity), seg.source, seg.text, float(cosine)))
     return fuse(lists, {signal: background for signal in lists}, gap_s=0.0)[:top_k]

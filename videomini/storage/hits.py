@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 MOMENT_GAP_S = 2.0  # hits of one video at most this far apart belong to one moment
 
@@ -23,6 +23,7 @@ class TextHit(NamedTuple):
     text: str
     score: float  # cosine between the query's and the segment's text embeddings
     video_id: int
+    vector: Any = None  # the stored (unit) text embedding: search calibrates with it (videomini.search.Hubness)
 
 
 class Moment(NamedTuple):

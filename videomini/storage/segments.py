@@ -392,7 +392,7 @@ class SegmentedIndex:
                 snap.segment_texts[video_id] = [tuple(x) for x in segment_texts(snap.videos[video_id]["shard"])]
             source, text = snap.segment_texts[video_id][int(rec["segment_idx"])]
             hits.append(TextHit(snap.videos[video_id]["path"], float(rec["start_s"]), float(rec["end_s"]), source,
-                                text, score, video_id))
+                                text, score, video_id, vectors_at(part.index, np.array([row]))[0]))
         return hits
 
 
