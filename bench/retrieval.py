@@ -1,6 +1,8 @@
 """Retrieval quality of `search` on a generated library whose every fact is known.
 
-The corpus is built here (not committed): 8 videos of 60-90 s over the real clips of the test data, narrated by
+Three corpora (`--split`: dev, the one the method was developed on; heldout, measured once with the hubness
+correction; heldout2, never tuned on), each built here (not committed): 8 videos of 60-90 s over the real clips
+of the test data, narrated by
 espeak-ng and captioned at known times (tests/narrated.py); some carry a burned-in timecode ("00:00:26.000 650")
 or a watermark on every frame, two have no audio track. It is indexed through the real `index` path with
 `--signals speech,ocr` and the tiny random checkpoint whose CLIP text tower makes the frame list pure noise (as a
@@ -16,7 +18,7 @@ long. Reported per query class: recall@1, recall@5 and MRR for each signal alone
 frame list and without it (`--no-visual`: the frame list left out); for `absent`, the share of queries whose
 top moment is not marked confident.
 
-    python bench/retrieval.py [--json out.json] [--cache DIR] [--top-k 5]
+    python bench/retrieval.py [--json out.json] [--cache DIR] [--top-k 5] [--split dev heldout heldout2]
 """
 
 from __future__ import annotations
