@@ -2,9 +2,8 @@
 
 Three corpora (`--split`: dev, the one the method was developed on; heldout, measured once with the hubness
 correction; heldout2, never tuned on), each built here (not committed): 8 videos of 60-90 s over the real clips
-of the test data, narrated by
-espeak-ng and captioned at known times (tests/narrated.py); some carry a burned-in timecode ("00:00:26.000 650")
-or a watermark on every frame, two have no audio track. It is indexed through the real `index` path with
+of the test data, narrated by espeak-ng and captioned at known times (tests/narrated.py); some carry a burned-in
+timecode ("00:00:26.000 650") or a watermark on every frame, two have no audio track. It is indexed through the real `index` path with
 `--signals speech,ocr` and the tiny random checkpoint whose CLIP text tower makes the frame list pure noise (as a
 weak CLIP match is). Queries, each with its truth (video, time):
 
