@@ -16,3 +16,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 python3 -m pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0"
 python3 -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${extras}]"
+# lmms-eval in its own virtualenv (~/.cache/videomini; made once): tests/test_lmms_eval_live.py runs it
+if [[ ",${extras}," == *",test,"* ]]; then bash scripts/lmms_eval_env.sh >/dev/null; fi

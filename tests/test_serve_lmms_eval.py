@@ -1,15 +1,17 @@
-"""lmms-eval's `openai_compatible` backend against a live `videomini serve`: the recorded-request fallback.
+"""lmms-eval's `openai_compatible` backend against a live `videomini serve`: its requests, replayed.
 
-lmms-eval 0.7.3 cannot live beside videomini (it requires torchvision>=0.16 and av<16; videomini uses av 18 and no
-torchvision, and PyPI's torchvision pulls the CUDA build of torch), and no second environment can be built offline
-here, so these tests send exactly the requests its backend sends, read from its 0.7.3 source:
+tests/test_lmms_eval_live.py runs lmms-eval 0.7.3 itself (in its own virtualenv) for the modes that install
+without torchvision: pass_video_url and the simple backend. The chat backend's default mode decodes frames with
+qwen-vl-utils, which imports torchvision (kept out of our environments: unpinned, PyPI's torchvision brings
+torch 2.14 and the CUDA wheels), so these tests send exactly the requests each mode sends, read from lmms-eval's
+0.7.3 source:
 
 - `--model openai_compatible` resolves to the chat class `lmms_eval/models/chat/openai.py`: the payload is
   `{"messages": ChatMessages.to_openai_messages(...), "model": model_version, "max_tokens": N, "temperature": 0}`
   sent with `OpenAI(...).chat.completions.create(**payload)`; `protocol.py` turns a video into its decoded frames,
   each an `image_url` part `data:image/png;base64,...`, in the message's order (video, then the question text);
   no times are sent.
-- the simple class (`lmms_eval/models/simple/openai.py`, tasks without doc_to_messages): the question text first,
+- the simple class (`lmms_eval/models/simple/openai.py`, `--force_simple`): the question text first,
   then the frames as the same PNG `image_url` parts.
 - `pass_video_url=True`: one `video_url` part `file:///abs/path` and `extra_body={"media_io_kwargs": {"video":
   {"num_frames": N}}}`.
