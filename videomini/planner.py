@@ -32,15 +32,15 @@ _TORCH_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "
 # Activations beyond the weights and the KV cache: the CUDA context and allocator slack, plus the largest
 # transient of one step (a prefill chunk through the MLP, a batch through the vision tower).
 DEFAULT_RUNTIME_RESERVE_BYTES = 1 << 30
+MASK_BYTES = 1  # transformers' sdpa mask (CUDA): one boolean per (chunk position, context position) pair
 # The KV cache's own transient while a chunk is appended to one layer, in multiples of that layer's compute-dtype
 # KV per context token. transformers' DynamicCache concatenates the layer's keys, then its values, with the chunk's:
 # one of the two (half the layer) exists twice for a moment. Its QuantizedCache dequantizes the layer's whole cache
 # on every update, concatenates it with its full-precision window and the new keys/values, and re-quantizes the lot
-# when the window (128 positions) flushes, as every prefill chunk does: as measured by bench/capacity.py on the
-# 8B-wide slice at 4,096 frames (dequantized + concatenated: 2; HQQ 8-bit's optimiser works on float32 copies,
-# hence the larger figure).
-MASK_BYTES = 1  # transformers' sdpa mask (CUDA): one boolean per (chunk position, context position) pair
-CACHE_APPEND_TRANSIENT_LAYERS = {"int8": 7.0, "int4": 2.5}
+# when the window (128 positions) flushes, as every prefill chunk does, which costs more (HQQ 8-bit's optimiser
+# works on float32 copies): as measured by bench/capacity.py on the 8B-wide slice, HQQ 8-bit at 4,096 frames and
+# quanto 4-bit at 16,384 (at 4,096 the chunk's MLP is still the wider moment).
+CACHE_APPEND_TRANSIENT_LAYERS = {"int8": 11.0, "int4": 3.3}
 COMPUTE_CACHE_APPEND_TRANSIENT_LAYERS = 0.5
 _REQUIRED_LLM_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
@@ -86,24 +86,26 @@ class MemoryPlan:
         """Peak transient of prefilling one chunk at the end of a `context_tokens` context: the wider of its two
         moments in one decoder layer. The MLP: residual, normed input, gate, up and their product, plus, with
         quantized weights, the largest linear's weight dequantized to the compute dtype for its matmul (torchao's
-        int8 weight-only CPU path; bitsandbytes 4-bit dequantizes likewise). The attention: the chunk's q/k/v/o,
-        the cache's append transient (`CACHE_APPEND_TRANSIENT_LAYERS`) and the chunk's mask. On the CPU
-        (videomini/attention.py) the keys are read at the KV heads and the mask is built one block of query rows at
-        a time within `attention.MASK_BLOCK_BYTES`, after the append: only the append grows with the context, and
-        at the default chunk it stays below the MLP moment over Llama-3.1's whole context, so the activations are
-        flat in the number of frames. Elsewhere transformers' sdpa adds the chunk's boolean mask against the
-        whole context and one layer's keys and values expanded to all heads (repeat_kv, whenever a mask is
-        passed). A prompt prefilled in one forward runs causal, without a mask, on both."""
+        int8 weight-only CPU path; bitsandbytes 4-bit dequantizes likewise). The attention: the chunk's q/k/v/o
+        and the wider of the cache's append transient (`CACHE_APPEND_TRANSIENT_LAYERS`), which comes first, and
+        what the attention itself adds. On the CPU (videomini/attention.py) that is one block of query rows' mask,
+        within `attention.MASK_BLOCK_BYTES`, the keys being read at the KV heads: with a compute-dtype cache only
+        the append grows with the context, and at the default chunk it stays below the MLP moment over
+        Llama-3.1's whole context, so the activations are flat in the number of frames. Elsewhere transformers'
+        sdpa adds the chunk's boolean mask against the whole context and one layer's keys and values expanded to
+        all heads (repeat_kv, whenever a mask is passed). A prompt prefilled in one forward runs causal, without a
+        mask, on both."""
         chunk = min(self.prefill_chunk_tokens, context_tokens)
         mlp = chunk * self._activation_width * self._activation_bytes + self._dequantized_weight_bytes
         masked = context_tokens > self.prefill_chunk_tokens
         append = context_tokens * self._cache_transient_bytes_per_token
         if self.device == "cpu":
             mask = masked * mask_block_rows(chunk, context_tokens, self._activation_bytes) * context_tokens
-            transient = max(mask * self._activation_bytes, append)
+            attention = mask * self._activation_bytes
         else:
-            transient = masked * context_tokens * (chunk * MASK_BYTES + self._expanded_kv_bytes_per_token) + append
-        return int(max(mlp, chunk * self._attention_width * self._activation_bytes + transient))
+            attention = masked * context_tokens * (chunk * MASK_BYTES + self._expanded_kv_bytes_per_token)
+        # the append comes first, the attention after it: the wider of the two
+        return int(max(mlp, chunk * self._attention_width * self._activation_bytes + max(attention, append)))
 
     def peak_bytes_for(self, frames: int) -> int:
         """Memory while answering over `frames` frames (weights, KV cache, frame embeddings, one prefill chunk),
