@@ -14,8 +14,8 @@ interfaces under the name `ATTN_IMPLEMENTATION`, this replaces them with:
   (`_scaled_dot_product_flash_attention_for_cpu`) with a mask and GQA and never materialises the scores; a
   boolean mask would be converted to the query dtype inside SDPA, which is why the block is built additive.
 
-On other devices both functions are transformers' `sdpa` as is (CUDA's flash / memory-efficient kernels take
-masks or GQA, not both; transformers chooses there). A mask of `None` (decoding one token, a prompt in one
+On other devices both functions are transformers' `sdpa` as is (transformers gives SDPA GQA there only without
+a mask: with both, CUDA's fused kernels fall back to the math kernel). A mask of `None` (decoding one token, a prompt in one
 forward) goes to transformers' `sdpa`, which then passes `enable_gqa` itself.
 """
 
