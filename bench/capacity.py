@@ -7,10 +7,13 @@ videomini's own answering path (`answer.generate_with_evidence`: build the promp
 chunked prefill into the KV cache, generate, attention evidence) with 1k, 4k and 16k frame tokens, and reports:
 
 - measured peak memory above the weights (the kernel's peak RSS while answering, minus RSS before),
-- the planner's prediction for the same slice (`planner.plan_memory` on the slice's config),
+- the planner's prediction for the same slice (`planner.plan_memory` on the slice's config, CPU attention),
+- the activations: that peak minus the KV cache and the frame tokens with their copy in the prompt, as measured
+  in those tensors themselves, next to the planner's `chunk_activation_bytes`,
 - per-token KV bytes measured in the cache itself,
 
-then the frame budget of the full model in 24 GB and 80 GB that follows from the planner with those costs.
+then the frame budget of the full model on a 24 GB and an 80 GB GPU that follows from the planner with those
+costs (transformers' sdpa attention, as CUDA runs it).
 
     python bench/capacity.py [--lengths 1024 4096 16384] [--quick] [--json out.json]
 
@@ -31,7 +34,7 @@ from pathlib import Path
 SLICE_LAYERS = 2
 SLICE_VOCAB = 32768
 QUESTION_TOKENS = 40  # a short prompt around the frames
-MIB = 1 << 20
+MB = 10**6
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -137,6 +140,13 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
         def decode(self, ids, **_):
             return ""
 
+    if kv_cache:  # load the quantized cache's library (quanto: 22 MB of RSS, HQQ: 12 MB) before measuring
+        warm = model.new_cache(kv_cache)
+        tiny = torch.zeros(1, model.llm.config.num_key_value_heads, 200, model.llm.config.head_dim,
+                           dtype=torch.bfloat16)
+        warm.update(tiny, tiny, 0)
+        warm.update(tiny, tiny, 0)
+        del warm, tiny
     started = time.perf_counter()
     with PeakRss() as rss:  # from the frame tokens on (the planner counts them and their copy in the prompt)
         frame_tokens = torch.randn(frames, 1, hidden, dtype=torch.bfloat16) * 0.02
@@ -148,8 +158,10 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
                             inputs_embeds.shape[1], slice(slot, slot + frames), 1)
         cache_bytes = tensor_bytes(generator.result["cache"])
         positions = generator.result["cache"].get_seq_length()
+        embedding_bytes = tensor_bytes(frame_tokens) + tensor_bytes(inputs_embeds)
     return {"frames": frames, "chunk": chunk, "kv_cache": kv_cache or "bf16", "weights": quantize or "bf16",
             "weights_bytes": weights, "peak_above_weights_bytes": rss.peak - rss.before,
+            "activation_bytes": rss.peak - rss.before - cache_bytes - embedding_bytes,
             "kv_bytes_per_token_measured": round(cache_bytes / positions, 2), "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -159,8 +171,10 @@ def predicted(row: dict) -> dict:
 
     plan = plan_memory(slice_config(), "80GB", dtype=row["weights"] if row["weights"] != "bf16" else "bf16",
                        kv_dtype=row["kv_cache"], prompt_tokens=QUESTION_TOKENS + 1, answer_tokens=2,
-                       prefill_chunk_tokens=row["chunk"], vision_config={})
+                       prefill_chunk_tokens=row["chunk"], vision_config={}, device="cpu")
+    context = plan.prompt_tokens_reserved + row["frames"] * plan.tokens_per_frame
     return {"predicted_bytes": plan.peak_bytes_for(row["frames"]) - plan.total_weights_bytes,
+            "activation_predicted_bytes": plan.chunk_activation_bytes(context),
             "kv_bytes_per_token_planned": plan.kv_bytes_per_token}
 
 
@@ -228,13 +242,14 @@ def report(rows: list[dict], budget_rows: list[dict], json_path: Path | None) ->
     console = Console()
     table = Table(title=f"Llama-3.1-8B slice ({SLICE_LAYERS} layers, bf16): peak memory above the weights while "
                         "answering, measured vs planned")
-    for column in ("frames", "prefill", "KV cache", "weights", "measured MiB", "planned MiB", "planned/measured",
-                   "KV B/token measured", "planned", "s"):
+    for column in ("frames", "prefill", "KV cache", "weights", "measured MB", "planned MB", "planned/measured",
+                   "activation MB", "planned", "KV B/token measured", "planned", "s"):
         table.add_column(column, justify="right")
     for r in rows:
         table.add_row(f"{r['frames']:,}", "whole" if r["chunk"] >= 1 << 30 else f"chunk {r['chunk']}", r["kv_cache"],
-                      r["weights"], f"{r['peak_above_weights_bytes'] / MIB:.0f}", f"{r['predicted_bytes'] / MIB:.0f}",
-                      f"{r['predicted_over_measured']:.2f}", f"{r['kv_bytes_per_token_measured']:.0f}",
+                      r["weights"], f"{r['peak_above_weights_bytes'] / MB:.0f}", f"{r['predicted_bytes'] / MB:.0f}",
+                      f"{r['predicted_over_measured']:.2f}", f"{r['activation_bytes'] / MB:.0f}",
+                      f"{r['activation_predicted_bytes'] / MB:.0f}", f"{r['kv_bytes_per_token_measured']:.0f}",
                       f"{r['kv_bytes_per_token_planned']:.0f}", f"{r['seconds']:.0f}")
     console.print(table)
     table = Table(title="LLaVA-Mini-8B frame budget from the planner (1 frame = 1 token)")

@@ -47,7 +47,8 @@ def plan(
         memory = _device_memory(gpu_mem, device, notes)
         if fps <= 0:
             raise ValueError(f"--fps: must be positive, got {fps}")
-        result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens)
+        result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens,
+                       device or "cuda")
     except (ValueError, OSError) as e:
         fail(first_line(e))
     result.notes[:0] = notes
@@ -77,7 +78,7 @@ def _device_memory(gpu_mem: str | None, device: str | None, notes: list[str]) ->
 
 
 def _plan(model: str | None, memory: int, weights: str, kv_cache: str | None, prompt_tokens: int,
-          answer_tokens: int):
+          answer_tokens: int, device: str = "cuda"):
     from videomini.loading import DEFAULT_MODEL_ID
     from videomini.planner import normalize_dtype, plan_memory
 
@@ -89,7 +90,7 @@ def _plan(model: str | None, memory: int, weights: str, kv_cache: str | None, pr
         except ValueError as e:
             raise ValueError(f"{option}: {e}") from None
     return plan_memory(model or DEFAULT_MODEL_ID, memory, dtype=weights, kv_dtype=kv_cache,
-                       prompt_tokens=prompt_tokens, answer_tokens=answer_tokens)
+                       prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, device=device)
 
 
 def _render(result, fps: float, hours: float) -> None:

@@ -73,11 +73,11 @@ def test_attention_evidence_equals_eager_attention(golden_model, golden_cases, m
         prompt = model.build_inputs_embeds(ids, fused.float().mean(0), encoding.frame_tokens)
         answered = model.embed_tokens(torch.tensor(generated.token_ids[: steps - 1]))[None]
         sequence = torch.cat([prompt, answered], dim=1)
-        model.llm.config._attn_implementation = "eager"
+        implementation, model.llm.config._attn_implementation = model.llm.config._attn_implementation, "eager"
         try:
             attentions = model.llm(inputs_embeds=sequence, output_attentions=True, use_cache=False).attentions
         finally:
-            model.llm.config._attn_implementation = "sdpa"
+            model.llm.config._attn_implementation = implementation
     slot, tokens_per_frame = image_slot(ids), model.config.tokens_per_frame
     frames = slice(slot, slot + 5 * tokens_per_frame)
     # rows: the positions that produced each answer token (the last prompt position, then each answer token)

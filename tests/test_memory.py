@@ -286,6 +286,26 @@ def test_plan_hundred_thousand_frames_with_int8_weights_and_int4_cache() -> None
     assert plan_memory(MODEL_8B, "24GB", dtype="nf4", kv_dtype="int4").limited_by == "context"
 
 
+def test_plan_chunk_activation_is_flat_in_the_context_on_cpu() -> None:
+    """With videomini's attention (CPU) a prefill chunk's activations are the same at 16k and 128k positions of
+    context: the chunk's MLP moment, 4,096 positions × (4 × 4,096 + 3 × 14,336) bf16 values; the keys are read at
+    the KV heads and the mask is built in blocks within attention.MASK_BLOCK_BYTES. transformers' sdpa (CUDA)
+    expands one layer's keys and values to all heads and masks the chunk against the whole context: it grows."""
+    cpu = plan_memory(MODEL_8B, "24GB", device="cpu")
+    mlp = 4096 * (4 * 4096 + 3 * 14336) * 2
+    assert [cpu.chunk_activation_bytes(n) for n in (4096, 16_384, 65_536, 131_072)] == [mlp] * 4
+    cuda = plan_memory(MODEL_8B, "24GB", device="cuda")
+    expanded = 2 * 32 * 128 * 2  # one layer's keys and values at all 32 heads, per context position
+    grown = cuda.chunk_activation_bytes(131_072) - cuda.chunk_activation_bytes(65_536)
+    assert grown >= 65_536 * (expanded + 4096)  # + the boolean mask of 4,096 rows
+    assert cpu.max_frames >= cuda.max_frames >= 10_000
+    # the 8B-wide slice of bench/capacity.py, chunk 1,024: equal at 1k, 4k and 16k frames
+    slice_config = {**KNOWN_CONFIGS[MODEL_8B], "num_hidden_layers": 2, "prefusion_layer_num": 0}
+    bench = plan_memory(slice_config, "80GB", prompt_tokens=41, answer_tokens=2, prefill_chunk_tokens=1024,
+                        vision_config={}, device="cpu")
+    assert len({bench.chunk_activation_bytes(43 + frames) for frames in (1024, 4096, 16_384)}) == 1
+
+
 @pytest.mark.parametrize("kv_cache", [None, "int8", "int4"])
 def test_plan_kv_bytes_per_token_match_a_measured_cache(golden_dir: Path, kv_cache) -> None:
     """The planner's KV bytes per token for each cache type equal what transformers' cache holds after a prefill

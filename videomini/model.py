@@ -16,8 +16,9 @@ Because the compressed token precedes the text under the causal mask, it never s
 are question-independent and can be computed once per video (`encode_frames`), while the fused text depends on
 the question and is the mean over the frames (`prefuse(..., input_ids)`), exactly as the reference computes it.
 
-The pieces are transformers' own: CLIPVisionModel, LlamaDecoderLayer + LlamaRotaryEmbedding (SDPA attention),
-LlamaForCausalLM. Loading official checkpoints lives in videomini/loading.py.
+The pieces are transformers' own: CLIPVisionModel, LlamaDecoderLayer + LlamaRotaryEmbedding (SDPA attention,
+registered as `videomini_sdpa` by videomini/attention.py so that a prefill chunk's memory is flat in the context
+on the CPU), LlamaForCausalLM. Loading official checkpoints lives in videomini/loading.py.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+from videomini.attention import ATTN_IMPLEMENTATION
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder in input_ids, as in the reference
 COMPRESSOR_WIDTH = 1024  # the official compressor hard-codes width 1024 and 8 heads
@@ -204,7 +207,9 @@ class LlavaMini(nn.Module):
         super().__init__()
         self.config = config
         self.llm_config = llm_config
-        llm_config._attn_implementation = getattr(llm_config, "_attn_implementation", None) or "sdpa"
+        # transformers' SDPA, with a chunk's mask and keys bounded on the CPU (videomini/attention.py)
+        if getattr(llm_config, "_attn_implementation", None) in (None, "sdpa"):
+            llm_config._attn_implementation = ATTN_IMPLEMENTATION
         self.vision_tower = vision_tower  # CLIPVisionModel (or CLIPVisionModelWithProjection)
         self.llm = LlamaForCausalLM(llm_config)
         hidden = llm_config.hidden_size

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
+from videomini.attention import mask_block_rows
 from videomini.model import PREFILL_CHUNK_TOKENS, LlavaMini, LlavaMiniConfig
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "nf4": 0.5, "int4": 0.5}
@@ -31,13 +32,16 @@ _TORCH_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "
 # Activations beyond the weights and the KV cache: the CUDA context and allocator slack, plus the largest
 # transient of one step (a prefill chunk through the MLP, a batch through the vision tower).
 DEFAULT_RUNTIME_RESERVE_BYTES = 1 << 30
-MASK_BYTES = 1  # the boolean attention mask of a chunk against its context (SDPA's input, one byte per pair)
-# transformers' QuantizedCache dequantizes a layer's whole cache on every update, concatenates it with its
-# full-precision window and the new keys/values, and re-quantizes the lot when the window (128 positions) flushes,
-# as every prefill chunk does: the transient, in multiples of one layer's compute-dtype KV per context token, as
-# measured by bench/capacity.py on the 8B-wide slice at 4,096 frames (dequantized + concatenated: 2; HQQ 8-bit's
-# optimiser works on float32 copies, hence the larger figure). Part of the attention moment of a chunk.
-QUANTIZED_CACHE_TRANSIENT_LAYERS = {"int8": 7.0, "int4": 2.5}
+MASK_BYTES = 1  # transformers' sdpa mask (CUDA): one boolean per (chunk position, context position) pair
+# The KV cache's own transient while a chunk is appended to one layer, in multiples of that layer's compute-dtype
+# KV per context token. transformers' DynamicCache concatenates the layer's keys, then its values, with the chunk's:
+# one of the two (half the layer) exists twice for a moment. Its QuantizedCache dequantizes the layer's whole cache
+# on every update, concatenates it with its full-precision window and the new keys/values, and re-quantizes the lot
+# when the window (128 positions) flushes, as every prefill chunk does, which costs more (HQQ 8-bit's optimiser
+# works on float32 copies): as measured by bench/capacity.py on the 8B-wide slice, HQQ 8-bit at 4,096 frames and
+# quanto 4-bit at 16,384 (at 4,096 the chunk's MLP is still the wider moment).
+CACHE_APPEND_TRANSIENT_LAYERS = {"int8": 11.0, "int4": 3.3}
+COMPUTE_CACHE_APPEND_TRANSIENT_LAYERS = 0.5
 _REQUIRED_LLM_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
@@ -66,12 +70,13 @@ class MemoryPlan:
     max_frames: int
     limited_by: str  # "memory" or "context"
     notes: list[str] = field(default_factory=list)
+    device: str = "cuda"  # the attention the chunk runs: videomini's on "cpu", transformers' sdpa elsewhere
     _activation_width: int = 0  # values per token in one prefill chunk's widest moment
     _activation_bytes: int = 2
-    _expanded_kv_bytes_per_token: int = 0
     _cache_transient_bytes_per_token: float = 0.0
     _dequantized_weight_bytes: int = 0  # quantized weights: the largest linear's weight in the compute dtype
     _attention_width: int = 0  # values per token in one chunk's attention (residual, normed, q, k, v, output)
+    _expanded_kv_bytes_per_token: int = 0  # one layer's keys and values at all heads (transformers' repeat_kv)
 
     @property
     def total_weights_bytes(self) -> int:
@@ -81,18 +86,26 @@ class MemoryPlan:
         """Peak transient of prefilling one chunk at the end of a `context_tokens` context: the wider of its two
         moments in one decoder layer. The MLP: residual, normed input, gate, up and their product, plus, with
         quantized weights, the largest linear's weight dequantized to the compute dtype for its matmul (torchao's
-        int8 weight-only CPU path; bitsandbytes 4-bit dequantizes likewise). The attention: the chunk's q/k/v/o,
-        its mask against the context and one layer's keys and values expanded from the KV heads to all heads
-        (transformers' SDPA path copies them with repeat_kv whenever a mask is passed, as it is for every chunk
-        after the first; a prompt prefilled in one forward runs causal without a mask and reads the KV heads as
-        they are), plus a quantized cache's dequantize / re-quantize of the layer's cache."""
+        int8 weight-only CPU path; bitsandbytes 4-bit dequantizes likewise). The attention: the chunk's q/k/v/o
+        and the wider of the cache's append transient (`CACHE_APPEND_TRANSIENT_LAYERS`), which comes first, and
+        what the attention itself adds. On the CPU (videomini/attention.py) that is one block of query rows' mask,
+        within `attention.MASK_BLOCK_BYTES`, the keys being read at the KV heads: with a compute-dtype cache only
+        the append grows with the context, and at the default chunk it stays below the MLP moment over
+        Llama-3.1's whole context, so the activations are flat in the number of frames. Elsewhere transformers'
+        sdpa adds the chunk's boolean mask against the whole context and one layer's keys and values expanded to
+        all heads (repeat_kv, whenever a mask is passed). A prompt prefilled in one forward runs causal, without a
+        mask, on both."""
         chunk = min(self.prefill_chunk_tokens, context_tokens)
         mlp = chunk * self._activation_width * self._activation_bytes + self._dequantized_weight_bytes
         masked = context_tokens > self.prefill_chunk_tokens
-        attention = (chunk * self._attention_width * self._activation_bytes
-                     + masked * (chunk * context_tokens * MASK_BYTES + context_tokens * self._expanded_kv_bytes_per_token)
-                     + context_tokens * self._cache_transient_bytes_per_token)
-        return int(max(mlp, attention))
+        append = context_tokens * self._cache_transient_bytes_per_token
+        if self.device == "cpu":
+            mask = masked * mask_block_rows(chunk, context_tokens, self._activation_bytes) * context_tokens
+            attention = mask * self._activation_bytes
+        else:
+            attention = masked * context_tokens * (chunk * MASK_BYTES + self._expanded_kv_bytes_per_token)
+        # the append comes first, the attention after it: the wider of the two
+        return int(max(mlp, chunk * self._attention_width * self._activation_bytes + max(attention, append)))
 
     def peak_bytes_for(self, frames: int) -> int:
         """Memory while answering over `frames` frames (weights, KV cache, frame embeddings, one prefill chunk),
@@ -225,6 +238,7 @@ def plan_memory(
     activation_overhead: int | str | None = None,
     kv_dtype: str | None = None,
     prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+    device: str = "cuda",
 ) -> MemoryPlan:
     """How many frames fit: min(what memory leaves after weights, what the LLM's context leaves after the prompt),
     and which of the two binds.
@@ -239,8 +253,9 @@ def plan_memory(
     transformers' quantized caches. Each frame costs its KV (`tokens_per_frame` tokens × 2 × layers × kv_heads
     × head_dim values) plus its embedding twice (the frame tokens and the prompt built from them).
 
-    Activations: one prefill chunk of `prefill_chunk_tokens` through one decoder layer plus its attention mask
-    against the whole context (`MemoryPlan.chunk_activation_bytes`), checked against measured peaks by
+    Activations: one prefill chunk of `prefill_chunk_tokens` through one decoder layer, with the attention that
+    runs on `device` ("cpu": videomini's, flat in the context; else transformers' sdpa, whose mask and expanded
+    keys grow with it; `MemoryPlan.chunk_activation_bytes`), checked against measured peaks by
     bench/capacity.py; `activation_overhead` replaces the 1 GiB runtime reserve (CUDA context, allocator slack,
     the vision batch). The context cap is the LLM's `max_position_embeddings` (131,072 for Llama-3.1) minus the
     prompt and the answer; the official `tokenizer_model_max_length` (4096) truncation is not applied (it would
@@ -264,7 +279,7 @@ def plan_memory(
         notes.append(f"tokenizer_model_max_length {tokenizer_max} is not applied (it would cut the question off "
                      f"long prompts); the cap is max_position_embeddings {llm_config.max_position_embeddings}")
     return _plan(name, parameters, weights, mm_config, llm_config, device_memory_bytes, dtype, kv_dtype,
-                 prompt_tokens, answer_tokens, activation_overhead, prefill_chunk_tokens, notes)
+                 prompt_tokens, answer_tokens, activation_overhead, prefill_chunk_tokens, notes, device=device)
 
 
 def _weights_bytes(model: LlavaMini, parameters: dict[str, int], dtype: str) -> dict[str, int]:
@@ -286,7 +301,8 @@ def plan_for_model(model: LlavaMini, device_memory_bytes: int | str, prompt_toke
         ("compressor", model.compressor), ("projector", model.mm_projector))}
     return _plan(getattr(model, "name_or_path", "llava-mini"), part_parameters(model), weights, model.config,
                  model.llm_config, device_memory_bytes, _TORCH_DTYPES[model.dtype], kv_cache, prompt_tokens,
-                 answer_tokens, None, PREFILL_CHUNK_TOKENS, [], _has_quantized_weights(model.llm))
+                 answer_tokens, None, PREFILL_CHUNK_TOKENS, [], _has_quantized_weights(model.llm),
+                 device=model.device.type)
 
 
 def _has_quantized_weights(llm: torch.nn.Module) -> bool:
@@ -313,7 +329,7 @@ def _frames_that_fit(plan: MemoryPlan) -> int:
 def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_config: LlavaMiniConfig,
           llm_config: Any, device_memory_bytes: int | str, dtype: str, kv_dtype: str | None, prompt_tokens: int,
           answer_tokens: int, reserve: int | str | None, chunk_tokens: int, notes: list[str],
-          quantized_weights: bool = False) -> MemoryPlan:
+          quantized_weights: bool = False, device: str = "cuda") -> MemoryPlan:
     dtype = normalize_dtype(dtype)
     compute = "bf16" if dtype in QUANTIZED else dtype
     kv_dtype = normalize_dtype(kv_dtype) if kv_dtype is not None else compute
@@ -332,12 +348,12 @@ def _plan(name: str, parameters: dict[str, int], weights: dict[str, int], mm_con
         context_length=int(llm_config.max_position_embeddings),
         prompt_tokens_reserved=int(prompt_tokens) + int(answer_tokens),
         prompt_kv_bytes=(int(prompt_tokens) + int(answer_tokens)) * kv_bytes_per_token, frames_fit_memory=0,
-        frames_fit_context=0, max_frames=0, limited_by="", notes=notes,
+        frames_fit_context=0, max_frames=0, limited_by="", notes=notes, device=torch.device(device).type,
         _activation_width=4 * hidden + 3 * int(llm_config.intermediate_size), _activation_bytes=DTYPE_BYTES[compute],
         _attention_width=4 * hidden + 2 * kv_heads * head_dim,
-        _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute],
-        _cache_transient_bytes_per_token=QUANTIZED_CACHE_TRANSIENT_LAYERS.get(kv_dtype, 0.0) * 2 * kv_heads * head_dim
-        * DTYPE_BYTES[compute])
+        _cache_transient_bytes_per_token=CACHE_APPEND_TRANSIENT_LAYERS.get(
+            kv_dtype, COMPUTE_CACHE_APPEND_TRANSIENT_LAYERS) * 2 * kv_heads * head_dim * DTYPE_BYTES[compute],
+        _expanded_kv_bytes_per_token=2 * int(llm_config.num_attention_heads) * head_dim * DTYPE_BYTES[compute])
     if dtype in QUANTIZED or quantized_weights:  # the widest linear (Llama's MLP) dequantized for its matmul
         plan._dequantized_weight_bytes = int(llm_config.intermediate_size) * hidden * DTYPE_BYTES[compute]
     plan.frames_fit_context = max(0, (plan.context_length - plan.prompt_tokens_reserved) // tokens_per_frame)
