@@ -139,6 +139,14 @@ def checkpoint(tmp_path_factory):
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", with_clip_text=True)
 
 
+@pytest.fixture(scope="module")
+def vm(checkpoint):
+    """`VideoMini` on the tiny checkpoint, CPU: what a served answer is compared with."""
+    from videomini.ask import VideoMini
+
+    return VideoMini.from_pretrained(str(checkpoint), device="cpu")
+
+
 @pytest.fixture(scope="session")
 def golden_model(golden_dir):
     """(model, tokenizer, image_processor) of the golden tiny checkpoint, float32 on CPU."""

@@ -95,13 +95,6 @@ def server(checkpoint, dataset):
         yield url
 
 
-@pytest.fixture(scope="module")
-def vm(checkpoint):
-    from videomini.ask import VideoMini
-
-    return VideoMini.from_pretrained(str(checkpoint), device="cpu")
-
-
 def run_lmms_eval(python: str, server: str, folder: Path, model_args: str, *extra: str) -> tuple[list[dict], dict]:
     """`python -m lmms_eval --model openai_compatible` on the task, from `folder`; its logged samples and results."""
     output = folder / ("logs-" + "-".join(extra or ("chat",)).strip("-"))

@@ -57,13 +57,6 @@ def client(server):
     return openai.OpenAI(api_key="EMPTY", base_url=f"{server}/v1", max_retries=0)  # as OPENAI_API_BASE=...
 
 
-@pytest.fixture(scope="module")
-def vm(checkpoint):
-    from videomini.ask import VideoMini
-
-    return VideoMini.from_pretrained(str(checkpoint), device="cpu")
-
-
 def png_parts(frames: np.ndarray) -> list[dict]:
     """Frames as lmms-eval encodes them: PNG, base64, one image_url part each."""
     from PIL import Image
