@@ -11,7 +11,7 @@ import pytest
 
 from fastapi.testclient import TestClient
 
-from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app
+from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app, run
 from videomini.search import search_library
 from videomini.storage import LibraryStore
 
@@ -375,3 +375,24 @@ def test_a_server_without_a_library_answers_chat_about_frames(checkpoint):
         assert out.status_code == 200, out.text
         assert out.json()["videomini"]["frames_used"] == 3 and out.json()["videomini"]["frame_times_s"] == [0, 1, 2]
         assert c.get("/v1/models").json()["data"][0]["id"] == str(checkpoint)
+
+
+def test_the_announced_port_already_accepts_connections(checkpoint):
+    """A client that connects as soon as the URL is announced (a test, lmms-eval) waits for the server instead of
+    being refused while uvicorn starts."""
+    import socket
+    from urllib.parse import urlsplit
+
+    class Announced(Exception):
+        pass
+
+    connected = []
+
+    def connect(url: str) -> None:
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=5):
+            connected.append(url)
+        raise Announced  # stop before serving: only the moment between the announcement and uvicorn matters
+
+    with pytest.raises(Announced):
+        run(ServeConfig(model=str(checkpoint), device="cpu"), port=0, on_listening=connect)
+    assert len(connected) == 1

@@ -41,6 +41,9 @@ def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, no_auth:
     bound = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=5))
+    # listen before announcing: a client that connects while uvicorn is still starting waits in the backlog
+    # instead of being refused (uvicorn's own listen() on this socket later only sets the backlog again)
+    sock.listen(server.config.backlog)
     if on_listening is not None:
         on_listening(f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{bound}")
     server.run(sockets=[sock])
