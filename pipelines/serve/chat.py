@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from videomini.config import TOP_K
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
 from videomini.pipelines.serve.wire import one_line, sse
@@ -70,7 +71,7 @@ def choose_job(state: ServerState, body: ChatRequest, question: str, media: list
     """No media: the library answers. One video or image: `ask` on it. Several images: the frames of ONE video
     (what evaluation harnesses send: lmms-eval's openai backends decode a video client-side into PNG frames)."""
     if not media:
-        return jobs.library_answer(state, question, top_k=10, max_frames=64, max_new_tokens=max_new_tokens)
+        return jobs.library_answer(state, question, top_k=TOP_K, max_frames=None, max_new_tokens=max_new_tokens)
     kinds = {kind for kind, _ in media}
     if len(media) > 1 and kinds == {"image_url"}:
         frames = decode_frames(state, [url for _, url in media])
