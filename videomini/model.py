@@ -37,6 +37,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from videomini.attention import ATTN_IMPLEMENTATION
+from videomini.config import BATCH_SIZE
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder in input_ids, as in the reference
 COMPRESSOR_WIDTH = 1024  # the official compressor hard-codes width 1024 and 8 heads
@@ -332,7 +333,7 @@ class LlavaMini(nn.Module):
         return torch.cat([fused_text[:slot], frame_tokens, fused_text[slot + 1:]]).unsqueeze(0)
 
     def encode_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                      frames_per_batch: int = 16) -> torch.Tensor:
+                      frames_per_batch: int = BATCH_SIZE) -> torch.Tensor:
         """The reference's full multimodal input: image (1, parts, 3, S, S) or video (1, T, parts, 3, S, S).
 
         Video frames are encoded in batches; the fused text is the float32 mean over frames.

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from videomini.config import TOP_K
+from videomini.config import MAX_NEW_TOKENS, TOP_K
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
 from videomini.pipelines.serve.wire import one_line, sse
@@ -134,7 +134,7 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (ask)")
     async def chat(body: ChatRequest):
         question, media = parse_messages(body.messages)
-        wanted = body.max_completion_tokens or body.max_tokens or 256
+        wanted = body.max_completion_tokens or body.max_tokens or MAX_NEW_TOKENS
         job = choose_job(state, body, question, media, min(wanted, state.config.max_new_tokens))
         try:
             generation = jobs.Generation(state, job)
