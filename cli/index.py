@@ -26,8 +26,8 @@ def index(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another indexer to finish."),
-    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Data: decode tasks, "
-                               "encoder actors; this process writes the library)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine), ray (Ray Data: decode tasks, "
+                               "encoder actors; this process writes the library), or an installed engine's name."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --engine ray "
                                               "(default: $RAY_ADDRESS, else a local Ray on this machine)."),
     signals: str = typer.Option("", "--signals", help="Also store speech and/or on-screen text: speech,ocr "
@@ -40,6 +40,7 @@ def index(
     from rich.console import Console
 
     from videomini.config import ConfigError, IndexConfig
+    from videomini.library import load_engine
     from videomini.pipelines.index_run import IndexRunError
     from videomini.pipelines.local_engine import LocalEngine
     from videomini.pipelines.ray_engine import RayEngine
@@ -52,11 +53,12 @@ def index(
                              timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
                              signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
         engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}
-        if engine not in engines:
-            raise IndexRunError(f"unknown engine {engine!r}: use 'local' or 'ray'")
+        chosen = engines[engine]() if engine in engines else load_engine(engine)  # a third-party engine by name
         with progress:
-            report = engines[engine]().index(library, paths, None, config, on_event)
-    except (LibraryError, IndexRunError, ConfigError) as e:
+            report = chosen.index(library, paths, None, config, on_event)
+    except ConfigError as e:
+        fail(e.for_cli({"timeout_s": "timeout", "wait_s": "wait", "model_id": "model"}), 2)
+    except (LibraryError, IndexRunError) as e:
         fail(str(e), 2)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -16,12 +16,21 @@ from videomini.config import AskConfig, ConfigError, IndexConfig, configured
     (lambda: AskConfig(signals=("smell",)), "signals='smell'"),
     (lambda: IndexConfig(batch_size=0), "batch_size=0"),
     (lambda: IndexConfig(timeout_s=0), "timeout_s=0"),
-    (lambda: IndexConfig(visual=False), "visual=False: nothing to index"),
+    (lambda: IndexConfig(visual=False), "nothing to index: without the vision model (--no-visual)"),
 ])
 def test_a_bad_field_is_one_line_naming_it(make, field):
     with pytest.raises(ConfigError) as caught:
         make()
     assert str(caught.value).startswith(field) and "\n" not in str(caught.value)
+
+
+def test_the_cli_names_the_option_not_the_field():
+    with pytest.raises(ConfigError) as caught:
+        IndexConfig(timeout_s=-1)
+    assert caught.value.for_cli({"timeout_s": "timeout"}) == "--timeout=-1: must be positive"
+    with pytest.raises(ConfigError) as caught:
+        AskConfig(max_new_tokens=0)
+    assert caught.value.for_cli() == "--max-new-tokens=0: must be >= 1"
 
 
 def test_overrides_replace_fields_and_unknown_names_are_refused():

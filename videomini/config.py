@@ -32,10 +32,23 @@ Config = TypeVar("Config", "AskConfig", "IndexConfig")
 class ConfigError(ValueError):
     """A config field out of its range: one line naming the field, its value and the reason."""
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def for_cli(self, flags: dict[str, str] | None = None) -> str:
+        """The message naming the command-line option (`--max-new-tokens=0: ...`) instead of the field;
+        `flags` maps fields whose option is named otherwise (timeout_s -> timeout)."""
+        message = str(self)
+        if self.field is None or not message.startswith(f"{self.field}="):
+            return message
+        flag = (flags or {}).get(self.field, self.field.replace("_", "-"))
+        return f"--{flag}{message[len(self.field):]}"
+
 
 def _check(ok: bool, field: str, value: Any, reason: str) -> None:
     if not ok:
-        raise ConfigError(f"{field}={value!r}: {reason}")
+        raise ConfigError(f"{field}={value!r}: {reason}", field)
 
 
 def _check_signals(signals: Iterable[str]) -> tuple[str, ...]:
@@ -103,8 +116,9 @@ class IndexConfig:
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
         object.__setattr__(self, "signals", _check_signals(self.signals))
-        _check(self.visual or bool(self.signals), "visual", self.visual,
-               "nothing to index: without the vision model (--no-visual) name --signals speech,ocr")
+        if not (self.visual or self.signals):
+            raise ConfigError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr",
+                              "visual")
 
 
 def configured(config: Config | None, default: type[Config], overrides: dict[str, Any]) -> Config:
@@ -112,7 +126,7 @@ def configured(config: Config | None, default: type[Config], overrides: dict[str
     base = config if config is not None else default()
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(base)})
     if unknown:
-        raise ConfigError(f"{unknown[0]!r} is not a field of {type(base).__name__}")
+        raise ConfigError(f"{unknown[0]!r} is not a field of {type(base).__name__}", unknown[0])
     return dataclasses.replace(base, **overrides) if overrides else base
 
 
