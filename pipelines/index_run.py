@@ -55,7 +55,7 @@ class IndexJob:
 
     library: Any  # the LibraryStore, open for writing; engines commit through video_commit.commit_video only
     todo: list  # plan items (path, fingerprint, action, signals), in order
-    model: Any  # a VideoMini or LazyModel on this process (None: signals only); engines that load elsewhere
+    model: Any  # a VideoMini or LazyModel in this process (None: signals only); Ray loads its own instead
     model_id: str | None  # the model's id, recorded in the catalog; engines that load elsewhere load it by this
     config: IndexConfig
     report: IndexReport
