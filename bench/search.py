@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from videomini.storage import FLAT_MAX_VECTORS, LibraryStore
-from videomini.storage.segments import segment_files
+from videomini.storage.manifest import index_files
 
 LATENT = 64
 
@@ -117,7 +117,7 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
         manifest = lib.compact_index()
         build_s = time.perf_counter() - t0
         shard_bytes = folder_bytes(list(lib.shards_dir.iterdir()))
-        base = manifest["segments"][0]["frames"]
+        base = manifest["parts"][0]["frames"]
         index_bytes = folder_bytes([lib.root / base["index_file"]])
         ids_bytes = folder_bytes([lib.root / base["ids_file"]])
         console.log(f"{n:,} frames: shards written in {write_s:.1f} s, {manifest['factory']} built in {build_s:.1f} s")
@@ -186,7 +186,7 @@ def search_worker(root: str, queries_path: str, warmup: int) -> None:
         t = time.perf_counter()
         snap = lib.snapshot()
         open_s = time.perf_counter() - t
-        for name in sorted(segment_files(snap.manifest)):
+        for name in sorted(index_files(snap.manifest)):
             with open(Path(root) / name, "rb") as f:  # a warm page cache: a search service's steady state
                 while f.read(1 << 24):
                     pass

@@ -87,9 +87,9 @@ def state(library: Path) -> tuple:
 
 
 def base_faiss_file(library: Path) -> Path:
-    """The published base segment's FAISS file of frame embeddings."""
+    """The published base part's FAISS file of frame embeddings."""
     manifest = json.loads((library / "index.json").read_text())
-    return library / manifest["segments"][0]["frames"]["index_file"]
+    return library / manifest["parts"][0]["frames"]["index_file"]
 
 
 def tensor_offset(shard: Path, name: str) -> int:

@@ -2,13 +2,14 @@
 
     DIR/catalog.sqlite     videos and meta (storage/catalog.py)
     DIR/shards/            one safetensors file per indexed video (storage/shards.py)
-    DIR/index.json, DIR/seg-*   the published index: immutable FAISS segments (storage/segments.py)
+    DIR/index.json, DIR/part-*  the published index: immutable FAISS index parts (storage/published_index.py)
+    DIR/quarantine/        damaged files repair moved aside, each with a note of why (never deleted)
     DIR/lock               the writer lock (storage/lock.py)
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
 `os.replace`d and the folder fsynced, so a file is either the old or the new one; a video becomes `done` in the
-catalog only after its shard is durable; index segments are written under new names and published by replacing
-one small manifest, so a reader never pairs an index with ids of another build (storage/segments.py).
+catalog only after its shard is durable; index parts are written under new names and published by replacing
+one small manifest, so a reader never pairs an index with ids of another build (storage/published_index.py).
 On opening for writing, stale temp files are removed and `running` videos are finished from their durable shard
 or sent back to `pending`. Readers (search) never take the writer lock: SQLite WAL and the manifest give them a
 consistent snapshot while an indexer runs.
@@ -35,7 +36,10 @@ from videomini.storage.integrity import check_store, rebuild_catalog, repair_sto
 from videomini.storage.lock import WriterLock
 from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
                                       shard_name, to_numpy, unit_rows)
-from videomini.storage.segments import KINDS, IndexSource, SegmentedIndex, Snapshot, compaction_due
+from videomini.storage.index_parts import IndexSource
+from videomini.storage.index_snapshot import Snapshot, sample, search_frames, search_text
+from videomini.storage.manifest import KINDS, compaction_due
+from videomini.storage.published_index import PublishedIndex
 from videomini.storage.vector_index import FLAT_MAX_VECTORS, stored_vectors
 
 
@@ -48,7 +52,7 @@ class LibraryStore:
         """repair: a writer that finds the catalog damaged rebuilds it from the shards instead of refusing."""
         self.root = absolute(root)
         self.shards = ShardStore(self.root / SHARDS)
-        self.index = SegmentedIndex(self.root, flat_max)
+        self.index = PublishedIndex(self.root, flat_max)
         self.writer = writer or create
         self._lock: WriterLock | None = None
         self.catalog: Catalog | None = None
@@ -346,7 +350,7 @@ class LibraryStore:
             "failures": catalog["failures"],
             "index": None if manifest is None else {
                 k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors",
-                                             "n_segments", "n_deleted", "text_n_deleted")},
+                                             "n_parts", "n_deleted", "text_n_deleted")},
             "signals": catalog["signals"],
             "index_current": self.index_is_current(verify=False),
             "problems": self.quick_problems(),
@@ -399,14 +403,14 @@ class LibraryStore:
 
     @guarded
     def index_needs_update(self) -> bool:
-        """True when the published index misses catalog changes, its files are missing or damaged, or its segments
+        """True when the published index misses catalog changes, its files are missing or damaged, or its parts
         are due for compaction."""
         manifest = self.index.read_manifest()
         return not self.index_is_current() or (manifest is not None and compaction_due(manifest, self.index.flat_max))
 
     @guarded
     def update_index(self) -> dict:
-        """Publish the catalog's changes since the published generation as a delta segment (new and changed
+        """Publish the catalog's changes since the published generation as a delta part (new and changed
         videos) and deleted rows (removed ones), compacting when a threshold says so; returns the manifest.
         Index files found missing or damaged (here, or by the last index_is_current) are not built on: the index
         is rebuilt whole from the shards."""
@@ -419,7 +423,7 @@ class LibraryStore:
 
     @guarded
     def compact_index(self) -> dict:
-        """Rebuild the index as one base segment from every done shard (dead rows purged) and publish it."""
+        """Rebuild the index as one base part from every done shard (dead rows purged) and publish it."""
         self._require_writer()
         manifest = self.index.compact(self._index_source())
         self._collect_garbage()
@@ -435,14 +439,13 @@ class LibraryStore:
     @guarded
     def indexed_vectors(self, kind: str = "frames") -> tuple[np.ndarray, np.ndarray]:
         """The published snapshot's live rows of `kind` ("frames" or "text"): their ids records and vectors,
-        sorted by (video id, frame or segment index) -- the same for any segmentation of the same content."""
+        sorted by (video id, frame or segment index) -- the same for any split into parts of the same content."""
         if kind not in KINDS:
             raise LibraryError(f"{self.root}: no index of {kind!r}; choose from {', '.join(KINDS)}")
         snap = self.snapshot()
         ids, vectors = [], []
         for live in (getattr(snap, kind) if snap else []):
-            alive = np.ones(len(live.part.ids), bool) if live.bitmap is None else np.unpackbits(
-                live.bitmap, bitorder="little")[: len(live.part.ids)].astype(bool)
+            alive = live.alive()
             ids.append(np.asarray(live.part.ids)[alive])
             vectors.append(stored_vectors(live.part.index)[alive])
         if not ids:
@@ -476,7 +479,7 @@ class LibraryStore:
             return [] if single else [[] for _ in q]
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
-        out = self.index.search(snap, q, top_k, nprobe)
+        out = search_frames(snap, q, top_k, nprobe)
         return out[0] if single else out
 
     @guarded
@@ -484,7 +487,7 @@ class LibraryStore:
         """Up to `n` stored vectors of the published index ("frames" or "text"), drawn at random with a fixed
         seed: the background a query's similarities are calibrated against (`videomini.search`)."""
         snap = self.snapshot()
-        return self.index.sample(snap, kind, n, seed) if snap is not None else np.zeros((0, 1), dtype=np.float32)
+        return sample(snap, kind, n, seed) if snap is not None else np.zeros((0, 1), dtype=np.float32)
 
     @guarded
     def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
@@ -497,7 +500,7 @@ class LibraryStore:
             raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
                                f"{snap.manifest['text_dim']}-d text embeddings")
         sums = {v["shard"]: v.get("checksum") for v in snap.videos.values()}
-        return self.index.search_text(snap, unit_rows(q[None], str(self.root)), top_k,
+        return search_text(snap, unit_rows(q[None], str(self.root)), top_k,
                                       lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
 
     moments = staticmethod(moments)
