@@ -9,7 +9,9 @@
     published_index.py  the published index: publish, compact, garbage-collect, verify, open snapshots
     lock.py          the writer lock
     files.py         durable writes and the crash seam the kill -9 tests use
+    integrity.py     check and repair a whole library (damaged files go to quarantine/, never deleted)
     store.py         LibraryStore, the one class composing them (what the index engines, search and ask open)
+    store_index.py   LibraryStore's search-index side: publish, check against the catalog, search
 """
 
 from videomini.storage.catalog import ACTIONS, CATALOG, FORMAT_VERSION, STATUSES, PlanItem, fingerprint

@@ -13,8 +13,6 @@ per generation) and 2 (the same layout under the names "segments" / "segment") a
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,6 @@ MANIFEST = "index.json"
 PART_PREFIX = "part-"
 INDEX_FILE_PATTERNS = (f"{PART_PREFIX}*", "seg-*", "index-*.faiss", "index_ids-*.npy", "text_index-*.faiss",
                        "text_ids-*.npy")  # "seg-*": format-2 parts; the last four: format-1 generations
-QUARANTINE = "quarantine"  # where repair moves a damaged file it cannot rebuild or must not trust (never deleted)
 MAX_DELTAS = 8  # more delta parts than this merge into one (each costs a search call)
 COMPACT_DELTA_FRACTION = 0.25  # deltas holding more rows than this fraction of the base: compact
 COMPACT_DEAD_FRACTION = 0.2  # dead rows past this fraction of all rows: compact (purge them)
@@ -94,19 +91,6 @@ def _validate(manifest: dict) -> None:
         for kind in KINDS:
             if part.get(kind):
                 part[kind]["index_file"], part[kind]["ids_file"], part[kind]["n_vectors"]
-
-
-def set_aside(root: Path, name: str, why: str) -> Path | None:
-    """Move DIR/`name` into DIR/quarantine/ (with a note of why) instead of deleting it; its new path."""
-    path = root / name
-    if not path.exists():
-        return None
-    folder = root / QUARANTINE
-    folder.mkdir(exist_ok=True)
-    kept = folder / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    os.replace(path, kept)
-    (folder / f"{kept.name}.why.txt").write_text(why.rstrip() + "\n")
-    return kept
 
 
 def part_files(record: dict | None) -> tuple[str, ...]:

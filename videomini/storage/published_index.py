@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, repair_hint
-from videomini.storage.files import checksum_file
+from videomini.storage.files import checksum_file, set_aside
 from videomini.storage.index_parts import IndexSource, PartWriter
 from videomini.storage.index_snapshot import OpenPartIndex, Snapshot, video_runs
 from videomini.storage.manifest import (INDEX_FILE_PATTERNS, INDEX_FORMAT_VERSION, KINDS, MANIFEST, MAX_DELTAS,
-                                        compaction_due, index_files, part_files, read_manifest, set_aside, summary,
+                                        compaction_due, index_files, part_files, read_manifest, summary,
                                         write_manifest)
 from videomini.storage.vector_index import FLAT_MAX_VECTORS, read_index
 
@@ -46,7 +46,7 @@ class PublishedIndex:
         self._snapshot: Snapshot | None = None
         self._open_parts: dict[str, OpenPartIndex] = {}  # index file name -> open part, reused across generations
         self._verified: set[str] = set()  # files this process checked against the manifest's checksums
-        self.set_aside: list[str] = []  # damaged manifests this writer moved to quarantine/ (what and why)
+        self.manifests_set_aside: list[str] = []  # damaged manifests this writer moved to quarantine/ (what and why)
 
     def read_manifest(self) -> dict | None:
         """The published manifest (older formats read as the current one), None before the first build;
@@ -59,8 +59,8 @@ class PublishedIndex:
         try:
             return read_manifest(self.root)
         except LibraryDamaged as e:
-            kept = set_aside(self.root, MANIFEST, str(e))
-            self.set_aside.append(f"{str(e).split(';')[0]}; moved to {kept}")
+            kept = set_aside(self.root, self.root / MANIFEST, str(e))
+            self.manifests_set_aside.append(f"{str(e).split(';')[0]}; moved to {kept}")
             return None
 
     # ------------------------------------------------------------------ writing (the writer lock is held)
