@@ -144,13 +144,15 @@ def repair_store(store: Any) -> list[str]:
         done += [f"{line}; marked for re-indexing ({REINDEX_HINT})" for line in store.recovered]
         store.index.writer_manifest()  # a damaged manifest goes to quarantine/ (if opening the writer did not)
         done += [f"{line}; the index is rebuilt from the shards" for line in store.index.manifests_set_aside]
+        rebuild = bool(store.recovered or store.index.manifests_set_aside)
         for row in store.catalog.done_rows():
             found = inspect_shard(store.shards, row)
             if found is not None:
                 done.append(_repair_shard(store, row, found))
+                rebuild = True  # the index holds the record as it was (its checksum, path) or the shard's rows
             elif row["checksum"] is None:  # a shard from before checksums: whole, so record its header's now
                 store.catalog.set_checksum(row["id"], store.shards.header_checksum(row["shard"]))
-        if done or not store.index_is_current() or _check_agreement(store):
+        if rebuild or not store.index_is_current() or _check_agreement(store):
             manifest = store.compact_index()
             done.append(f"rebuilt the search index from {len(manifest['videos'])} good shards "
                         f"({manifest['n_vectors']} frames)")
