@@ -159,6 +159,38 @@ def test_shard_write_is_atomic_and_roundtrips(tmp_path, monkeypatch):
         np.testing.assert_allclose(stored.frame_tokens.astype(np.float32), tokens.astype(np.float32), atol=0.02)
 
 
+def test_shard_holds_what_its_readers_read_and_its_format(tmp_path):
+    from safetensors import safe_open
+
+    from videomini.storage.shards import SHARD_FORMAT_VERSION
+
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        _, emb, ts = frames(3)
+        vid = add_video(lib, make_video(tmp_path, "a.mp4"), None, emb, ts)  # what `index` writes: no frame tokens
+        shard = lib.shards_dir / lib.video(vid)["shard"]
+        with safe_open(shard, framework="np") as f:
+            assert set(f.keys()) == {"embeddings", "timestamps_s"}
+            assert f.metadata()["format_version"] == SHARD_FORMAT_VERSION == "2"
+        np.testing.assert_array_equal(lib.frame_times(vid), ts)  # ask --library's read: the times alone
+        assert lib.load_frames(vid).frame_tokens is None
+        lib.update_index()
+        assert len(lib.search_vectors(emb[0], top_k=1)) == 1
+
+
+def test_shard_of_a_newer_format_is_one_line(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        vid = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
+        shard = lib.shards_dir / lib.video(vid)["shard"]
+        with safe_open(shard, framework="np") as f:
+            metadata = dict(f.metadata(), format_version="9")
+        save_file(load_file(shard), shard, metadata=metadata)
+        with pytest.raises(LibraryError, match="shard format 9, this videomini reads formats 1, 2; upgrade"):
+            lib.shards.read_times(shard.name)
+
+
 def test_write_shard_rejects_bad_input(tmp_path):
     a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
     with LibraryStore.create(tmp_path / "lib") as lib:

@@ -26,16 +26,18 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 
-from videomini.storage.catalog import CATALOG, FORMAT_VERSION, Catalog, PlanItem, absolute, fingerprint
+
+from videomini.storage.catalog import CATALOG, Catalog, PlanItem, absolute, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint, storage_errors
 from videomini.storage.files import durability_point, remove_temp_files
 from videomini.storage.hits import moments
 from videomini.storage.integrity import (check_store, rebuild_catalog, rebuilt_catalog_line, repair_catalog,
                                          repair_store, shard_problems)
 from videomini.storage.lock import WriterLock
-from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
-                                      shard_name)
+from videomini.storage.shards import (SHARD_FORMAT_VERSION, SHARDS, ShardContent, ShardStore, VideoFrames,
+                                      frame_tensors, segment_tensors, shard_name)
 from videomini.storage.store_index import StoreIndex
 from videomini.storage.manifest import MANIFEST
 from videomini.storage.published_index import PublishedIndex
@@ -252,12 +254,13 @@ class LibraryStore(StoreIndex):
         signals = sorted(set(signals))
         tensors = frame_tensors(label, frame_tokens, embeddings, timestamps_s, signals)
         if len(tensors["timestamps_s"]):
-            tokens = tensors["frame_tokens"]
-            self.catalog.check_dims(label, {"tokens_per_frame": tokens.shape[1], "token_dim": tokens.shape[2],
-                                            "embed_dim": tensors["embeddings"].shape[1]})
+            tokens = tensors.get("frame_tokens")
+            self.catalog.check_dims(label, {"embed_dim": tensors["embeddings"].shape[1]} if tokens is None else {
+                "tokens_per_frame": tokens.shape[1], "token_dim": tokens.shape[2],
+                "embed_dim": tensors["embeddings"].shape[1]})
         info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings, "signals": signals,
                 "text_model": text_model or ""}
-        metadata = {"format_version": str(FORMAT_VERSION), "video_id": str(video_id), "path": label,
+        metadata = {"format_version": SHARD_FORMAT_VERSION, "video_id": str(video_id), "path": label,
                     "fingerprint": row["fingerprint"], "info": json.dumps(info)}
         segments = list(segments or [])
         if segments or segment_embeddings is not None:
@@ -371,7 +374,15 @@ class LibraryStore(StoreIndex):
         if row is None or row["status"] != "done":
             raise LibraryError(f"{self.root}: video {video_id} is not indexed")
         t = self.shards.read_frames(row["shard"], _checksum(row))
-        return VideoFrames(video_id, row["path"], t["frame_tokens"], t["embeddings"], t["timestamps_s"])
+        return VideoFrames(video_id, row["path"], t.get("frame_tokens"), t["embeddings"], t["timestamps_s"])
+
+    @guarded
+    def frame_times(self, video_id: int) -> np.ndarray:
+        """A done video's stored frame times (seconds), read alone: what choosing frames to answer from needs."""
+        row = self.catalog.row(video_id)
+        if row is None or row["status"] != "done":
+            raise LibraryError(f"{self.root}: video {video_id} is not indexed")
+        return self.shards.read_times(row["shard"], _checksum(row))
 
     @guarded
     def segments(self, video_id: int) -> list[dict]:
