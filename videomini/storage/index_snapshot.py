@@ -105,13 +105,27 @@ def search_frames(snap: Snapshot, queries: np.ndarray, top_k: int, nprobe: int |
     """Nearest frames of unit-length `queries` (Q, D) over every part of one snapshot, best first."""
     out = []
     for matches in merged(snap.frames, queries, top_k, nprobe):
+        vectors = _hit_vectors(matches)  # search calibrates each hit against its own vector
         hits = []
-        for score, part, row in matches:
+        for (score, part, row), vector in zip(matches, vectors):
             rec = part.ids[row]
             video_id = int(rec["video_id"])
             hits.append(Hit(snap.videos[video_id]["path"], float(rec["timestamp_s"]), int(rec["frame_idx"]),
-                            score, video_id))
+                            score, video_id, vector))
         out.append(hits)
+    return out
+
+
+def _hit_vectors(matches: list[tuple[float, OpenPartIndex, int]]) -> list[np.ndarray]:
+    """The stored vectors of (score, part, row) matches, one reconstruction per part."""
+    out: list[Any] = [None] * len(matches)
+    by_part: dict[int, list[int]] = {}
+    for i, (_, part, _) in enumerate(matches):
+        by_part.setdefault(id(part), []).append(i)
+    for positions in by_part.values():
+        part = matches[positions[0]][1]
+        for i, vector in zip(positions, vectors_at(part.index, np.array([matches[i][2] for i in positions]))):
+            out[i] = vector
     return out
 
 
