@@ -322,6 +322,44 @@ def test_stats_reports_counts_hours_bytes_and_failures(tmp_path):
     json.dumps(stats)
 
 
+def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
+    """Libraries written before the rename (manifest "segments", files seg-<n>.*, no manifest checksum) read as
+    they are; the next update adds a part-<n> delta beside the old files and publishes a checksummed manifest."""
+    from videomini.storage.manifest import INDEX_FORMAT_VERSION
+
+    root = tmp_path / "lib"
+    with LibraryStore.create(root) as lib:
+        first = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
+        lib.update_index()
+    manifest = json.loads((root / "index.json").read_text())
+    for part in manifest["parts"]:  # written as format 2 was: seg- ids and files, "segments", no checksum
+        part["id"] = part["id"].replace("part-", "seg-")
+        for kind in ("frames", "text"):
+            if part.get(kind):
+                for key in ("index_file", "ids_file"):
+                    old = part[kind][key].replace("part-", "seg-")
+                    os.replace(root / part[kind][key], root / old)
+                    part[kind]["files"][old] = part[kind]["files"].pop(part[kind][key])
+                    part[kind][key] = old
+    old_format = {k: v for k, v in manifest.items() if k not in ("parts", "n_parts", "checksum")}
+    old_format.update(format_version=2, segments=manifest["parts"], n_segments=manifest["n_parts"],
+                      videos={k: {**{n: x for n, x in v.items() if n != "part"}, "segment": v["part"].replace("part-", "seg-")}
+                              for k, v in manifest["videos"].items()})
+    (root / "index.json").write_text(json.dumps(old_format))
+    query = frames(1)[1][2]
+    with LibraryStore(root) as lib:
+        assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
+    with LibraryStore(root, writer=True) as lib:
+        second = add_video(lib, make_video(tmp_path, "b.mp4", seed=1), *frames(2))
+        grown = lib.update_index()
+    published = json.loads((root / "index.json").read_text())
+    assert published["format_version"] == INDEX_FORMAT_VERSION and "checksum" in published
+    assert [p["id"][:5] for p in grown["parts"]] == ["seg-0", "part-"]
+    with LibraryStore(root) as lib:
+        assert lib.search_vectors(frames(2)[1][4], top_k=1)[0].video_id == second
+        assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
+
+
 # ----------------------------------------------------------------------------------------------- concurrency
 
 
