@@ -58,7 +58,8 @@ class LibraryStore(StoreIndex):
         self._lock: WriterLock | None = None
         self.catalog: Catalog | None = None
         self.catalog_repairs: list[str] = []  # what a repairing writer did to a damaged catalog, one line each
-        self._checked_generation: int | None = None  # the snapshot generation whose entries matched the catalog
+        self._checked_generation: int | None = None  # the snapshot generation whose entries were checked
+        self._checked_videos: set[int] = set()  # videos of that generation whose entries match the catalog
         self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()

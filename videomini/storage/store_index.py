@@ -2,8 +2,9 @@
 manifest against the catalog, and search it (storage/published_index.py holds the files; this, the library's view).
 
 A missing manifest is damage, not "nothing indexed yet", once the library has published an index (the catalog's
-meta records it, or index files remain); a snapshot's entries are checked against the catalog once per generation,
-so a manifest whose paths were changed or swapped never names a hit."""
+meta records it, or index files remain); the manifest entries of the videos a search names are checked against
+their catalog rows (once per video and generation), so a manifest whose paths were changed or swapped never names
+a hit."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class StoreIndex:
     index: Any
     _index_problems: list[str]
     _checked_generation: int | None
+    _checked_videos: set[int]
 
 
     @guarded
@@ -121,18 +123,24 @@ class StoreIndex:
 
     @guarded
     def snapshot(self) -> Snapshot | None:
-        """The published index generation a search runs on (whole, whatever a writer publishes meanwhile); its
-        entries checked against the catalog once per generation (LibraryDamaged when they disagree)."""
+        """The published index generation a search runs on (whole, whatever a writer publishes meanwhile)."""
         snap = self.index.snapshot()
         if snap is None and self.index_was_published():
             raise self._manifest_missing()
-        if snap is not None and snap.generation != self._checked_generation:
-            found = entry_problems(snap.manifest, {row["id"]: row for row in self.catalog.done_rows()})
-            if found:
-                raise LibraryDamaged(f"{self.root / MANIFEST}: index manifest contradicts the catalog ({found[0]}); "
-                                     f"{repair_hint(self.root)} to rebuild it")
-            self._checked_generation = snap.generation
         return snap
+
+    def _check_entries(self, snap: Snapshot, video_ids: set[int]) -> None:
+        """The manifest entries of the videos a search is about to name, against their catalog rows (a primary-key
+        lookup each, once per generation): LibraryDamaged when a path was changed or swapped."""
+        if snap.generation != self._checked_generation:
+            self._checked_generation, self._checked_videos = snap.generation, set()
+        wanted = video_ids - self._checked_videos
+        rows = {i: row for i in wanted if (row := self.catalog.row(i)) is not None and row["status"] == "done"}
+        found = entry_problems({"videos": {str(i): snap.videos[i] for i in wanted}}, rows)
+        if found:
+            raise LibraryDamaged(f"{self.root / MANIFEST}: index manifest contradicts the catalog ({found[0]}); "
+                                 f"{repair_hint(self.root)} to rebuild it")
+        self._checked_videos |= wanted
 
     @guarded
     def search_vectors(self, query: Any, top_k: int = 10, *, nprobe: int | None = None
@@ -155,6 +163,7 @@ class StoreIndex:
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
         out = search_frames(snap, q, top_k, nprobe)
+        self._check_entries(snap, {hit.video_id for hits in out for hit in hits})
         return out[0] if single else out
 
     @guarded
@@ -175,5 +184,7 @@ class StoreIndex:
             raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
                                f"{snap.manifest['text_dim']}-d text embeddings")
         sums = {v["shard"]: v.get("checksum") for v in snap.videos.values()}
-        return search_text(snap, unit_rows(q[None], str(self.root)), top_k,
-                                      lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
+        hits = search_text(snap, unit_rows(q[None], str(self.root)), top_k,
+                           lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
+        self._check_entries(snap, {hit.video_id for hit in hits})
+        return hits
