@@ -271,7 +271,7 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
     of each moment kept); and each video's catalog row."""
     per_moment = max(1, max_frames // len(found))
     rows = {m.video: library.video(m.video) for m in found}
-    stored_times = {video: library.load_frames(row["id"]).timestamps_s for video, row in rows.items()
+    stored_times = {video: library.frame_times(row["id"]) for video, row in rows.items()
                     if row and row["n_frames"]}
     chosen: dict[str, set[float]] = {}
     for moment in found:
