@@ -1,6 +1,6 @@
 """`videomini watch`: the job around a live session — the model, the session, questions read while it plays,
 standing-question events, and the stream committed into a library in pieces through the same commit as `index`
-(`indexing.commit_video`: shard durable, then `done`, then a new index segment), so `search` finds it while the
+(`video_commit.commit_video`: shard durable, then `done`, then a new index segment), so `search` finds it while the
 stream runs and a crash loses at most the piece in progress."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from videomini.live import LiveSession, NothingSeenYet, Piece, WatchOptions, watch
-from videomini.pipelines.indexing import EncodedVideo, IndexReport, VideoAssembly, commit_video
+from videomini.pipelines.video_commit import EncodedVideo, IndexReport, VideoAssembly, commit_video
 
 PIECES_FOLDER = "live"  # <library>/live/<session start UTC>/piece-NNNNNN-<piece start UTC>.mp4
 PIECE_QUEUE = 2  # pieces waiting to be committed; the encoder waits beyond this (a file) or drops frames (live)

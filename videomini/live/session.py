@@ -252,6 +252,7 @@ class LiveSession:
             top_k_evidence: int = 5, on_token: Callable[[str], None] | None = None) -> LiveAnswer:
         """Answer about what the stream has shown so far (retained part), while it keeps playing. Time references
         may use stream time ("the last 5 minutes", "at 2:30") or UTC times of day ("at 14:05")."""
+        from videomini.answer import Answer, moments_from_scores
         from videomini.prompting import encode_question
         from videomini.selection import select_frames
         from videomini.timerefs import parse_time_references
@@ -275,14 +276,18 @@ class LiveSession:
         if windows and not inside:
             raise NothingSeenYet(f"{self.spec.url}: no frame retained in the time the question names "
                                  f"({', '.join(f'{a:.0f}-{b:.0f}s' for a, b in windows)} of stream)")
-        selected = select_frames(times, min(budget, inside) if inside else budget, question=resolved,
-                                 duration_s=duration_s, relevance=relevance)
+        selected = select_frames(times, min(budget, inside) if inside else budget, windows=windows,
+                                 relevance=relevance)
         tokens, frames = self.memory.load(seqs[selected])
         fused = self._fuse(frames, times[selected], input_ids)
-        with self._llm:
-            answer = vm._answer(question, input_ids, fused, tokens, times[selected], 1.0 / fps, max_new_tokens,
-                                False, top_k_evidence, on_token, self.spec.url)
-        answer.frames_total = len(seqs)
+        with self._llm:  # the one answering path: VideoMini._generate -> answer.generate_with_evidence
+            generated = vm._generate(input_ids, fused, tokens, max_new_tokens, False, on_token)
+        chosen_times = times[selected]
+        evidence = moments_from_scores(chosen_times, generated.frame_scores, top_k_evidence, "attention", 1.0 / fps,
+                                       video=self.spec.url)
+        answer = Answer(question=question, text=generated.text, evidence=evidence, frames_used=len(selected),
+                        frames_total=len(seqs), frame_times_s=[round(float(t), 3) for t in chosen_times],
+                        model=vm.model_id)
         if len(selected) < len(seqs):
             answer.notes.append(f"{len(seqs)} frames retained, {len(selected)} chosen for the question")
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
