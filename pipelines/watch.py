@@ -75,8 +75,7 @@ class LibraryPieces:
         with LibraryStore(self.library_dir, create=True, wait_s=self.wait_s) as library:
             item = library.plan([path], model_id=self.model_id)[0]
             video_id = library.mark_running(path, item.fingerprint, model_id=self.model_id, fps=self.fps)
-            result = EncodedVideo(str(path), frame_tokens=np.stack(piece.tokens),
-                                  embeddings=np.stack(piece.embeddings), timestamps_s=times,
+            result = EncodedVideo(str(path), embeddings=np.stack(piece.embeddings), timestamps_s=times,
                                   duration_s=float(times[-1]) + 1.0 / self.fps)
             report = IndexReport()
             commit_video(library, VideoAssembly(item, video_id), result, model_id=self.model_id, fps=self.fps,

@@ -49,12 +49,12 @@ class WatchOptions:
 
 @dataclass
 class Piece:
-    """A stretch of encoded stream for a library: stream times, tokens, CLIP embeddings and the frames."""
+    """A stretch of encoded stream for a library: stream times, CLIP embeddings and the frames (a library keeps
+    no frame tokens: it re-decodes the frames it answers from)."""
 
     index: int
     start_s: float
     times_s: list[float] = field(default_factory=list)
-    tokens: list[np.ndarray] = field(default_factory=list)  # fp16 (T, H) each
     embeddings: list[np.ndarray] = field(default_factory=list)  # fp32 (D,) each
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 (h, w, 3) each
 
@@ -188,9 +188,6 @@ class LiveSession:
 
     # -- pieces (a library) -----------------------------------------------------------------------------
     def _collect_piece(self, encoded: Any, times: np.ndarray, pixels: np.ndarray) -> None:
-        import torch
-
-        tokens = encoded.frame_tokens.to(torch.float16).numpy()
         embeddings = encoded.clip_embeddings.numpy() if encoded.clip_embeddings is not None else None
         for i, t in enumerate(times.tolist()):
             if self._piece is not None and t - self._piece.start_s >= self.options.piece_s:
@@ -199,7 +196,6 @@ class LiveSession:
                 self._piece = Piece(self.pieces, t)
                 self.pieces += 1
             self._piece.times_s.append(t)
-            self._piece.tokens.append(tokens[i])
             self._piece.embeddings.append(embeddings[i] if embeddings is not None else None)
             self._piece.frames.append(pixels[i])
 
