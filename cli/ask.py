@@ -84,7 +84,7 @@ def ask(
                            top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                            fallback=fallback)
     except ConfigError as e:
-        fail(e.for_cli(), 2)
+        fail(e.for_cli())
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
