@@ -90,6 +90,14 @@ class VideoMini:
                             quantize=quantize)
         return cls(*loaded, batch_size=batch_size, kv_cache=kv_cache)
 
+    def watch(self, source: str, **options: Any) -> Any:
+        """Watch a live source (file, URL, /dev/videoN, "-") while it plays: a `videomini.live.LiveSession` with
+        `ask`, `alerts`, `status` and `close`; `options` are `videomini.live.WatchOptions` fields."""
+        from videomini.live import WatchOptions, watch
+
+        on_event, on_piece = options.pop("on_event", None), options.pop("on_piece", None)
+        return watch(self, source, WatchOptions(**options), on_event=on_event, on_piece=on_piece)
+
     # -- budget ---------------------------------------------------------------------------------------------
     def frame_budget(self, prompt_tokens: int, answer_tokens: int) -> int:
         """Frames that fit: the planner's min(memory after weights, context after the prompt)."""
@@ -271,7 +279,7 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
     of each moment kept); and each video's catalog row."""
     per_moment = max(1, max_frames // len(found))
     rows = {m.video: library.video(m.video) for m in found}
-    stored_times = {video: library.load_frames(row["id"]).timestamps_s for video, row in rows.items()
+    stored_times = {video: library.frame_times(row["id"]) for video, row in rows.items()
                     if row and row["n_frames"]}
     chosen: dict[str, set[float]] = {}
     for moment in found:
