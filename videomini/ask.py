@@ -18,7 +18,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 
 from videomini.answer import (
     Answer,
+    ChosenFrames,
     Evidence,
     format_time,
     generate_with_evidence,
@@ -55,16 +55,6 @@ TokenFn = Callable[[str], None]
 
 class NoStoredFrames(Exception):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
-
-
-@dataclass
-class ChosenFrames:
-    """The frames given to the LLM: their tokens, times, the spacing of a moment around each, and the video."""
-
-    tokens: torch.Tensor
-    times_s: np.ndarray
-    spacing_s: float
-    video: str
 
 
 class VideoMini:
@@ -242,8 +232,8 @@ class VideoMini:
         fused = FusedText()
         fused.add(encoded.fused_text_sum, 1)
         chosen = ChosenFrames(encoded.frame_tokens, np.zeros(1), 0.0, str(path))
-        answer = self._answer(question, input_ids, fused, chosen, configured(config, AskConfig, {"top_k_evidence": 1}),
-                              on_token)
+        one_moment = configured(config, AskConfig, {"top_k_evidence": 1})
+        answer = self._answer(question, input_ids, fused, chosen, one_moment, on_token)
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return answer
 
