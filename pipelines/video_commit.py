@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from videomini.pipelines.messages import EncodedFrames, Failed, FrameBatch, Finished, Message, Probed
+from videomini.config import Event
+from videomini.pipelines.messages import EncodedFrames, Failed, Finished, FrameBatch, Message, Probed
 
-SIGNALS = ("speech", "ocr")
 NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
                  "use a checkpoint whose mm_vision_tower is a full CLIP")
-
-Event = Callable[[str, dict], None]  # (kind, details) for progress displays
-
 
 def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
@@ -177,8 +174,8 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
 
 def default_text_embedder() -> Any:
     """The bundled MiniLM that embeds speech / on-screen text (loaded once per process)."""
-    from videomini.signals.text import default_embedder
     from videomini.signals import SignalError
+    from videomini.signals.text import default_embedder
 
     try:
         return default_embedder()

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from synth import make_numbered_video
 from videomini.cli.main import app
 from videomini.library import Library
+from videomini.pipelines.local_engine import LocalEngine
 from videomini.storage import LibraryError, LibraryStore
 from videomini.storage import catalog as catalog_module
 from videomini.storage import lock as lock_module
@@ -37,7 +38,7 @@ def pristine(tmp_path_factory, checkpoint):
     videos = [make_numbered_video(root / "one.mp4", seconds=4, fps=5),
               make_numbered_video(root / "two.mp4", seconds=3, fps=5)]
     library = root / "lib"
-    report = Library(library, model=str(checkpoint)).index(videos, workers=1)
+    report = Library(library, model=str(checkpoint)).index(videos, engine=LocalEngine(workers=1))
     assert len(report.indexed) == 2 and not report.failed
     return library, [Path(v).resolve() for v in videos], str(checkpoint)
 
