@@ -42,6 +42,9 @@ def ask(
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
                                                            "(the centre of each of N equal segments)."),
+    decode: str = typer.Option("exact", "--decode", help="exact: decode every frame (the rule and the reference's "
+                                                         "pixels); fast: skip frames nobody samples (B-frames; "
+                                                         "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
@@ -78,6 +81,8 @@ def ask(
         fail(f"{targets[0]}: no such file")
     if sampling not in ("fps", "reference"):
         fail(f"--sampling must be fps or reference, not {sampling!r}")
+    if decode not in ("exact", "fast"):
+        fail(f"--decode must be exact or fast, not {decode!r}")
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -97,7 +102,8 @@ def ask(
                 answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
                                        quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
                                        max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
-                                       on_token=on_token, on_notice=on_notice, sampling=sampling)
+                                       on_token=on_token, on_notice=on_notice, sampling=sampling,
+                                       decode=decode)
     except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
         fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")

@@ -73,7 +73,8 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
               kv_cache: str | None = None, signals: tuple[str, ...] = (),
               fallback: bool = True, fps: float = 1.0, max_frames: int | None = None, max_new_tokens: int = 256,
               fusion: str = "all", on_progress: ProgressFn | None = None, on_token: TokenFn | None = None,
-              on_notice: NoticeFn | None = None, load: Loader | None = None, sampling: str = "fps") -> Answer:
+              on_notice: NoticeFn | None = None, load: Loader | None = None, sampling: str = "fps",
+              decode: str = "exact") -> Answer:
     """Answer `question` about one video or image. `model` is a VideoMini, or a checkpoint id/folder loaded
     with `load` (default: from_pretrained on `device`/`dtype`, `quantize`d weights, a `kv_cache` type). With no loadable model and `fallback`, the
     speech and on-screen text answer (Answer.generated_by == "signals")."""
@@ -98,7 +99,7 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
             on_progress("signals", 0, None)
         context = _signal_context(path, signals, fps)
     return vm.ask(path, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens, fusion=fusion,
-                  on_progress=on_progress, on_token=on_token, context=context, sampling=sampling)
+                  on_progress=on_progress, on_token=on_token, context=context, sampling=sampling, decode=decode)
 
 
 def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[str | None, bool]:

@@ -23,12 +23,12 @@ from videomini.video.prefetch import FrameBatches
 from videomini.video.reference import (
     reference_n_frames, reference_timestamps, reference_video_frames, sample_uniform, uniform_frame_indices,
 )
-from videomini.video.sampling import BACKENDS, SAMPLINGS, read_frames_at, sample_frames
+from videomini.video.sampling import BACKENDS, DECODE_MODES, SAMPLINGS, read_frames_at, sample_frames
 from videomini.video.source import open_container
 
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
     "VideoInfo", "FrameBatches", "probe", "sample_frames", "read_frames_at", "uniform_frame_indices",
     "sample_uniform", "reference_video_frames", "reference_timestamps", "reference_n_frames", "open_container",
-    "BACKENDS", "SAMPLINGS",
+    "BACKENDS", "SAMPLINGS", "DECODE_MODES",
 ]

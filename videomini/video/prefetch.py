@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -33,6 +34,7 @@ class FrameBatches:
         self._queue: queue.Queue | None = None
         self._inline: Iterator[Any] | None = None
         self._closed = False
+        self.first_batch_at: float | None = None  # time.perf_counter() when the consumer got the first batch
 
     def _batches(self) -> Iterator[Any]:
         items = self._make_items()
@@ -110,6 +112,8 @@ class FrameBatches:
             if isinstance(item, Warn):
                 warnings.warn(str(item), RuntimeWarning, stacklevel=2)
                 continue
+            if self.first_batch_at is None:
+                self.first_batch_at = time.perf_counter()
             return item
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 FALLBACK_FPS = 25.0  # a stream that declares no frame rate: frames last 1/25 s (PAL), as FFmpeg assumes
 END_SLACK_FRAMES, END_SLACK_MIN_S = 2, 0.05  # decoding that stops earlier than this before the end "ends early"
 EPS_S = 1e-6  # a frame at pts is on screen at t when pts <= t + EPS_S (absorbs float time-base rounding)
+DECODE_MODES = ("exact", "fast")  # every frame decoded, the rule exact | frames nobody samples skipped (PyAV)
 
 
 class Warn(str):
@@ -45,6 +46,24 @@ def rotate(frame: np.ndarray, rotation_cw: int) -> np.ndarray:
     if rotation_cw % 360 == 0:
         return frame
     return np.ascontiguousarray(np.rot90(frame, k=-(rotation_cw // 90)))
+
+
+def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """The source row (or column) that nearest-neighbour resizing reads for each output one, computed as torch's
+    `F.interpolate(mode="nearest")` does (float32 scale = in / out, index = floor(out_index * scale)), so that a
+    uint8 gather gives its pixels bit for bit without a float copy of the frame."""
+    scale = np.float32(size_in) / np.float32(size_out)
+    index = np.floor(np.arange(size_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(index, size_in - 1)
+
+
+def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) -> (size[1], size[0], 3) by nearest neighbour, the same pixels as torch's nearest interpolate
+    (the reference squashes video frames that way)."""
+    height, width = image.shape[:2]
+    if (width, height) == tuple(size):
+        return image
+    return image[nearest_indices(height, size[1])[:, None], nearest_indices(width, size[0])[None, :]]
 
 
 def plan(pts_s: np.ndarray, end_s: float, wanted: Iterable[float]) -> Iterator[tuple[float, int]]:
@@ -101,6 +120,11 @@ class OnScreen:
         if self.next_t is not None:
             self._held = [pts_s, frame, duration_s, None]
         return out
+
+    def extend_to(self, end_s: float) -> None:
+        """Keep the held frame on screen up to `end_s` (frames after it were skipped, not missing)."""
+        if self._held is not None and end_s > self.held_end_s:
+            self._held[2] = end_s - self._held[0]
 
     def finish(self) -> list[tuple[np.ndarray, float]]:
         """The held (last) frame for every remaining target before it leaves the screen."""
