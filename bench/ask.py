@@ -283,7 +283,8 @@ def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
                   f"first frame at {child['first_frame_s']:.2f} s", file=sys.stderr, flush=True)
         n = min(len(times["exact"]), len(times["fast"]))
         moved = np.abs(times["exact"][:n] - times["fast"][:n])
-        row["fast_moved_ms"] = {"mean": round(float(moved.mean()) * 1000, 1), "max": round(float(moved.max()) * 1000, 1),
+        row["fast_moved_ms"] = {"mean": round(float(moved.mean()) * 1000, 1),
+                                "max": round(float(moved.max()) * 1000, 1),
                                 "frames_moved": int((moved > 1e-6).sum()), "frames": n}
         rows.append(row)
     return rows

@@ -110,6 +110,7 @@ class IndexConfig:
     timeout_s: float = 120.0  # seconds without a decoded frame before a file fails
     wait_s: float = 0.0  # seconds to wait for another indexer to finish
     retry_failed: bool = False  # try again the files that failed before
+    decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     signals: tuple[str, ...] = ()  # also store speech / on-screen text, searchable beside the frames
     visual: bool = True  # False: no vision model, store the signals only
 
@@ -118,6 +119,7 @@ class IndexConfig:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
+        _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         object.__setattr__(self, "signals", _check_signals(self.signals))
         if not (self.visual or self.signals):
             raise ConfigError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr",
