@@ -62,14 +62,6 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
-    from rich.console import Console
-
-    from videomini.loading import CheckpointError
-    from videomini import ask_policy as job
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
-    from videomini.video import VideoError
-
     if library is not None and len(targets) != 1:
         fail("with --library give one argument: the question")
     if library is None and len(targets) != 2:
@@ -78,6 +70,14 @@ def ask(
         fail(f"{targets[0]}: no such file")
     if sampling not in ("fps", "reference"):
         fail(f"--sampling must be fps or reference, not {sampling!r}")
+    # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
+    from rich.console import Console
+
+    from videomini.errors import CheckpointError
+    from videomini import ask_policy as job
+    from videomini.signals import SignalError
+    from videomini.storage import LibraryError
+    from videomini.video import VideoError
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())

@@ -62,9 +62,11 @@ _register()
 
 def main() -> None:
     """The console script. A storage error no command caught still ends as one line, never a traceback."""
+    from videomini import backends
     from videomini.cli.common import fail
     from videomini.storage import LibraryError
 
+    backends.defer()  # quantization libraries load only for --quantize / --kv-cache (videomini/backends.py)
     try:
         app()
     except LibraryError as e:

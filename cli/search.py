@@ -29,7 +29,7 @@ def search(
 
     from videomini.answer import format_time
     from videomini.storage import LibraryError
-    from videomini.loading import CheckpointError
+    from videomini.errors import CheckpointError
     from videomini.search import search_library
 
     from videomini.signals import SignalError

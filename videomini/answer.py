@@ -18,10 +18,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-from videomini.model import PREFILL_CHUNK_TOKENS, image_slot
-from videomini.prompting import stop_token_ids
+# The LLM stack (transformers' Llama modelling, videomini.model) is imported by the functions that generate:
+# `search` and the evidence-only answers use this module's Answer / Evidence / format_time without it.
 
 MOMENT_GAP_SPACINGS = 1.5  # chosen frames closer than 1.5 sampling intervals belong to one moment
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
@@ -127,6 +125,8 @@ def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache:
     Queries are grouped by their KV head (no copy of the keys per head) and scored a few answer steps at a time,
     so at most EVIDENCE_SCORE_BYTES of scores exist at once, however many frames the context holds.
     """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
     layers = llm.model.layers
     steps = len(layer_inputs[0])
     if steps == 0:
@@ -189,12 +189,17 @@ class Generator:
 
     def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
                temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True,
-               kv_cache: str | None = None, prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Iterator[str]:
+               kv_cache: str | None = None, prefill_chunk_tokens: int | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs.
 
         The prompt is prefilled in chunks before the layer inputs are recorded, so the recorder sees only the
-        positions that produce answer tokens."""
+        positions that produce answer tokens. `prefill_chunk_tokens` None: the model's PREFILL_CHUNK_TOKENS."""
         from transformers import TextIteratorStreamer
+
+        from videomini.model import PREFILL_CHUNK_TOKENS
+        from videomini.prompting import stop_token_ids
+
+        prefill_chunk_tokens = prefill_chunk_tokens or PREFILL_CHUNK_TOKENS
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
@@ -242,7 +247,7 @@ class Generated:
 def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
                            frame_tokens: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
                            on_token: Callable[[str], None] | None = None, kv_cache: str | None = None,
-                           prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Generated:
+                           prefill_chunk_tokens: int | None = None) -> Generated:
     """The one answering path: the fused question (L, H) with its <image> slot replaced by the chosen frames'
     tokens (T, C*C, H) -> chunked prefill -> generated answer (streamed to `on_token`) -> each frame's attention
     mass. `kv_cache` "int8" / "int4" quantizes the KV cache (transformers' QuantizedCache)."""
@@ -254,6 +259,8 @@ def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, 
         pieces.append(piece)
         if on_token:
             on_token(piece)
+    from videomini.model import image_slot
+
     slot = image_slot(input_ids)
     frames, tokens_per_frame = frame_tokens.shape[0], frame_tokens.shape[1]
     scores = attention_to_frames(model.llm, generator.result.get("layer_inputs", [[]]),

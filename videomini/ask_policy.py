@@ -18,21 +18,22 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from videomini.answer import Answer
-from videomini.ask import IMAGE_EXTENSIONS, NoStoredFrames, ProgressFn, TokenFn, VideoMini
-from videomini.ask import ask_library as ask_library_frames
-from videomini.loading import CheckpointError, default_model_id
+from videomini.errors import CheckpointError
+
+if TYPE_CHECKING:  # videomini.ask (the model stack) is imported where a model answers, not by the text-only paths
+    from videomini.ask import ProgressFn, TokenFn, VideoMini
 
 SIGNAL_ANSWER_MOMENTS = 3  # moments quoted when speech / on-screen text answer without a generative model
 LIBRARY_MAX_FRAMES = 64  # frames given to the LLM over all retrieved moments of a library
 FALLBACK_SIGNALS = ("speech", "ocr")
 _SIGNAL_PACKAGES = ("faster_whisper", "rapidocr_onnxruntime", "sentence_transformers")
 NoticeFn = Callable[[str], None]  # one-line warnings and notes for the user (the CLI prints them on stderr)
-Loader = Callable[[str], VideoMini]
+Loader = Callable[[str], "VideoMini"]
 
 __all__ = ["ask_video", "ask_library", "SIGNAL_ANSWER_MOMENTS"]
 
@@ -53,6 +54,8 @@ def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, **
     if on_progress:
         on_progress(f"loading {model_id}", 0, None)
     if load is None:
+        from videomini.ask import VideoMini
+
         return VideoMini.from_pretrained(model_id, **options)
     return load(model_id)
 
@@ -77,7 +80,9 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
     """Answer `question` about one video or image. `model` is a VideoMini, or a checkpoint id/folder loaded
     with `load` (default: from_pretrained on `device`/`dtype`, `quantize`d weights, a `kv_cache` type). With no loadable model and `fallback`, the
     speech and on-screen text answer (Answer.generated_by == "signals")."""
-    vm = model if isinstance(model, VideoMini) else None
+    from videomini.loading import default_model_id
+
+    vm = None if model is None or isinstance(model, (str, os.PathLike)) else model
     if vm is None:
         try:
             vm = _load(model or default_model_id(), load, on_progress, device=device, dtype=dtype,
@@ -92,6 +97,8 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
             return answer_from_signals(path, question, signals=signals or FALLBACK_SIGNALS, ocr_fps=fps)
+    from videomini.ask import IMAGE_EXTENSIONS
+
     context = None
     if signals and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         if on_progress:
@@ -123,6 +130,7 @@ def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question
                          max_frames: int, max_new_tokens: int, on_token: TokenFn | None) -> Answer:
     """The library search (CLIP over frames, MiniLM over stored speech / on-screen text, fused by rank) with
     the model's text tower, then LLaVA-Mini over the moments found, stored text near them quoted."""
+    from videomini.ask import ask_library as ask_library_frames
     from videomini.search import search_library
     from videomini.evidence import signal_context
     from videomini.storage import LibraryError
@@ -144,7 +152,7 @@ def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | V
     """Answer over an indexed library's best moments. The model is `model` (a VideoMini or an id/folder), else
     the one the library was indexed with; the stored speech / on-screen text answer when the library holds no
     frames, when no model loads (and `fallback`), or when the moments found have no stored frames."""
-    vm = model if isinstance(model, VideoMini) else None
+    vm = None if model is None or isinstance(model, (str, os.PathLike)) else model
     if vm is None:
         model_id, has_text = _library_model(library_dir, model)
         if model_id is None:
@@ -161,6 +169,8 @@ def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | V
             _notice(on_notice, "warning: answering from the library's speech and on-screen text instead (no "
                                "generative model)")
             return _from_signals(library_dir, question, top_k)
+    from videomini.ask import NoStoredFrames
+
     try:
         return _answer_from_moments(vm, library_dir, question, top_k, max_frames or LIBRARY_MAX_FRAMES,
                                     max_new_tokens, on_token)

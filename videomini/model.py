@@ -376,6 +376,9 @@ class LlavaMini(nn.Module):
             return DynamicCache(config=self.llm.config)
         if kv_cache not in KV_CACHE_BACKENDS:
             raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        from videomini.backends import enable
+
+        enable()  # the CLI keeps the quantization libraries out until an option needs them
         backend, nbits = KV_CACHE_BACKENDS[kv_cache]
         return QuantizedCache(backend=backend, config=self.llm.config, nbits=nbits)
 
