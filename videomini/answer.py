@@ -18,10 +18,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from videomini.moments import moment_gap, runs
+
 # The LLM stack (transformers' Llama modelling, videomini.model) is imported by the functions that generate:
 # `search` and the evidence-only answers use this module's Answer / Evidence / format_time without it.
 
-MOMENT_GAP_SPACINGS = 1.5  # chosen frames closer than 1.5 sampling intervals belong to one moment
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
 
@@ -163,15 +165,10 @@ def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, met
         return []
     order = np.argsort(-scores, kind="stable")
     peak = peak or float(scores[order[0]]) or 1.0
-    chosen = sorted(order[:top_k].tolist())
-    groups: list[list[int]] = []
-    for index in chosen:
-        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * MOMENT_GAP_SPACINGS:
-            groups[-1].append(index)
-        else:
-            groups.append([index])
+    chosen = order[:top_k]
     evidence = []
-    for group in groups:
+    for run in runs(times_s[chosen], moment_gap(spacing_s)):
+        group = [int(chosen[i]) for i in run]
         best = max(group, key=lambda i: scores[i])
         evidence.append(Evidence(start_s=float(times_s[group[0]]), end_s=float(times_s[group[-1]] + spacing_s),
                                  time_s=float(times_s[best]), score=round(float(scores[best]) / peak, 4),

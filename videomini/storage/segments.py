@@ -355,12 +355,13 @@ class SegmentedIndex:
         """Nearest frames of unit-length `queries` (Q, D) over every segment of one snapshot, best first."""
         out = []
         for matches in _merged(snap.frames, queries, top_k, nprobe):
+            vectors = _hit_vectors(matches)  # search calibrates each hit against its own vector
             hits = []
-            for score, part, row in matches:
+            for (score, part, row), vector in zip(matches, vectors):
                 rec = part.ids[row]
                 video_id = int(rec["video_id"])
                 hits.append(Hit(snap.videos[video_id]["path"], float(rec["timestamp_s"]), int(rec["frame_idx"]),
-                                score, video_id))
+                                score, video_id, vector))
             out.append(hits)
         return out
 
@@ -454,6 +455,19 @@ def _video_runs(ids: np.ndarray) -> dict[int, tuple[int, int]]:
     starts = np.r_[0, np.flatnonzero(np.diff(video_ids)) + 1]
     ends = np.r_[starts[1:], len(video_ids)]
     return {int(video_ids[a]): (int(a), int(b)) for a, b in zip(starts, ends)}
+
+
+def _hit_vectors(matches: list[tuple[float, OpenPart, int]]) -> list[np.ndarray]:
+    """The stored vectors of (score, part, row) matches, one reconstruction per part."""
+    out: list[Any] = [None] * len(matches)
+    by_part: dict[int, list[int]] = {}
+    for i, (_, part, _) in enumerate(matches):
+        by_part.setdefault(id(part), []).append(i)
+    for positions in by_part.values():
+        part = matches[positions[0]][1]
+        for i, vector in zip(positions, vectors_at(part.index, np.array([matches[i][2] for i in positions]))):
+            out[i] = vector
+    return out
 
 
 def _merged(parts: list[LivePart], queries: np.ndarray, top_k: int,

@@ -27,7 +27,7 @@ def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexError_(Exception):
+class IndexRunError(Exception):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
 
 
@@ -187,4 +187,4 @@ def default_text_embedder() -> Any:
     try:
         return default_embedder()
     except SignalError as e:
-        raise IndexError_(str(e)) from None
+        raise IndexRunError(str(e)) from None
