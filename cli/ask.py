@@ -143,5 +143,5 @@ def print_answer(answer, console, as_json: bool, streamed: bool) -> None:
     else:
         console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
                       f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
-    if answer.evidence:
+    if answer.evidence and answer.generated_by != "signals":  # a signals answer quotes its moments, times included
         console.print(evidence_table(answer))

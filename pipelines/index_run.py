@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -21,7 +22,7 @@ from videomini.loading import default_model_id
 from videomini.pipelines.decoder import DecodeJob
 from videomini.pipelines.video_commit import (NO_PROJECTION, SIGNALS, Event, IndexRunError, IndexReport, VideoAssembly,
                                           commit_video, default_text_embedder, encode_batch, kept_frames_for,
-                                          no_event)
+                                          kept_text_for, no_event)
 from videomini.pipelines.messages import FrameBatch
 
 __all__ = ["IndexRunError", "IndexReport", "find_videos", "index_videos", "index_videos_ray"]
@@ -79,7 +80,11 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     report = IndexReport()
     candidates, missing = find_videos(paths, recursive)
     report.failed += [(str(path), f"{path}: {reason}") for path, reason in missing]
-    run_model_id = (model_id or _model_id(model) or default_model_id()) if visual else None
+    run_model_id = (model_id or _model_id(model) or _indexed_model_id(library_dir) or default_model_id()
+                    if visual else None)
+    if visual and model is None and model_id is None and signals and not _vision_model_here(run_model_id, signals, report):
+        visual, run_model_id = False, None
+    created = not Path(library_dir).expanduser().exists()
     library = LibraryStore(library_dir, create=True, wait_s=wait_s)
     try:
         todo = _plan(library, candidates, report, emit, retry_failed=retry_failed, model_id=run_model_id,
@@ -103,6 +108,11 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
         if report.indexed or library.index_needs_update():
             emit("index", {})
             library.update_index()
+    except Exception:
+        library.close()
+        if created and not report.indexed:  # a refused run leaves no half-made library behind
+            shutil.rmtree(Path(library_dir).expanduser(), ignore_errors=True)
+        raise
     finally:
         library.close()
     report.seconds = time.perf_counter() - started
@@ -113,6 +123,36 @@ def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.Pa
                      **options: Any) -> IndexReport:
     """The "ray" entry point of the `videomini.engines` group: `index_videos` on Ray."""
     return index_videos(library_dir, paths, model, engine="ray", **options)
+
+
+def _indexed_model_id(library_dir: str | os.PathLike) -> str | None:
+    """The model an existing library was indexed with (a re-run adds frames with the same one), else None."""
+    from videomini.storage import CATALOG, LibraryError, LibraryStore
+
+    if not (Path(library_dir).expanduser() / CATALOG).is_file():
+        return None
+    try:
+        with LibraryStore(library_dir) as store:
+            return store.indexed_model_id()
+    except LibraryError:  # no frames indexed yet, or several models: the default, as for a new library
+        return None
+
+
+def _vision_model_here(model_id: str, signals: list[str], report: IndexReport) -> bool:
+    """Whether the default (or the library's) vision model is on this machine: a folder, or in the Hugging Face
+    cache. A run that also stores speech / on-screen text goes on without it, with one warning line; a model
+    named with --model is never replaced (its absence is an error when the first file needs it)."""
+    from videomini.loading import CheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint(model_id)
+        return True
+    except CheckpointError:
+        names = " and ".join(label for name, label in (("speech", "speech"), ("ocr", "on-screen text"))
+                             if name in signals)
+        report.warnings.append(f"frames are not indexed: the vision model {model_id} is not on this machine, only "
+                               f"{names} (index again with --model CHECKPOINT to add the frames)")
+        return False
 
 
 def _checked_signals(engine: str, signals: Iterable[str], visual: bool) -> list[str]:
@@ -178,15 +218,19 @@ def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout
         check_model(model)
     ctx = mp.get_context("spawn")
     jobs: dict[int, DecodeJob] = {}
+    kept_text: dict[int, Any] = {}
     try:
         for position, item in enumerate(todo):
             for ahead in range(position, min(position + max(1, workers), len(todo))):
                 if ahead not in jobs:
-                    jobs[ahead] = DecodeJob(ctx, todo[ahead].path, fps, batch_size, timeout_s,
-                                            sorted(set(signals) | set(todo[ahead].signals)), model is not None)
+                    kept_text[ahead] = kept_text_for(library, todo[ahead], model is not None)
+                    wanted = set(signals) | set(todo[ahead].signals)
+                    wanted -= set(kept_text[ahead][0] if kept_text[ahead] else ())  # stored text is not redone
+                    jobs[ahead] = DecodeJob(ctx, todo[ahead].path, fps, batch_size, timeout_s, sorted(wanted),
+                                            model is not None)
             job = jobs.pop(position)
             try:
-                _index_one(library, item, job, model, fps, report, emit, text_embedder)
+                _index_one(library, item, job, model, fps, report, emit, text_embedder, kept_text.pop(position))
             finally:
                 job.close()
     finally:
@@ -195,12 +239,13 @@ def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout
 
 
 def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, report: IndexReport,
-               emit: Event, text_embedder: Any) -> None:
-    """Encode one video's batches as they arrive from its decoder, then commit it."""
+               emit: Event, text_embedder: Any, kept_text: Any = None) -> None:
+    """Encode one video's batches as they arrive from its decoder, then commit it (with the speech / on-screen
+    text `kept_text` already stored for it, when the run adds frames to a video indexed without them)."""
     kept = kept_frames_for(library, item, model is not None)
     video_id = library.mark_running(item.path, item.fingerprint, model_id=_model_id(model), fps=fps)
     emit("video", {"path": str(item.path), "action": item.action})
-    assembly = VideoAssembly(item, video_id, kept)
+    assembly = VideoAssembly(item, video_id, kept, kept_text=kept_text)
     started = time.perf_counter()
     for message in job.messages():
         assembly.add(encode_batch(model.encoder, message) if isinstance(message, FrameBatch) else message, fps, emit)
