@@ -34,7 +34,10 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_readme_offline_library_then_the_tiny_checkpoint(tmp_path):
+    # the commands run from a copy of the repository's example folder (and the test video maker it uses)
     shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.mp4"))
+    (tmp_path / "tests").mkdir()
+    shutil.copy(ROOT / "tests" / "narrated.py", tmp_path / "tests" / "narrated.py")
     make, index, search, ask = readme_block("offline-library")
     assert run(make, tmp_path).returncode == 0
     out = run(index, tmp_path)
