@@ -11,13 +11,14 @@ import typer
 
 from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.config import TOP_K
 
 
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain language."),
     library: Path = typer.Option(..., "--library", help="Library folder."),
-    top_k: int = typer.Option(10, "--top-k", help="Moments to return."),
+    top_k: int = typer.Option(TOP_K, "--top-k", help="Moments to return."),
     thumbnails: Optional[Path] = typer.Option(None, "--thumbnails", help="Write each moment's best frame here."),
     signal: list[str] = typer.Option([], "--signal", help="Search only these: visual, speech, ocr (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Moments as JSON: full paths, each signal's cosine and z."),

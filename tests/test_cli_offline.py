@@ -65,30 +65,31 @@ def test_readme_offline_library_then_the_tiny_checkpoint(tmp_path):
 def test_adding_frames_keeps_the_stored_text_and_refused_runs_leave_nothing(tmp_path, checkpoint, monkeypatch):
     from narrated import Caption, make_narrated_video
 
-    from videomini.pipelines import index_run
+    from videomini.pipelines import index_videos, local_engine
+    from videomini.pipelines.index_run import IndexRunError
     from videomini.storage import LibraryStore
 
     sign = make_narrated_video(tmp_path / "sign.mp4", duration_s=3.0, lines=[], with_audio=False,
                                captions=[Caption(0.5, 2.5, "LOADING DOCK")]).path
     library = tmp_path / "lib"
-    assert index_run.index_videos(library, [sign], visual=False, signals=("ocr",)).indexed
+    assert index_videos(library, [sign], visual=False, signals=("ocr",)).indexed
     with LibraryStore(library) as store:
         text_before = store.segments(store.video(sign)["id"])
     asked: list[list[str]] = []
-    job = index_run.DecodeJob
+    job = local_engine.DecodeJob
 
     def recording_job(ctx, path, fps, batch_size, timeout_s, signals, visual):
         asked.append(list(signals))
         return job(ctx, path, fps, batch_size, timeout_s, signals, visual)
 
-    monkeypatch.setattr(index_run, "DecodeJob", recording_job)
-    report = index_run.index_videos(library, [sign], model_id=str(checkpoint))
+    monkeypatch.setattr(local_engine, "DecodeJob", recording_job)
+    report = index_videos(library, [sign], model_id=str(checkpoint))
     assert report.indexed and report.frames == 3 and asked == [[]]  # frames decoded; no OCR again
     with LibraryStore(library) as store:
         row = store.video(sign)
         assert row["n_frames"] == 3 and store.segments(row["id"]) == text_before
     # a run refused for want of a model leaves no library folder behind
     missing = tmp_path / "no-such-model"
-    with pytest.raises(index_run.IndexRunError, match="no-such-model"):
-        index_run.index_videos(tmp_path / "new", [sign], model_id=str(missing))
+    with pytest.raises(IndexRunError, match="no-such-model"):
+        index_videos(tmp_path / "new", [sign], model_id=str(missing))
     assert not (tmp_path / "new").exists()

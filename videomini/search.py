@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from videomini.config import TOP_K
 from videomini.moments import moment_gap, runs
 
 SIGNALS = ("visual", "speech", "ocr")
@@ -282,7 +283,7 @@ def text_tower_for(model_id: str, device: str = "cpu") -> Any:
     return text_tower
 
 
-def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, text_tower: Any = None,
+def search_library(library_dir: str | os.PathLike, query: str, top_k: int = TOP_K, text_tower: Any = None,
                    thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
                    text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
                    notes: list[str] | None = None) -> list[SearchMoment]:

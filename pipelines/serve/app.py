@@ -18,12 +18,12 @@ from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from videomini import __version__
+from videomini.config import MAX_NEW_TOKENS, TOP_K
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeConfig, ServeError, ServerState
 from videomini.pipelines.serve.wire import one_line, sse
 
 STATIC = Path(__file__).with_name("static")
-PUBLIC = ("/", "/static/", "/favicon.ico")  # the page's own files: no token (they hold no library data)
 TOKEN_COOKIE = "videomini_token"  # set by the page, so <video> and <img> requests carry the token too
 
 
@@ -31,9 +31,9 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000)
     video: Optional[int] = Field(None, description="An indexed video's id: ask about that whole video. "
                                                    "Omitted: answer over the library's best moments.")
-    top_k: int = Field(10, ge=1, le=100)
+    top_k: int = Field(TOP_K, ge=1, le=100)
     max_frames: Optional[int] = Field(None, ge=1, le=100_000)
-    max_new_tokens: int = Field(256, ge=1)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1)
     stream: bool = Field(False, description="Server-sent events: `token` events, then one `answer` event.")
 
 
@@ -148,7 +148,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def add_api_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/api/search", tags=["library"], summary="Moments matching a plain-language query")
     def search(q: str = Query(..., max_length=2000, description="What to look for"),
-               top_k: int = Query(10, ge=1, le=100),
+               top_k: int = Query(TOP_K, ge=1, le=100),
                signal: list[Literal["visual", "speech", "ocr"]] = Query([], description="Limit to these signals")):
         if not q.strip():
             raise ServeError(400, "q: empty query")
@@ -162,7 +162,7 @@ def add_api_routes(app: FastAPI, state: ServerState) -> None:
             job = jobs.file_answer(state, state.video_file(body.video), body.question, body.max_frames,
                                    max_new_tokens)
         else:
-            job = jobs.library_answer(state, body.question, body.top_k, body.max_frames or 64, max_new_tokens)
+            job = jobs.library_answer(state, body.question, body.top_k, body.max_frames, max_new_tokens)
         generation = jobs.Generation(state, job)
         if not body.stream:
             return (await generation.answer()).to_dict()

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from videomini.config import MAX_NEW_TOKENS, TOP_K
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
 from videomini.pipelines.serve.wire import one_line, sse
@@ -70,7 +71,7 @@ def choose_job(state: ServerState, body: ChatRequest, question: str, media: list
     """No media: the library answers. One video or image: `ask` on it. Several images: the frames of ONE video
     (what evaluation harnesses send: lmms-eval's openai backends decode a video client-side into PNG frames)."""
     if not media:
-        return jobs.library_answer(state, question, top_k=10, max_frames=64, max_new_tokens=max_new_tokens)
+        return jobs.library_answer(state, question, top_k=TOP_K, max_frames=None, max_new_tokens=max_new_tokens)
     kinds = {kind for kind, _ in media}
     if len(media) > 1 and kinds == {"image_url"}:
         frames = decode_frames(state, [url for _, url in media])
@@ -133,7 +134,7 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (ask)")
     async def chat(body: ChatRequest):
         question, media = parse_messages(body.messages)
-        wanted = body.max_completion_tokens or body.max_tokens or 256
+        wanted = body.max_completion_tokens or body.max_tokens or MAX_NEW_TOKENS
         job = choose_job(state, body, question, media, min(wanted, state.config.max_new_tokens))
         try:
             generation = jobs.Generation(state, job)
