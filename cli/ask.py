@@ -37,8 +37,9 @@ def ask(
     targets: list[str] = typer.Argument(..., metavar="VIDEO QUESTION",
                                         help="A video or image and a question (with --library: the question only)."),
     library: Optional[Path] = typer.Option(None, "--library", help="Answer over an indexed library instead."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
-                                        help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", metavar="ID_OR_PATH",
+                                        help="Checkpoint folder or hub id; default: the hub id "
+                                             "ICTNLP/llava-mini-llama-3.1-8b"),
     fps: float = typer.Option(FPS, "--fps", help="Frames sampled per second of video."),
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
@@ -50,7 +51,7 @@ def ask(
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
                                            "the frame tokens of very long videos)."),
-    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Longest answer, in tokens."),
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
     top_k: int = typer.Option(TOP_K, "--top-k", help="With --library: moments retrieved."),

@@ -20,12 +20,15 @@ def index(
     library: Path = typer.Option(..., "--library", help="Library folder (created when absent)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan folders recursively."),
     fps: float = typer.Option(FPS, "--fps", help="Frames indexed per second of video."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", help="Checkpoint folder or hub id."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", metavar="ID_OR_PATH",
+                                        help="Checkpoint folder or hub id; default: the model the library was "
+                                             "indexed with, else ICTNLP/llava-mini-llama-3.1-8b"),
     workers: int = typer.Option(2, "--workers", help="Decoder processes (videos decoded ahead, in isolation)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the files that failed before."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds without a decoded frame before a file fails."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: Optional[str] = typer.Option(None, "--dtype"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on "
+                                        "CPU)."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another indexer to finish."),
     engine: str = typer.Option("local", "--engine", help="local (this machine), ray (Ray Data: decode tasks, "
                                "encoder actors; this process writes the library), or an installed engine's name."),

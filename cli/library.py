@@ -23,7 +23,7 @@ def library_info(
                                "checksum, and that they agree; exit 1 when something is wrong."),
     repair: bool = typer.Option(False, "--repair", help="Rebuild a damaged catalog from the shards, send videos "
                                 "whose shard is missing or damaged back for re-indexing, rebuild the index."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the library's stats and videos as one JSON object."),
 ) -> None:
     """Show a library (videos, frames, hours, bytes on disk, failures), remove videos, compact its search index,
     check or repair it."""

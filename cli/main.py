@@ -45,6 +45,9 @@ def _root(
 
 
 def _register() -> None:
+    from videomini.cli.help import plain_help
+
+    plain_help()
     # Each module of this package adds its commands to `app` (`@app.command()`); importing them all here
     # makes `videomini --help` list every subcommand. Modules import heavy libraries lazily, inside commands.
     import importlib

@@ -12,11 +12,12 @@ import sys, torch
 from videomini import backends
 backends.defer()
 from videomini import load_model
+from videomini.generation import new_cache, prefill
 model, _, _ = load_model(sys.argv[1], device="cpu", dtype="fp32")
 assert all(sys.modules.get(name) is None for name in backends.QUANTIZATION_PACKAGES), "imported before asked"
 embeds = torch.randn(1, 513, model.hidden_size) * 0.02
 for kv_cache in ("int8", "int4"):
-    cache = model.prefill(embeds, model.new_cache(kv_cache), chunk_tokens=256)
+    cache = prefill(model, embeds, new_cache(model, kv_cache), chunk_tokens=256)
     print(kv_cache, type(cache).__name__, sorted(n for n in ("hqq", "optimum") if sys.modules.get(n) is not None))
 """
 
