@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,12 +101,18 @@ def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None =
             return answer_from_signals(path, question, signals=signals or FALLBACK_SIGNALS, ocr_fps=fps)
     from videomini.ask import IMAGE_EXTENSIONS
 
-    context = None
+    context, signals_s = None, 0.0
     if signals and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         if on_progress:
             on_progress("signals", 0, None)
+        started = time.perf_counter()
         context = _signal_context(path, signals, fps)
-    return vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
+        signals_s = time.perf_counter() - started
+    answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
+    if signals_s:  # the reported time is the whole answer's: extracting speech / on-screen text included
+        answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s,
+                            "total": round(answer.timings_s.get("total", 0.0) + signals_s, 3)}
+    return answer
 
 
 def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[str | None, bool]:
