@@ -37,12 +37,16 @@ def ask(
     targets: list[str] = typer.Argument(..., metavar="VIDEO QUESTION",
                                         help="A video or image and a question (with --library: the question only)."),
     library: Optional[Path] = typer.Option(None, "--library", help="Answer over an indexed library instead."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
-                                        help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", metavar="ID_OR_PATH",
+                                        help="Checkpoint folder or hub id; default: the hub id "
+                                             "ICTNLP/llava-mini-llama-3.1-8b"),
     fps: float = typer.Option(FPS, "--fps", help="Frames sampled per second of video."),
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
                                                            "(the centre of each of N equal segments)."),
+    decode: str = typer.Option("exact", "--decode", help="exact: decode every frame (the rule and the reference's "
+                                                         "pixels); fast: skip frames nobody samples (B-frames; "
+                                                         "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
@@ -50,7 +54,7 @@ def ask(
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
                                            "the frame tokens of very long videos)."),
-    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Longest answer, in tokens."),
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
     top_k: int = typer.Option(TOP_K, "--top-k", help="With --library: moments retrieved."),
@@ -63,14 +67,7 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
-    from rich.console import Console
-
-    from videomini import ask_policy as job
     from videomini.config import AskConfig, ConfigError
-    from videomini.loading import CheckpointError
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
-    from videomini.video import VideoError
 
     if library is not None and len(targets) != 1:
         fail("with --library give one argument: the question")
@@ -80,11 +77,20 @@ def ask(
         fail(f"{targets[0]}: no such file")
     try:
         config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
-                           sampling=sampling, max_frames=max_frames, max_new_tokens=max_new_tokens, fusion=fusion,
+                           sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
+                           fusion=fusion,
                            top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                            fallback=fallback)
     except ConfigError as e:
-        fail(e.for_cli(), 2)
+        fail(e.for_cli())
+    # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
+    from rich.console import Console
+
+    from videomini import ask_policy as job
+    from videomini.errors import CheckpointError
+    from videomini.signals import SignalError
+    from videomini.storage import LibraryError
+    from videomini.video import VideoError
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -145,5 +151,5 @@ def print_answer(answer, console, as_json: bool, streamed: bool) -> None:
     else:
         console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
                       f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
-    if answer.evidence:
+    if answer.evidence and answer.generated_by != "signals":  # a signals answer quotes its moments, times included
         console.print(evidence_table(answer))

@@ -113,7 +113,7 @@ def watch(
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", help="Checkpoint folder or hub id."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=4096),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens."),
     no_prompt: bool = typer.Option(False, "--no-prompt", help="Do not read questions from stdin."),
     as_json: bool = typer.Option(False, "--json", help="Every event and answer as a JSON line on stdout."),
 ) -> None:

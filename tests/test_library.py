@@ -360,6 +360,36 @@ def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
         assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
 
 
+def test_repair_fixes_records_from_their_shards_and_quarantines_damaged_shards(tmp_path):
+    """Fast lane of tests/test_integrity.py: synthetic shards, each repair as the user sees it."""
+    root = tmp_path / "lib"
+    with LibraryStore.create(root) as lib:
+        ids = [add_video(lib, make_video(tmp_path, f"{n}.mp4", seed=n), *frames(n)) for n in range(3)]
+        lib.update_index()
+        shards = {i: lib.shards_dir / lib.video(i)["shard"] for i in ids}
+    db = sqlite3.connect(root / "catalog.sqlite")
+    db.execute("UPDATE videos SET checksum = 'crc32:00000000', n_frames = 5 WHERE id = ?", (ids[0],))
+    db.commit()
+    db.close()
+    damaged = bytearray(shards[ids[1]].read_bytes())
+    damaged[-3] ^= 0xFF  # the last tensor's bytes
+    shards[ids[1]].write_bytes(bytes(damaged))
+    intact = shards[ids[0]].read_bytes()
+    problems = LibraryStore.check(root)
+    assert any("recorded checksum of this shard is wrong" in p for p in problems)
+    assert any(shards[ids[1]].name in p and "shard damaged" in p for p in problems)
+    done = LibraryStore.repair(root)
+    assert any("repaired the catalog's record from the shard" in line for line in done)
+    assert any("moved to" in line and "quarantine" in line for line in done)
+    assert shards[ids[0]].read_bytes() == intact and not shards[ids[1]].exists()
+    (kept,) = [p for p in (root / "quarantine").iterdir() if not p.name.endswith(".why.txt")]
+    assert kept.read_bytes() == bytes(damaged)
+    assert LibraryStore.check(root) == []
+    with LibraryStore(root) as lib:
+        assert lib.video(ids[0])["n_frames"] == 6 and lib.video(ids[1])["status"] == "pending"
+        assert lib.search_vectors(frames(0)[1][2], top_k=1)[0].video_id == ids[0]
+
+
 # ----------------------------------------------------------------------------------------------- concurrency
 
 

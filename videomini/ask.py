@@ -18,7 +18,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 
 from videomini.answer import (
     Answer,
+    ChosenFrames,
     Evidence,
     format_time,
     generate_with_evidence,
@@ -55,16 +55,6 @@ TokenFn = Callable[[str], None]
 
 class NoStoredFrames(Exception):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
-
-
-@dataclass
-class ChosenFrames:
-    """The frames given to the LLM: their tokens, times, the spacing of a moment around each, and the video."""
-
-    tokens: torch.Tensor
-    times_s: np.ndarray
-    spacing_s: float
-    video: str
 
 
 class VideoMini:
@@ -117,6 +107,7 @@ class VideoMini:
         `context` (timestamped speech / on-screen text lines) goes into the prompt; it must be known before the
         frames stream, since the prompt is fused with every frame. `sampling="reference"` takes the official
         evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
+        `decode="fast"` lets the decoder skip frames nobody samples (the evidence gives the frame times used).
         """
         config = configured(config, AskConfig, overrides)
         started = time.perf_counter()
@@ -129,7 +120,8 @@ class VideoMini:
         budget = min(budget, config.max_frames) if config.max_frames is not None else budget
         fps = config.fps
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
-        memory, fused = self._encode_video(path, input_ids, fps, expected, on_progress, config.sampling)
+        memory, fused, first_frame_at = self._encode_video(path, input_ids, fps, expected, on_progress,
+                                                           config.sampling, config.decode)
         encoded_at = time.perf_counter()
         duration_s = info.duration_s or float(memory.timestamps_s[-1]) + 1 / fps
         selected, notes = self._select(memory, question, budget, duration_s)
@@ -139,12 +131,15 @@ class VideoMini:
             self._encode_at(path, times, input_ids, fused)
         chosen = ChosenFrames(memory.tokens_at(selected), times, 1.0 / fps, str(path))
         answer = self._answer(question, input_ids, fused, chosen, config, on_token)
+        for moment in answer.evidence:  # the last frame's moment ends with the video, not a spacing after it
+            moment.end_s = min(moment.end_s, max(duration_s, moment.time_s))
         answer.frames_total = len(memory)
         if context:
             notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
         answer.context = context
         answer.notes = notes + answer.notes
-        answer.timings_s = {"decode_encode": round(encoded_at - started, 3),
+        answer.timings_s = {"first_frame": round(first_frame_at - started, 3),
+                            "decode_encode": round(encoded_at - started, 3),
                             "generate": round(time.perf_counter() - encoded_at, 3),
                             "total": round(time.perf_counter() - started, 3)}
         return answer
@@ -179,10 +174,13 @@ class VideoMini:
         return answer
 
     def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
-                      on_progress: ProgressFn | None, sampling: str = "fps") -> tuple[FrameMemory, FusedText]:
-        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed."""
+                      on_progress: ProgressFn | None, sampling: str = "fps",
+                      decode: str = "exact") -> tuple[FrameMemory, FusedText, float]:
+        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed.
+        Frames come squashed to the tower's input by the decoder's thread; also returns when the first arrived."""
         memory, fused = FrameMemory(), FusedText()
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling)
+        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling, decode=decode,
+                                size=self.encoder.frame_size)
         try:
             for encoded in self.encoder.encode_stream(batches, input_ids):
                 memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
@@ -193,7 +191,7 @@ class VideoMini:
             batches.close()
         if len(memory) == 0:
             raise DecodeError(path, "no frames could be decoded")
-        return memory, fused
+        return memory, fused, batches.first_batch_at
 
     def _select(self, memory: FrameMemory, question: str, budget: int,
                 duration_s: float) -> tuple[np.ndarray, list[str]]:
@@ -219,6 +217,8 @@ class VideoMini:
                    fused: FusedText) -> tuple[list[torch.Tensor], np.ndarray]:
         """Re-decode the frames at `times_s`, fuse the question with them: (frame tokens per batch, frame times)."""
         frames, frame_times = read_frames_at(path, times_s)
+        frame_times, first = np.unique(frame_times, return_index=True)  # two times on one frame: that frame once
+        frames = frames[first]
         tokens = []
         for start in range(0, len(frames), self.encoder.batch_size):
             stop = start + self.encoder.batch_size
@@ -242,8 +242,8 @@ class VideoMini:
         fused = FusedText()
         fused.add(encoded.fused_text_sum, 1)
         chosen = ChosenFrames(encoded.frame_tokens, np.zeros(1), 0.0, str(path))
-        answer = self._answer(question, input_ids, fused, chosen, configured(config, AskConfig, {"top_k_evidence": 1}),
-                              on_token)
+        one_moment = configured(config, AskConfig, {"top_k_evidence": 1})
+        answer = self._answer(question, input_ids, fused, chosen, one_moment, on_token)
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return answer
 
@@ -356,9 +356,13 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, fo
     encoded_at = time.perf_counter()
     generated = vm._generate(input_ids, fused, torch.cat(tokens), config.max_new_tokens, on_token=on_token)
     all_times = np.concatenate(times)
+    evidence = _library_evidence(videos, all_times, generated.frame_scores)[:config.top_k]
+    for moment in evidence:  # a video's last moment ends with the video
+        duration_s = (rows.get(moment.video) or {}).get("duration_s")
+        moment.end_s = min(moment.end_s, max(duration_s, moment.time_s)) if duration_s else moment.end_s
     notes.append(f"retrieved {len(found)} moments from {len({m.video for m in found})} videos")
     return Answer(question=question, text=generated.text,
-                  evidence=_library_evidence(videos, all_times, generated.frame_scores)[:config.top_k],
+                  evidence=evidence,
                   frames_used=fused.count, frames_total=fused.count,
                   frame_times_s=[round(float(t), 3) for t in all_times], model=vm.model_id, notes=notes,
                   context=context, timings_s={"retrieve_encode": round(encoded_at - started, 3),

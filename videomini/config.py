@@ -23,6 +23,7 @@ TOP_K_EVIDENCE = 5  # evidence moments cited for one video's answer
 BATCH_SIZE = 16  # frames per CLIP forward (decoded, encoded and sent between processes in batches of this size)
 FUSIONS = ("all", "selected")
 SAMPLINGS = ("fps", "reference")
+DECODES = ("exact", "fast")  # every frame decoded | frames nobody samples skipped (videomini.video.DECODE_MODES)
 SIGNALS = ("speech", "ocr")  # what an index run or a prompt can quote beside the frames
 
 Event = Callable[[str, dict], None]  # progress of an index run: (kind, details)
@@ -69,6 +70,7 @@ class AskConfig:
     kv_cache: str | None = None  # the KV cache: int8 or int4 (transformers' quantized cache)
     fps: float = FPS
     sampling: str = "fps"  # fps: the frame on screen at k/fps; reference: the official evaluation's frames
+    decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     max_frames: int | None = None  # cap on frames given to the LLM; None: the planner's budget (a library: 64)
     max_new_tokens: int = MAX_NEW_TOKENS
     do_sample: bool = False
@@ -81,6 +83,7 @@ class AskConfig:
     def __post_init__(self) -> None:
         _check(self.fps > 0, "fps", self.fps, "must be positive")
         _check(self.sampling in SAMPLINGS, "sampling", self.sampling, f"use {' or '.join(SAMPLINGS)}")
+        _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         _check(self.fusion in FUSIONS, "fusion", self.fusion, f"use {' or '.join(FUSIONS)}")
         _check(self.max_frames is None or self.max_frames >= 1, "max_frames", self.max_frames, "must be >= 1")
         _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be >= 1")
@@ -107,6 +110,7 @@ class IndexConfig:
     timeout_s: float = 120.0  # seconds without a decoded frame before a file fails
     wait_s: float = 0.0  # seconds to wait for another indexer to finish
     retry_failed: bool = False  # try again the files that failed before
+    decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     signals: tuple[str, ...] = ()  # also store speech / on-screen text, searchable beside the frames
     visual: bool = True  # False: no vision model, store the signals only
 
@@ -115,6 +119,7 @@ class IndexConfig:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
+        _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         object.__setattr__(self, "signals", _check_signals(self.signals))
         if not (self.visual or self.signals):
             raise ConfigError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr",
