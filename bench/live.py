@@ -9,7 +9,7 @@
             committed into a library in `--piece-s` pieces: time from a frame being shown, and from a sentence
             being said, to it being searchable (its piece committed and its index segment published).
 
-The model is tests/conftest.make_tiny_checkpoint (random weights: the numbers measure the pipeline, not a model).
+The model is videomini.tiny_checkpoint (random weights: the numbers measure the pipeline, not a model).
 
     python bench/live.py [--hours 1 8] [--realtime-s 60] [--piece-s 10] [--sections ingest realtime library]
                          [--json out.json]
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # make_tiny_checkpoint
+sys.path.insert(0, str(REPO / "tests"))  # narrated.py: the narrated test stream
 
 QUESTIONS = ("What happened in the last 10 seconds?", "What is on the screen?", "What changed since the start?",
              "What colour is the bar at the top?")
@@ -45,7 +45,7 @@ def make_source(path: Path, seconds: int, fps: int, size: str = "320x240") -> Pa
 
 
 def tiny_checkpoint(cache: Path) -> str:
-    from conftest import make_tiny_checkpoint
+    from videomini.tiny_checkpoint import make_tiny_checkpoint
 
     folder = cache / "tiny-checkpoint"
     if not (folder / "config.json").is_file():
