@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from videomini.signals import SignalError, TextSegment
+from videomini.config import FPS
 
 _INSTALL_HINT = "pip install 'videomini[ocr]'"
 _WORDY = re.compile(r"\w")  # a box with no letter or digit ("■", "|") is a shape, not text
@@ -211,7 +212,7 @@ def read_text(
 
 def ocr_video(
     path: str | os.PathLike,
-    fps: float = 1.0,
+    fps: float = FPS,
     min_score: float = 0.7,
     batch_size: int = 8,
     max_side: int = 960,

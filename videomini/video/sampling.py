@@ -18,6 +18,7 @@ from videomini.video.pyav_backend import pyav_frames
 from videomini.video.reference import reference_timestamps
 from videomini.video.source import check_path
 from videomini.video.timeline import DECODE_MODES, Warn, fps_targets, resize_nearest, scaled_size
+from videomini.config import BATCH_SIZE, FPS
 
 BACKENDS = ("pyav", "decord", "ffmpeg")
 SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
@@ -61,11 +62,11 @@ def _check_decode(decode: str, backend: str, size: tuple[int, int] | None) -> No
 
 def sample_frames(
     path: str | Path,
-    fps: float = 1.0,
+    fps: float = FPS,
     start_s: float | None = None,
     end_s: float | None = None,
     max_frames: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     backend: str = "auto",
     max_side: int | None = None,
     prefetch: int = 2,
