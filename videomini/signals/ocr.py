@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from videomini.signals import SignalError, TextSegment
 from videomini.config import FPS
+from videomini.signals import SignalError, TextSegment
 
 _INSTALL_HINT = "pip install 'videomini[ocr]'"
 _WORDY = re.compile(r"\w")  # a box with no letter or digit ("■", "|") is a shape, not text

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from videomini.config import TOP_K
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint
 from videomini.storage.hits import Hit, TextHit
 from videomini.storage.index_parts import IndexSource
@@ -19,7 +20,6 @@ from videomini.storage.index_snapshot import Snapshot, sample, search_frames, se
 from videomini.storage.manifest import INDEX_FILE_PATTERNS, KINDS, MANIFEST, compaction_due, entry_problems
 from videomini.storage.shards import to_numpy, unit_rows
 from videomini.storage.vector_index import stored_vectors
-from videomini.config import TOP_K
 
 
 class StoreIndex:

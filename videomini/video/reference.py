@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from videomini.config import FPS
 from videomini.errors import first_line
 from videomini.video import source
 from videomini.video.errors import DecodeError
@@ -18,7 +19,6 @@ from videomini.video.info import probe
 from videomini.video.pyav_backend import decoding_stream
 from videomini.video.source import check_path, cw_from_ccw, rotation_cw, stream_origin
 from videomini.video.timeline import FALLBACK_FPS, rotate
-from videomini.config import FPS
 
 
 def uniform_frame_indices(n_frames_total: int, n: int) -> list[int]:

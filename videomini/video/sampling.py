@@ -5,11 +5,13 @@ raised before the first batch."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from videomini.config import BATCH_SIZE, FPS
 from videomini.video.decord_backend import decord_frames
 from videomini.video.ffmpeg_backend import ffmpeg_binaries, ffmpeg_frames
 from videomini.video.info import VideoInfo, probe
@@ -18,7 +20,6 @@ from videomini.video.pyav_backend import pyav_frames
 from videomini.video.reference import reference_timestamps
 from videomini.video.source import check_path
 from videomini.video.timeline import DECODE_MODES, Warn, fps_targets, resize_nearest, scaled_size
-from videomini.config import BATCH_SIZE, FPS
 
 BACKENDS = ("pyav", "decord", "ffmpeg")
 SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
