@@ -80,6 +80,13 @@ def check_or_repair(library: Path, repair: bool, as_json: bool) -> None:
             print(f"{library}: ok (catalog, shards and search index verified)")
         elif not repair:
             print(f"{len(problems)} problem(s); fix with: videomini library {library} --repair", file=sys.stderr)
+        else:
+            print(f"{len(problems)} problem(s) left after the repair: restore each named file from a backup, or "
+                  f"remove its video (videomini library {library} --remove VIDEO) and index it again", file=sys.stderr)
+        kept = [p for p in (library / "quarantine").glob("*") if not p.name.endswith(".why.txt")]
+        if kept:
+            print(f"{library / 'quarantine'}: {len(kept)} damaged file(s) repair moved aside, each with a .why.txt "
+                  "note; delete them once nothing needs them", file=sys.stderr)
     if problems:
         raise typer.Exit(1)
 

@@ -21,6 +21,7 @@ from videomini.live.memory import RollingMemory
 from videomini.live.signals import LiveSignals
 from videomini.live.sources import SampledAudio, SampledFrame, SourceError, SourceSpec, StreamReader, parse_source
 from videomini.live.timeline import Timeline
+from videomini.config import FPS
 
 EventFn = Callable[[str, dict], None]
 PieceFn = Callable[["Piece"], None]
@@ -34,7 +35,7 @@ class NothingSeenYet(Exception):
 class WatchOptions:
     """How a session watches: sampling, memory bounds, standing questions, pieces handed to a library."""
 
-    fps: float = 1.0
+    fps: float = FPS
     window_s: float = 600.0  # the recent window kept in RAM (capped by the planner's frame budget)
     retain_s: float = 3600.0  # the archive on disk keeps this much stream, then drops it
     timeout_s: float = 10.0  # opening / reading a source; a source that never connects fails after this

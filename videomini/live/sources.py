@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from videomini.live.timeline import Timeline
+from videomini.config import FPS
 
 FRAME_SIDE = 336  # frames are kept at the encoder's input size (the reference squashes every frame to 336 x 336)
 NETWORK_SCHEMES = ("udp", "srt", "rtsp", "rtmp", "rtmps", "http", "https", "tcp")
@@ -116,7 +117,7 @@ class StreamReader:
     A realtime source's connection starts at the wall time it opened; a file decoded as fast as it goes starts
     where the previous pass ended. `events(kind, details)` hears connects, drops and gaps."""
 
-    def __init__(self, spec: SourceSpec, timeline: Timeline, fps: float = 1.0, timeout_s: float = 10.0,
+    def __init__(self, spec: SourceSpec, timeline: Timeline, fps: float = FPS, timeout_s: float = 10.0,
                  stop: threading.Event | None = None, events: Callable[[str, dict], None] | None = None,
                  audio: bool = False):
         if fps <= 0:
