@@ -49,7 +49,8 @@ def ask(
                                                          "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype",
+                                        help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantize the LLM's weights: int8 (CUDA: "
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "

@@ -35,7 +35,8 @@ def quiet_libraries() -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show third-party libraries' warnings and log messages."),
 ) -> None:

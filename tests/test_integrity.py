@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_numbered_video
 from videomini.cli.main import app
 from videomini.library import Library
 from videomini.pipelines.local_engine import LocalEngine
@@ -29,6 +28,8 @@ from videomini.storage import LibraryError, LibraryStore
 from videomini.storage import catalog as catalog_module
 from videomini.storage import lock as lock_module
 from videomini.storage import shards as shards_module
+
+from synth import make_numbered_video
 
 
 @pytest.fixture(scope="module")
