@@ -11,8 +11,9 @@ import errno
 import functools
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from videomini.errors import one_line as _one_line
 
