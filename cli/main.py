@@ -35,7 +35,8 @@ def quiet_libraries() -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show third-party libraries' warnings and log messages."),
 ) -> None:
@@ -45,6 +46,9 @@ def _root(
 
 
 def _register() -> None:
+    from videomini.cli.help import plain_help
+
+    plain_help()
     # Each module of this package adds its commands to `app` (`@app.command()`); importing them all here
     # makes `videomini --help` list every subcommand. Modules import heavy libraries lazily, inside commands.
     import importlib
@@ -62,9 +66,11 @@ _register()
 
 def main() -> None:
     """The console script. A storage error no command caught still ends as one line, never a traceback."""
+    from videomini import backends
     from videomini.cli.common import fail
     from videomini.storage import LibraryError
 
+    backends.defer()  # quantization libraries load only for --quantize / --kv-cache (videomini/backends.py)
     try:
         app()
     except LibraryError as e:

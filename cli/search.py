@@ -27,7 +27,7 @@ def search(
     """Search an indexed library: frames (CLIP) and stored speech / on-screen text (sentence embeddings), each
     calibrated against the query's background and fused by evidence. Relevance runs from 0 (no signal rises
     above what unrelated content scores) through 0.5 (confident: marked *) towards 1."""
-    from videomini.loading import CheckpointError
+    from videomini.errors import CheckpointError
     from videomini.search import search_library
     from videomini.signals import SignalError
     from videomini.storage import LibraryError

@@ -18,3 +18,8 @@ def one_line(text: str, limit: int) -> str:
     """`text` on one line (whitespace runs, newlines included, become one space), cut to `limit` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason. Here,
+    not in videomini.loading (which imports torch), so that a command can catch it without loading the model stack."""
