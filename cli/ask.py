@@ -64,11 +64,7 @@ def ask(
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
     from rich.console import Console
 
-    from videomini.loading import CheckpointError
     from videomini import ask_policy as job
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
-    from videomini.video import VideoError
 
     if library is not None and len(targets) != 1:
         fail("with --library give one argument: the question")
@@ -85,21 +81,18 @@ def ask(
     def on_notice(message: str) -> None:
         print(message, file=sys.stderr)
 
-    try:
-        with progress:
-            if library is not None:
-                answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype,
-                                         quantize=quantize, kv_cache=kv_cache, top_k=top_k,
-                                         max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
-                                         on_token=on_token, on_progress=on_progress, on_notice=on_notice)
-            else:
-                wanted = tuple(s.strip() for s in signals.split(",") if s.strip())
-                answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
-                                       quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
-                                       max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
-                                       on_token=on_token, on_notice=on_notice, sampling=sampling)
-    except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    with progress:
+        if library is not None:
+            answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype,
+                                     quantize=quantize, kv_cache=kv_cache, top_k=top_k,
+                                     max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
+                                     on_token=on_token, on_progress=on_progress, on_notice=on_notice)
+        else:
+            wanted = tuple(s.strip() for s in signals.split(",") if s.strip())
+            answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
+                                   quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
+                                   max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
+                                   on_token=on_token, on_notice=on_notice, sampling=sampling)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from videomini.cli.common import fail, warn
+from videomini.cli.common import warn
 from videomini.cli.main import app
 
 
@@ -38,19 +38,15 @@ def index(
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     from rich.console import Console
 
-    from videomini.pipelines.index import IndexError_, index_videos
-    from videomini.storage import LibraryError
+    from videomini.pipelines.index import index_videos
 
     console = Console(stderr=as_json)
     progress, on_event = _progress(console)
-    try:
-        with progress:
-            report = index_videos(library, paths, model_id=model, device=device, dtype=dtype, recursive=recursive,
-                                  fps=fps, workers=workers, retry_failed=retry_failed, timeout_s=timeout,
-                                  wait_s=wait, engine=engine, ray_address=ray_address, on_event=on_event,
-                                  visual=visual, signals=[name.strip() for name in signals.split(",") if name.strip()])
-    except (LibraryError, IndexError_) as e:
-        fail(str(e), 2)
+    with progress:
+        report = index_videos(library, paths, model_id=model, device=device, dtype=dtype, recursive=recursive,
+                              fps=fps, workers=workers, retry_failed=retry_failed, timeout_s=timeout,
+                              wait_s=wait, engine=engine, ray_address=ray_address, on_event=on_event,
+                              visual=visual, signals=[name.strip() for name in signals.split(",") if name.strip()])
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from videomini import __version__
+from videomini.cli.common import CommandGroup
 
 app = typer.Typer(
     name="videomini",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CommandGroup,  # a VideominiError from any command: one line, its exit code (cli/common.py)
 )
 
 
@@ -61,17 +63,8 @@ _register()
 
 
 def main() -> None:
-    """The console script. A storage error no command caught still ends as one line, never a traceback."""
-    from videomini.cli.common import fail
-    from videomini.storage import LibraryError
-
-    try:
-        app()
-    except LibraryError as e:
-        try:
-            fail(str(e))
-        except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
+    """The console script (expected failures end as one line: CommandGroup)."""
+    app()
 
 
 if __name__ == "__main__":

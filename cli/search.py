@@ -28,21 +28,14 @@ def search(
     from rich.table import Table
 
     from videomini.answer import format_time
-    from videomini.storage import LibraryError
-    from videomini.loading import CheckpointError
     from videomini.search import search_library
-
-    from videomini.signals import SignalError
 
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:
         fail(f"unknown signal {unknown[0]!r}: choose from visual, speech, ocr", 2)
     notes: list[str] = []
-    try:
-        results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
-    except (LibraryError, CheckpointError, SignalError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if as_json:

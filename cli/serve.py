@@ -32,15 +32,12 @@ def serve(
     max_upload_mb: int = typer.Option(64, "--max-upload-mb", min=1, help="Largest request body (base64 media)."),
 ) -> None:
     """Serve a library to browsers and programs: search, ask (streamed), the videos, an OpenAI-style chat API."""
-    from videomini.pipelines.serve import ServeConfig, ServeError, run
+    from videomini.pipelines.serve import ServeConfig, run
 
     if library is not None and not (library / "catalog.sqlite").is_file():
         fail(f"{library}: not a videomini library (index into it first: videomini index VIDEOS --library {library})")
     config = ServeConfig(library=library, model=model, device=device, dtype=dtype, token=token,
                          allow_dirs=list(allow_dir), max_waiting=queue, max_body_bytes=max_upload_mb << 20)
-    try:
-        run(config, host=host, port=port, no_auth=no_auth,
-            on_listening=lambda url: print(f"videomini serve: listening on {url}/ (library: {library or 'none'}; "
-                                           f"Ctrl-C stops)", file=sys.stderr, flush=True))
-    except ServeError as e:
-        fail(e.message, e.status if e.status < 100 else 1)
+    run(config, host=host, port=port, no_auth=no_auth,
+        on_listening=lambda url: print(f"videomini serve: listening on {url}/ (library: {library or 'none'}; "
+                                       f"Ctrl-C stops)", file=sys.stderr, flush=True))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from videomini.errors import VideominiError
 from videomini.pipelines.messages import EncodedFrames, Failed, FrameBatch, Finished, Message, Probed
 
 SIGNALS = ("speech", "ocr")
@@ -27,8 +28,9 @@ def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexError_(Exception):
+class IndexError_(VideominiError):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
+    exit_code, http_status = 2, 503
 
 
 @dataclass

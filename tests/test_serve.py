@@ -28,7 +28,7 @@ def client(serve_library, checkpoint, tmp_path_factory):
     allowed = tmp_path_factory.mktemp("allowed")
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu",
                                  allow_dirs=[allowed], max_body_bytes=1 << 20))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         c.allowed = allowed
         yield c
 
@@ -190,7 +190,7 @@ def test_generation_queue_full_answers_503_while_searches_go_on(serve_library, c
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu", max_waiting=0,
                                  retry_after_s=7))
     release = threading.Event()
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         busy = app.state.videomini.queue.submit(lambda: release.wait(60))
         try:
             refused = c.post("/api/ask", json={"question": "what happens?"})
@@ -288,7 +288,7 @@ def test_request_bodies_over_the_limit_get_413(client):
 
 def test_token_guards_every_route_but_the_page(serve_library, checkpoint):
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu", token="s3cret"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         for path in ("/api/videos", "/api/search?q=dock", "/media/1", "/thumbnails/1/1.0", "/v1/models",
                      "/openapi.json", "/api/health"):
             response = c.get(path)
@@ -345,7 +345,7 @@ def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"
     assert index_videos(library, [first.path], vm, model_id=str(checkpoint), signals=("ocr",)).indexed
-    with TestClient(create_app(ServeConfig(library=library, device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(library=library, device="cpu")), base_url="http://127.0.0.1") as c:
         assert len(c.get("/api/videos").json()["videos"]) == 1
         assert c.get("/api/search", params={"q": "fire exit", "signal": "ocr"}).json()[0]["matches"][0]["text"] \
             == "LOADING DOCK"  # the only text there is
@@ -366,7 +366,7 @@ def test_a_server_without_a_library_answers_chat_about_frames(checkpoint):
         return {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                           + base64.b64encode(buffer.getvalue()).decode()}}
 
-    with TestClient(create_app(ServeConfig(model=str(checkpoint), device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(model=str(checkpoint), device="cpu")), base_url="http://127.0.0.1") as c:
         assert_refused(c.get("/api/videos"), 404, "no library")
         assert_refused(c.get("/api/search", params={"q": "x"}), 404, "no library")
         body = {"max_tokens": 3, "messages": [{"role": "user", "content": [

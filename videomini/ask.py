@@ -26,6 +26,7 @@ import torch
 from videomini.answer import Answer, Evidence, format_time, generate_with_evidence, is_when_question
 from videomini.answer import moments_from_scores
 from videomini.encoder import FrameEncoder
+from videomini.errors import InvalidInput, VideominiError
 from videomini.frame_memory import FrameMemory
 from videomini.selection import select_frames
 from videomini.storage import LibraryError, LibraryStore
@@ -43,8 +44,9 @@ ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total)
 TokenFn = Callable[[str], None]
 
 
-class NoStoredFrames(Exception):
+class NoStoredFrames(VideominiError):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
+    http_status = 409
 
 
 class VideoMini:
@@ -66,7 +68,7 @@ class VideoMini:
                         quantize: str | None = None, kv_cache: str | None = None) -> "VideoMini":
         """Load a checkpoint; `quantize` ("int8", "nf4") the LLM's weights, `kv_cache` ("int8", "int4") its cache."""
         if kv_cache is not None and kv_cache not in KV_CACHE_BACKENDS:
-            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+            raise InvalidInput(f"--kv-cache: unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
         loaded = load_model(id_or_path or default_model_id(), device=device, dtype=dtype, vision_tower=vision_tower,
                             quantize=quantize)
         return cls(*loaded, batch_size=batch_size, kv_cache=kv_cache)
@@ -92,7 +94,7 @@ class VideoMini:
         evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
         """
         if fusion not in ("all", "selected"):
-            raise ValueError(f"fusion must be 'all' or 'selected', not {fusion!r}")
+            raise InvalidInput(f"--fusion: must be 'all' or 'selected', not {fusion!r}")
         started = time.perf_counter()
         path = Path(path)
         input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)

@@ -21,7 +21,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from videomini.errors import first_line
+from videomini.errors import InvalidInput, VideominiError, first_line
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -61,8 +61,9 @@ KNOWN_VISION_CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VideominiError, RuntimeError):
     """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason."""
+    exit_code, http_status = 2, 503  # nothing can be answered until the model is there
 
 
 class LoadedModel(NamedTuple):
@@ -310,7 +311,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
     4-bit NF4), torchao int8 weight-only on the CPU. The vision tower, compressor, projector and pre-fusion stay
     in the compute dtype."""
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
+        raise InvalidInput(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
     if device.type == "cuda":
         from transformers import BitsAndBytesConfig
 
@@ -318,7 +319,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     if quantize == "nf4":
-        raise ValueError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
+        raise InvalidInput("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
     try:
         from torchao.quantization import Int8WeightOnlyConfig
     except ImportError:

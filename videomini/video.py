@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from videomini.errors import first_line
+from videomini.errors import VideominiError, first_line
 
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
@@ -64,7 +64,7 @@ EPS_S = 1e-6  # a frame at pts is on screen at t when pts <= t + EPS_S (absorbs 
 # ----------------------------------------------------------------------------------------------- errors
 
 
-class VideoError(Exception):
+class VideoError(VideominiError):  # exit 1, HTTP 400
     """A video could not be read. The message is one line: `<file>: <reason>`."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

@@ -37,7 +37,7 @@ def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, no_auth:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ServeError(1, f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise ServeError(503, f"cannot listen on {host}:{port}: {e.strerror or e}", exit_code=2) from None
     bound = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=5))

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
-from videomini.pipelines.serve.wire import one_line, sse
+from videomini.pipelines.serve.wire import error_body, error_status, sse
 
 
 class ChatMessage(BaseModel):
@@ -159,9 +159,9 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
                 yield chunk({"content": piece})
             try:
                 answer = await generation.answer()
-            except ServeError as e:
-                yield sse(None, {"error": {"message": one_line(e.message), "type": "invalid_request_error",
-                                           "code": e.status}})
+            except Exception as e:  # the stream has started: the reason goes in the stream, in OpenAI's shape
+                status, message, _ = error_status(e)
+                yield sse(None, error_body("/v1/chat/completions", status, message))
                 return
             if not streamed and answer.text:  # answered from stored signals: no token stream, the text at once
                 yield chunk({"content": answer.text})

@@ -15,15 +15,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from videomini.errors import VideominiError
+
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
-class ServeError(Exception):
-    """An expected failure of one request: an HTTP status and a one-line reason."""
+class ServeError(VideominiError):
+    """An expected failure of one request (or of the server's start): an HTTP status, per instance, and a
+    one-line reason; `exit_code` when the CLI reports it (2: the server could not start)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 exit_code: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.http_status, self.message, self.headers = status, message, headers or {}
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def status(self) -> int:
+        return self.http_status
+
+    def http_headers(self) -> dict[str, str]:
+        return dict(self.headers)
 
 
 @dataclass
@@ -49,11 +62,13 @@ def check_bind(host: str, token: str | None, no_auth: bool) -> None:
     except ValueError:
         loopback = host in LOOPBACK
     if not loopback:
-        raise ServeError(2, f"binding {host} exposes the library to the network: give --token T (clients send "
-                            f"'Authorization: Bearer T') or --no-auth")
+        raise ServeError(400, f"binding {host} exposes the library to the network: give --token T (clients send "
+                            f"'Authorization: Bearer T') or --no-auth", exit_code=2)
 
 
 class QueueFull(ServeError):
+    """Generation requests beyond the running one and `max_waiting` queued: 503, retry after a while."""
+
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(503, "the model is busy (generation queue full); retry later",
                          {"Retry-After": str(retry_after_s)})
