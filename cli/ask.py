@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import absolute_model, checked_ask, fail
 from videomini.cli.main import app
 
 
@@ -74,6 +74,7 @@ def ask(
         fail(f"{targets[0]}: no such file")
     if sampling not in ("fps", "reference"):
         fail(f"--sampling must be fps or reference, not {sampling!r}")
+    targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model(model)
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())

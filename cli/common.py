@@ -4,11 +4,13 @@ where an expected failure (a VideominiError) becomes that line and its exit code
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
+from videomini import limits
 from videomini.errors import VideominiError, one_line
 
 
@@ -37,3 +39,36 @@ class CommandGroup(TyperGroup):
             return super().invoke(ctx)
         except VideominiError as e:
             report(e)
+
+
+def absolute_model(model: str | None) -> str | None:
+    """A local checkpoint folder named relative to here, made absolute (index stores it in the catalog, and a
+    later search or ask may run from another folder); a hub id (nothing on disk by that name) as given."""
+    if model is None:
+        return None
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def checked_ask(question: str, fps: float, max_frames: int | None, top_k: int,
+                max_new_tokens: int) -> str:
+    """`ask`'s question and numbers within videomini/limits.py, before any model loads; the question stripped."""
+    limits.check_fps(fps)
+    limits.check_max_frames(max_frames)
+    limits.check_count(top_k, "--top-k", 1, limits.TOP_K_MAX, "TOP_K_MAX")
+    limits.check_count(max_new_tokens, "--max-new-tokens", 1, limits.MAX_NEW_TOKENS_MAX, "MAX_NEW_TOKENS_MAX")
+    return limits.check_question(question, "QUESTION")
+
+
+def checked_index(fps: float, workers: int, timeout: float, wait: float) -> None:
+    """`index`'s numbers within videomini/limits.py, before the library is opened: nothing invalid is recorded."""
+    limits.check_fps(fps)
+    limits.check_count(workers, "--workers", 1, limits.WORKERS_MAX, "WORKERS_MAX")
+    limits.check_number(timeout, "--timeout", 0.0, limits.SECONDS_MAX, low_open=True, limit_name="SECONDS_MAX")
+    limits.check_number(wait, "--wait", 0.0, limits.SECONDS_MAX, limit_name="SECONDS_MAX")
+
+
+def checked_search(query: str, top_k: int) -> str:
+    """`search`'s query and --top-k within videomini/limits.py; the query stripped."""
+    limits.check_count(top_k, "--top-k", 1, limits.TOP_K_MAX, "TOP_K_MAX")
+    return limits.check_query(query, "QUERY")

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from videomini.cli.common import warn
+from videomini.cli.common import absolute_model, checked_index, warn
 from videomini.cli.main import app
 
 
@@ -40,6 +40,8 @@ def index(
 
     from videomini.pipelines.index import index_videos
 
+    checked_index(fps, workers, timeout, wait)
+    model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
     console = Console(stderr=as_json)
     progress, on_event = _progress(console)
     with progress:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import checked_search, fail
 from videomini.cli.main import app
 
 
@@ -30,6 +30,7 @@ def search(
     from videomini.answer import format_time
     from videomini.search import search_library
 
+    query = checked_search(query, top_k)
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from videomini.library import LazyModel
+from videomini.limits import check_fps
 from videomini.loading import default_model_id
 from videomini.pipelines.decoder import DecodeJob
 from videomini.pipelines.indexing import (NO_PROJECTION, SIGNALS, Event, IndexError_, IndexReport, VideoAssembly,
@@ -73,7 +74,7 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     from videomini.loading import CheckpointError
     from videomini.storage import LibraryStore
 
-    signals = _checked_signals(engine, signals, visual)
+    signals, fps = _checked_signals(engine, signals, visual), check_fps(fps, "fps")  # nothing invalid is recorded
     started = time.perf_counter()
     emit = on_event or no_event
     report = IndexReport()

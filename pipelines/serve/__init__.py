@@ -25,11 +25,13 @@ def run(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, no_auth:
         on_listening: Callable[[str], None] | None = None) -> None:
     """Check the bind is safe, bind (port 0: any free port), tell `on_listening` the URL, serve until
     interrupted (uvicorn)."""
+    import dataclasses
     import socket
 
     import uvicorn
 
     check_bind(host, config.token, no_auth)
+    config = dataclasses.replace(config, host=host)  # a Host header naming the bound address is served
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -55,6 +55,7 @@ def library_answer(state: ServerState, question: str, top_k: int, max_frames: in
                            max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token,
                            load=lambda _model_id: state.model())
 
+    job.cleanup = lambda: None  # type: ignore[attr-defined]  # nothing held
     return job
 
 
@@ -70,19 +71,29 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
         finally:
             state.discard(path)  # a decoded upload is not kept
 
-    job.upload = path  # type: ignore[attr-defined]  # for the caller to discard if the queue refuses the job
+    job.cleanup = lambda: state.discard(path)  # type: ignore[attr-defined]  # when the queue refuses the job
     return job
 
 
-def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str,
-                  max_new_tokens: int) -> Callable[[TokenFn], Any]:
+def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str, max_new_tokens: int,
+                  pixels: int = 0) -> Callable[[TokenFn], Any]:
     """The frames of one video, in order (as an evaluation harness sends them): one token each, the question
-    fused over all of them, as `ask` does after decoding."""
+    fused over all of them, as `ask` does after decoding. Their `pixels` go back to the server's budget when the
+    job ends (or when the queue refuses it), once."""
+    held = [pixels]
+
+    def cleanup() -> None:
+        taken, held[0] = held[0], 0
+        state.pixels.give_back(taken)
 
     def job(on_token: TokenFn) -> Any:
-        return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
-                                        on_token=on_token, video=f"{len(frames)} frames")
+        try:
+            return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
+                                            on_token=on_token, video=f"{len(frames)} frames")
+        finally:
+            cleanup()
 
+    job.cleanup = cleanup  # type: ignore[attr-defined]
     return job
 
 
