@@ -306,6 +306,8 @@ def check_image(path: Path, kind: str) -> tuple[int, int]:
                 size = image.size
                 check_image_pixels(*size, field=kind)
                 image.verify()
+    except LimitExceeded:
+        raise
     except Image.DecompressionBombError:
         raise LimitExceeded(f"{kind}: over PIL's decompression-bomb limit (IMAGE_MAX_PIXELS is "
                             f"{IMAGE_MAX_PIXELS:,})") from None
