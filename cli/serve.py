@@ -30,6 +30,8 @@ def serve(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32."),
     queue: int = typer.Option(4, "--queue", min=0, help="Generation requests that may wait; more get 503."),
     max_upload_mb: int = typer.Option(64, "--max-upload-mb", min=1, help="Largest request body (base64 media)."),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, max=8192, help="Most tokens one request "
+                                       "may generate (a request asking for more gets this many)."),
     allow_host: list[str] = typer.Option([], "--allow-host", help="Another Host name to serve, e.g. a proxy's "
                                          "(repeatable; '*' serves any). Loopback names and the bound address "
                                          "are always served; others are refused (DNS-rebinding protection)."),
@@ -41,7 +43,7 @@ def serve(
         fail(f"{library}: not a videomini library (index into it first: videomini index VIDEOS --library {library})")
     config = ServeConfig(library=library, model=absolute_model(model), device=device, dtype=dtype, token=token,
                          allow_dirs=list(allow_dir), max_waiting=queue, max_body_bytes=max_upload_mb << 20,
-                         allow_hosts=list(allow_host))
+                         allow_hosts=list(allow_host), max_new_tokens=max_new_tokens)
     run(config, host=host, port=port, no_auth=no_auth,
         on_listening=lambda url: print(f"videomini serve: listening on {url}/ (library: {library or 'none'}; "
                                        f"Ctrl-C stops)", file=sys.stderr, flush=True))
