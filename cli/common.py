@@ -27,7 +27,7 @@ def warn(message: str) -> None:
 
 def report(error: VideominiError) -> NoReturn:
     """An expected failure as one `error:` line, exiting with the code its class carries (videomini/errors.py)."""
-    fail(str(error) or type(error).__name__, error.exit_code)
+    fail(error.cli_message(), error.exit_code)
 
 
 class CommandGroup(TyperGroup):

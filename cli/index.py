@@ -10,6 +10,7 @@ import typer
 
 from videomini.cli.common import absolute_model, checked_index, warn
 from videomini.cli.main import app
+from videomini.config import FPS
 
 
 @app.command()
@@ -17,7 +18,7 @@ def index(
     paths: list[Path] = typer.Argument(..., help="Video files and folders."),
     library: Path = typer.Option(..., "--library", help="Library folder (created when absent)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan folders recursively."),
-    fps: float = typer.Option(1.0, "--fps", help="Frames indexed per second of video."),
+    fps: float = typer.Option(FPS, "--fps", help="Frames indexed per second of video."),
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", help="Checkpoint folder or hub id."),
     workers: int = typer.Option(2, "--workers", help="Decoder processes (videos decoded ahead, in isolation)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the files that failed before."),
@@ -25,8 +26,8 @@ def index(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another indexer to finish."),
-    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (Ray Data: decode tasks, "
-                               "encoder actors; this process writes the library)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine), ray (Ray Data: decode tasks, "
+                               "encoder actors; this process writes the library), or an installed engine's name."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --engine ray "
                                               "(default: $RAY_ADDRESS, else a local Ray on this machine)."),
     signals: str = typer.Option("", "--signals", help="Also store speech and/or on-screen text: speech,ocr "
@@ -38,17 +39,22 @@ def index(
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     from rich.console import Console
 
-    from videomini.pipelines.index import index_videos
+    from videomini.config import IndexConfig
+    from videomini.library import load_engine
+    from videomini.pipelines.local_engine import LocalEngine
+    from videomini.pipelines.ray_engine import RayEngine
 
     checked_index(fps, workers, timeout, wait)
     model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
     console = Console(stderr=as_json)
     progress, on_event = _progress(console)
+    config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps,
+                         timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
+                         signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
+    engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}
+    chosen = engines[engine]() if engine in engines else load_engine(engine)  # a third-party engine by name
     with progress:
-        report = index_videos(library, paths, model_id=model, device=device, dtype=dtype, recursive=recursive,
-                              fps=fps, workers=workers, retry_failed=retry_failed, timeout_s=timeout,
-                              wait_s=wait, engine=engine, ray_address=ray_address, on_event=on_event,
-                              visual=visual, signals=[name.strip() for name in signals.split(",") if name.strip()])
+        report = chosen.index(library, paths, None, config, on_event)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

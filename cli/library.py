@@ -16,7 +16,7 @@ from videomini.cli.main import app
 def library_info(
     library: Path = typer.Argument(..., help="Library folder."),
     remove: list[Path] = typer.Option([], "--remove", help="Remove this video from the library (repeatable)."),
-    compact: bool = typer.Option(False, "--compact", help="Merge the search index's segments into one now "
+    compact: bool = typer.Option(False, "--compact", help="Merge the search index's parts into one now "
                                  "(index does it on its own past a threshold)."),
     check: bool = typer.Option(False, "--check", help="Verify the catalog, every shard and index file against its "
                                "checksum, and that they agree; exit 1 when something is wrong."),
@@ -36,7 +36,7 @@ def library_info(
         print(f"removed {len(removed)} video(s)", file=sys.stderr)
     if compact:
         manifest = Library(library).compact()
-        print(f"compacted the search index into one {manifest['factory']} segment in {manifest['build_s']:.1f} s",
+        print(f"compacted the search index into one {manifest['factory']} part in {manifest['build_s']:.1f} s",
               file=sys.stderr)
     stats = Library(library).stats()
     if as_json:
@@ -81,9 +81,9 @@ def render(stats: dict) -> None:
     table.add_row("hours", f"{stats['hours']:.2f}")
     table.add_row("on disk", f"{stats['bytes_on_disk'] / 1e6:.1f} MB")
     index = stats.get("index") or {}
-    segments = index.get("n_segments") or 1
+    parts = index.get("n_parts") or 1
     table.add_row("search index", f"{index.get('factory', 'none')} over {index.get('n_vectors', 0):,} frames"
-                                  + (f" in {segments} segments" if segments > 1 else "")
+                                  + (f" in {parts} parts" if parts > 1 else "")
                                   + (f", {index['n_deleted']:,} deleted rows" if index.get("n_deleted") else "")
                                   + ("" if stats.get("index_current") else " (stale: re-run index)"))
     if index.get("text_n_vectors"):

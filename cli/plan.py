@@ -9,6 +9,7 @@ import typer
 
 from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.config import FPS
 from videomini.errors import first_line
 
 _PLANNED_WITHOUT_GPU = "24GB"
@@ -38,7 +39,7 @@ def plan(
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantized KV cache: int8 or int4."),
     prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="Tokens reserved for the prompt."),
     answer_tokens: int = typer.Option(512, "--answer-tokens", help="Tokens reserved for the answer."),
-    fps: float = typer.Option(1.0, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
+    fps: float = typer.Option(FPS, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
 ) -> None:
     """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""

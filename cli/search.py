@@ -5,29 +5,28 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from videomini.cli.common import checked_search, fail
 from videomini.cli.main import app
+from videomini.config import TOP_K
 
 
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain language."),
     library: Path = typer.Option(..., "--library", help="Library folder."),
-    top_k: int = typer.Option(10, "--top-k", help="Moments to return."),
+    top_k: int = typer.Option(TOP_K, "--top-k", help="Moments to return."),
     thumbnails: Optional[Path] = typer.Option(None, "--thumbnails", help="Write each moment's best frame here."),
     signal: list[str] = typer.Option([], "--signal", help="Search only these: visual, speech, ocr (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Moments as JSON, with the signals and text that matched."),
+    as_json: bool = typer.Option(False, "--json", help="Moments as JSON: full paths, each signal's cosine and z."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Each signal's cosine, z and evidence too."),
 ) -> None:
-    """Search an indexed library: frames (CLIP) and stored speech / on-screen text (MiniLM), each calibrated
-    against the query's background and fused by evidence."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from videomini.answer import format_time
+    """Search an indexed library: frames (CLIP) and stored speech / on-screen text (sentence embeddings), each
+    calibrated against the query's background and fused by evidence. Relevance runs from 0 (no signal rises
+    above what unrelated content scores) through 0.5 (confident: marked *) towards 1."""
     from videomini.search import search_library
 
     query = checked_search(query, top_k)
@@ -42,13 +41,43 @@ def search(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    table = Table(title=f"{query!r} in {library}")
-    for column in ("#", "video", "from", "to", "best", "score", "matched") + (("thumbnail",) if thumbnails else ()):
-        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    render(query, results, verbose, bool(thumbnails))
+
+
+SIGNAL_LABELS = {"visual": "frames", "speech": "speech", "ocr": "on screen"}
+
+
+def render(query: str, results: list[Any], verbose: bool, thumbnails: bool) -> None:
+    """One line per moment, whatever the terminal's width: rank, the video's file name, time range, relevance
+    (* when confident), the signal that carries it, and its quote cut to fit (`-v`: each signal's detail)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from videomini.answer import format_time
+
+    console = Console()
+    matched = any(r.confident for r in results)
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
+                  title=f"{query!r}: " + ("moments that match (* = confident)" if matched
+                                          else "nothing in the library matches; the closest are shown"))
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("video", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("time", no_wrap=True)
+    table.add_column("rel.", justify="right", no_wrap=True)
+    table.add_column("signal", no_wrap=True)
+    table.add_column("quote", no_wrap=True, overflow="ellipsis", ratio=1)
     for rank, r in enumerate(results, 1):
-        matched = "\n".join(f"{m['signal']} #{m['rank']} (cosine {m.get('cosine', m['similarity']):.2f}, "
-                             f"z {m['z']:.1f})"
-                             + (f" “{m['text']}”" if "text" in m else "") for m in r.matches)
-        table.add_row(str(rank), r.video, format_time(r.start_s), format_time(r.end_s), format_time(r.best_s),
-                      f"{r.score:.2f}", matched, *((r.thumbnail or "",) if thumbnails else ()))
-    Console().print(table)
+        top = r.matches[0]
+        quote = next((f"“{m['text']}”" for m in r.matches if "text" in m), "")
+        score = Text(f"{r.relevance:.2f}{'*' if r.confident else ' '}", style="bold green" if r.confident else "dim")
+        table.add_row(str(rank), r.name, format_time(r.start_s, r.end_s), score,
+                      "+".join(SIGNAL_LABELS[m["signal"]] for m in r.matches if m["evidence"] > 0)
+                      or SIGNAL_LABELS[top["signal"]], quote)
+        if verbose:
+            for m in r.matches:
+                table.add_row("", "", "", "", f"  {m['signal']}", f"cosine {m.get('cosine', m['similarity']):.3f}  "
+                              f"z {m['z']:.1f}  evidence {m['evidence']:.2f}  #{m['rank']} in its list")
+        if verbose and thumbnails and r.thumbnail:
+            table.add_row("", "", "", "", "  thumbnail", r.thumbnail)
+    console.print(table)

@@ -26,17 +26,27 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
+from videomini.config import Event
 from videomini.errors import first_line
 from videomini.pipelines.decoder import DecodeJob
-from videomini.pipelines.indexing import (NO_PROJECTION, Event, IndexError_, IndexReport, VideoAssembly, commit_video,
-                                          encode_batch, kept_frames_for)
+from videomini.pipelines.index_run import Engine, IndexJob
 from videomini.pipelines.messages import Failed, Fatal, FrameBatch, from_row, to_columns, to_row
+from videomini.pipelines.video_commit import (
+    NO_PROJECTION,
+    IndexReport,
+    IndexRunError,
+    VideoAssembly,
+    commit_video,
+    encode_batch,
+    kept_frames_for,
+)
 
 RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
 # Ray puts unix sockets at <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (65 bytes after the
@@ -70,12 +80,11 @@ class EncoderActor:
     (`FrameEncoder.encode`); the other rows pass through."""
 
     def __init__(self, model_id: str, batch_size: int):
+        import ray
         import torch
 
-        import ray
-
-        from videomini.loading import CheckpointError, load_model
         from videomini.ask import VideoMini
+        from videomini.loading import CheckpointError, load_model
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
@@ -109,35 +118,40 @@ class EncoderActor:
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
-def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
-            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (),
-            text_embedder: Any = None, encoders: int | None = None) -> None:
-    """Index the `todo` plan items on Ray with the model `model_id` (as recorded in the catalog; None: no vision
-    model, signals only): a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's
-    CPUs, started and shut down here. Results enter the library through `commit_video`, in this process only.
-    `signals`, `text_embedder`: as the local engine's. `encoders`: encoder actors (default: one per GPU; one on a
-    CPU-only cluster, using half of a node's CPUs)."""
-    from videomini.loading import CheckpointError
+@dataclass
+class RayEngine(Engine):
+    """`--engine ray`: a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's CPUs,
+    started and shut down by each run. `encoders`: encoder actors (default: one per GPU; one on a CPU-only
+    cluster, using half of a node's CPUs)."""
 
-    load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
-    if model_id is not None and Path(model_id).expanduser().exists():
-        load_id = str(Path(model_id).expanduser().resolve())
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if load_id is not None:
+    address: str | None = None
+    encoders: int | None = None
+
+    def run(self, job: IndexJob) -> None:
+        """Index the job's plan items on Ray with the model `job.model_id` (as recorded in the catalog; None: no
+        vision model, signals only). The model object is not used here: the actors load their own. Results
+        enter the library through `commit_video`, in this process only."""
+        from videomini.loading import CheckpointError
+
+        model_id = job.model_id
+        load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
+        if model_id is not None and Path(model_id).expanduser().exists():
+            load_id = str(Path(model_id).expanduser().resolve())
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if load_id is not None:
+            try:
+                _check_projection(load_id, model_id)
+            except CheckpointError:
+                if address is None:
+                    raise  # same machine, same files: the actors could not load it either
+                # on a cluster the workers may have the model when this machine does not: the actors check it
+        ray, started_here, temp_dir = _start_ray(address)
         try:
-            _check_projection(load_id, model_id)
-        except CheckpointError:
-            if address is None:
-                raise  # same machine, same files: the actors could not load it either
-            # on a cluster the workers may have the model when this machine does not: the actors check it
-    ray, started_here, temp_dir = _start_ray(address)
-    try:
-        _run(ray, library, todo, model_id, load_id, fps, batch_size, timeout_s, sorted(set(signals)),
-             text_embedder, report, emit, encoders)
-    finally:
-        if started_here:
-            ray.shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            _run(ray, job, load_id, self.encoders)
+        finally:
+            if started_here:
+                ray.shutdown()
+                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _check_projection(load_id: str, model_id: str) -> None:
@@ -149,7 +163,7 @@ def _check_projection(load_id: str, model_id: str) -> None:
     folder = resolve_checkpoint(load_id)
     tower = resolve_vision_tower(LlavaMiniConfig.from_dict(read_config(folder)).mm_vision_tower, folder)
     if not has_weights(tower, "visual_projection."):
-        raise IndexError_(NO_PROJECTION.format(model_id=model_id))
+        raise IndexRunError(NO_PROJECTION.format(model_id=model_id))
 
 
 def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
@@ -159,7 +173,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         import ray
         import ray.data  # noqa: F401  (ray without its data extra lacks pandas and friends)
     except ImportError:
-        raise IndexError_(RAY_MISSING) from None
+        raise IndexRunError(RAY_MISSING) from None
     if address:
         _probe(address)
     if ray.is_initialized():
@@ -176,7 +190,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
         what = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
-        raise IndexError_(f"cannot {what}: {first_line(e, with_type=True)}") from None
+        raise IndexRunError(f"cannot {what}: {first_line(e, with_type=True)}") from None
     return ray, True, temp_dir
 
 
@@ -190,7 +204,7 @@ def _probe(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise IndexError_(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}): "
+        raise IndexRunError(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}): "
                           "start one with `ray start --head`, or leave out --ray-address for a local Ray") from None
 
 
@@ -203,26 +217,26 @@ def short_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="vmray-", dir=base)
 
 
-def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str | None, fps: float,
-         batch_size: int, timeout_s: float, signals: list[str], text_embedder: Any, report: IndexReport,
-         emit: Event, encoders: int | None) -> None:
-    driver = _Driver(library, model_id, fps, load_id is not None, text_embedder, report, emit)
-    inputs = [driver.start(item, signals) for item in todo]
+def _run(ray: Any, job: IndexJob, load_id: str | None, encoders: int | None) -> None:
+    config = job.config
+    driver = _Driver(job.library, job.model_id, config.fps, load_id is not None, job.text_embedder, job.report,
+                     job.emit)
+    inputs = [driver.start(item, list(config.signals)) for item in job.todo]
     with _quiet_ray_data():
         dataset = ray.data.from_items(inputs, override_num_blocks=len(inputs)).flat_map(
-            decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s,
-                                     "frames": load_id is not None}, num_cpus=1)
+            decode_video, fn_kwargs={"fps": config.fps, "batch_size": config.batch_size,
+                                     "timeout_s": config.timeout_s, "frames": load_id is not None}, num_cpus=1)
         if load_id is not None:
             dataset = dataset.map_batches(
-                EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": batch_size}, batch_size=1,
-                batch_format="numpy", **_encoder_resources(ray, encoders))
+                EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": config.batch_size},
+                batch_size=1, batch_format="numpy", **_encoder_resources(ray, encoders))
         rows = iter(dataset.iter_rows())
         try:
             while True:
                 try:
                     row = next(rows, None)
                 except Exception as e:  # Ray itself failed (a lost node, a bug): one line; details in Ray's logs
-                    raise IndexError_(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
+                    raise IndexRunError(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
                 if row is None:
                     break
                 driver.receive(row)
@@ -234,7 +248,7 @@ def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str 
 @contextlib.contextmanager
 def _quiet_ray_data() -> Iterator[None]:
     """No progress bars or execution banners from Ray Data, and no log lines: failures reach the caller as
-    IndexError_, not as log spam."""
+    IndexRunError, not as log spam."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
@@ -278,7 +292,7 @@ class _Driver:
         overwrite their own batch and are otherwise harmless."""
         video_id, message = from_row(row)
         if isinstance(message, Fatal):  # the encoder cannot run at all: stop; the videos left stay `running`
-            raise IndexError_(message.error)
+            raise IndexRunError(message.error)
         assembly = self.videos.get(video_id)
         if assembly is None:  # already committed
             return

@@ -181,7 +181,7 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
     from narrated import Caption, make_narrated_video
 
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines import index_videos
 
     silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
                                  captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)
@@ -191,3 +191,9 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
                           signals=("speech", "ocr"))
     assert len(report.indexed) == 2, report.failed
     return library, {"narrated.mp4": narrated, "silent.mp4": silent}
+
+
+def assert_close(actual, expected, atol):
+    """Same shape, and no element further than `atol` (the message says by how much)."""
+    diff = (actual.float() - expected.float()).abs().max().item()
+    assert actual.shape == expected.shape and diff <= atol, f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"

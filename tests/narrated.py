@@ -28,15 +28,18 @@ class Line:
     text: str
     paraphrase: str  # same meaning, different words: what a user would search for
     end_s: float = 0.0
+    voice: str = "en-us"  # an espeak-ng voice (with a variant: "en-gb+f3"), so a video can have several speakers
 
 
 @dataclass(frozen=True)
 class Caption:
-    """Text drawn on every frame with start_s <= t < end_s."""
+    """Text drawn on every frame with start_s <= t < end_s: a subtitle in the lower third ("lower"), a slide
+    title across the top ("top"), or a full-frame title card that replaces the picture ("card")."""
 
     start_s: float
     end_s: float
     text: str
+    style: str = "lower"
 
 
 @dataclass
@@ -59,14 +62,14 @@ DEFAULT_CAPTIONS = [
 ]
 
 
-def espeak(text: str, words_per_minute: int = 150) -> tuple[np.ndarray, int]:
+def espeak(text: str, words_per_minute: int = 150, voice: str = "en-us") -> tuple[np.ndarray, int]:
     """Synthesise `text` with espeak-ng → (mono float32 samples in [-1, 1], sample rate)."""
     binary = shutil.which("espeak-ng")
     if binary is None:
         raise RuntimeError("espeak-ng not found: apt-get install -y espeak-ng")
     with tempfile.TemporaryDirectory() as tmp:
         wav_path = Path(tmp) / "line.wav"
-        subprocess.run([binary, "-v", "en-us", "-s", str(words_per_minute), "-w", str(wav_path), text],
+        subprocess.run([binary, "-v", voice, "-s", str(words_per_minute), "-w", str(wav_path), text],
                        check=True, capture_output=True)
         with wave.open(str(wav_path)) as wav:
             rate, width, channels = wav.getframerate(), wav.getsampwidth(), wav.getnchannels()
@@ -102,6 +105,32 @@ def _draw_caption(image: np.ndarray, text: str, shift: tuple[int, int] = (0, 0))
     x, y = (image.shape[1] - w) // 2 + shift[0], int(image.shape[0] * 0.62) + shift[1]
     draw.rectangle((x - 16, y - 12, x + w + 16, y + h + 16), fill=(20, 20, 20))
     draw.text((x - left, y - top), text, font=font, fill=(255, 255, 255))
+    return np.asarray(canvas)
+
+
+def _draw_title(image: np.ndarray, text: str) -> np.ndarray:
+    """A slide title: dark text on a white band across the top fifth of the frame."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(16, image.shape[0] // 10))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    band = image.shape[0] // 5
+    draw.rectangle((0, 0, image.shape[1], band), fill=(245, 245, 240))
+    draw.text(((image.shape[1] - (right - left)) // 2 - left, (band - (bottom - top)) // 2 - top), text, font=font,
+              fill=(20, 30, 80))
+    return np.asarray(canvas)
+
+
+def _draw_card(image: np.ndarray, text: str) -> np.ndarray:
+    """A full-frame title card: large light text on a plain dark blue frame (the footage is not seen)."""
+    card = np.empty_like(image)
+    card[...] = (25, 35, 70)
+    canvas = Image.fromarray(card)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(18, image.shape[0] // 8))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((image.shape[1] - (right - left)) // 2 - left, (image.shape[0] - (bottom - top)) // 2 - top), text,
+              font=font, fill=(250, 230, 160))
     return np.asarray(canvas)
 
 
@@ -145,7 +174,8 @@ def frame_at(t: float, captions: list[Caption], size: tuple[int, int] = (640, 36
     image = background(t) if background is not None else _background(t, *size)
     for caption in captions:
         if caption.start_s <= t < caption.end_s:
-            image = _draw_caption(image, caption.text, caption_shift)
+            drawn = {"top": _draw_title, "card": _draw_card}.get(caption.style)
+            image = drawn(image, caption.text) if drawn else _draw_caption(image, caption.text, caption_shift)
     if timecode_fps:
         image = _draw_corner(image, timecode(t, timecode_fps), "left")
     if watermark:
@@ -165,6 +195,7 @@ def make_narrated_video(
     background: Callable | None = None,
     burned_timecode: bool = False,
     watermark: str | None = None,
+    noise: float = 0.0,
 ) -> NarratedVideo:
     """Write an H.264 (+ AAC) MP4 with the sentences spoken and the captions shown at their times.
 
@@ -172,6 +203,7 @@ def make_narrated_video(
     audio stream's later start time, as in clips cut from a longer recording); line times include it.
     `background(t)` gives the picture under the captions (default: a moving gradient; `clip_background` plays
     real footage); `burned_timecode` and `watermark` draw text that is on every frame and says nothing.
+    `noise` adds a steady background hiss of that RMS level (speech peaks near 0.9), seeded so it repeats.
     """
     path = Path(path)
     lines = DEFAULT_LINES if lines is None else lines
@@ -188,14 +220,17 @@ def make_narrated_video(
         rate = 22050
         track = np.zeros(int(round(duration_s * rate)), dtype=np.float32)
         for line in lines:
-            samples, line_rate = espeak(line.text)
+            samples, line_rate = espeak(line.text, voice=line.voice)
             assert line_rate == rate, f"espeak-ng wrote {line_rate} Hz, expected {rate}"
             start = int(round(line.start_s * rate))
             if start + len(samples) > len(track):
                 raise ValueError(f"line at {line.start_s}s does not fit in {duration_s}s: {line.text!r}")
             track[start:start + len(samples)] += samples * 0.9
             placed.append(Line(line.start_s + audio_delay_s, line.text, line.paraphrase,
-                               line.start_s + audio_delay_s + _trimmed_length_s(samples, rate)))
+                               line.start_s + audio_delay_s + _trimmed_length_s(samples, rate), line.voice))
+        if noise > 0:
+            track += noise * np.random.default_rng(len(track)).standard_normal(len(track)).astype(np.float32)
+            np.clip(track, -1.0, 1.0, out=track)
         audio = out.add_stream("aac", rate=rate)
         audio.layout = "mono"
 
@@ -216,6 +251,21 @@ def make_narrated_video(
         out.mux(audio.encode())
     out.close()
     return NarratedVideo(path, duration_s, placed if with_audio else list(lines), list(captions), with_audio)
+
+
+MEETING_LINES = [  # the narrated example of issue 22: three sentences over two minutes
+    Line(12.0, "Our quarterly budget meeting has moved to Thursday afternoon.", "When is the budget meeting?"),
+    Line(47.0, "The new printer on the second floor is finally working.", "Can I print upstairs now?"),
+    Line(98.0, "Lunch will be served in the main hall at one o'clock.", "Where do we eat?"),
+]
+MEETING_CAPTIONS = [Caption(30.0, 36.0, "STAFF NOTICES"), Caption(75.0, 81.0, "WARNING WET FLOOR")]
+
+
+def make_meeting_video(path: str | Path, clips: list[Path]) -> NarratedVideo:
+    """120 s over real footage (`clips`), three spoken sentences and two drawn captions: the captioned frames
+    look unlike the rest, which is what a frame list's calibration must not mistake for a match."""
+    return make_narrated_video(path, lines=MEETING_LINES, captions=MEETING_CAPTIONS, duration_s=120.0,
+                               background=clip_background(clips))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def instance(cls: type[BaseException]) -> BaseException:
 def test_the_walk_finds_the_known_kinds():
     names = {cls.__name__ for cls in EXCEPTIONS}
     assert {"VideoError", "VideoNotFound", "LibraryError", "LibraryBusy", "LibraryDamaged", "CheckpointError",
-            "SignalError", "ServeError", "QueueFull", "IndexError_", "NoStoredFrames", "LimitExceeded"} <= names
+            "SignalError", "ServeError", "QueueFull", "IndexRunError", "NoStoredFrames", "LimitExceeded",
+            "ConfigError", "SourceError", "NothingSeenYet"} <= names
 
 
 @pytest.mark.parametrize("cls", EXCEPTIONS, ids=lambda cls: cls.__name__)

@@ -89,7 +89,7 @@ def test_image_pixels_and_the_decoded_pixel_budget():
     assert budget.take(100) == 100
 
 
-# ----------------------------------------------------------------------------------------------- the CLI (rows 1, 10, 12)
+# -------------------------------------------------------------------------------------------- the CLI (rows 1, 10, 12)
 
 
 @pytest.mark.parametrize("fps", ["1e9", "inf", "nan", "0", "-1", "1e-9"])
@@ -108,16 +108,21 @@ def test_row10_index_with_a_bad_fps_touches_no_library(tmp_path, clip, fps):
     assert not library.exists()  # nothing marked running or failed: the next normal run indexes everything
 
 
-def test_row10_the_python_api_refuses_a_bad_fps_before_the_catalog(tmp_path, clip):
-    from videomini.pipelines.index import index_videos
+@pytest.mark.parametrize("fps", [math.nan, math.inf, 0.0, 1e9])
+def test_row10_the_python_api_refuses_a_bad_fps_before_the_catalog(tmp_path, clip, fps):
+    import videomini
+    from videomini.config import AskConfig
 
     with pytest.raises(InvalidInput, match="fps"):
-        index_videos(tmp_path / "lib", [clip], model_id=MISSING_MODEL, fps=math.nan)
-    assert not (tmp_path / "lib").exists()
+        videomini.Library(tmp_path / "lib", model=MISSING_MODEL).index([clip], fps=fps)
+    assert not (tmp_path / "lib" / "catalog.sqlite").exists()
+    with pytest.raises(InvalidInput, match="fps"):
+        AskConfig(fps=fps)
 
 
-@pytest.mark.parametrize("flags, field", [(["--max-frames", "0"], "--max-frames"), (["--max-frames", "-3"], "--max-frames"),
-                                          (["--top-k", "0"], "--top-k"), (["--max-new-tokens", "0"], "--max-new-tokens")])
+@pytest.mark.parametrize("flags, field", [
+    (["--max-frames", "0"], "--max-frames"), (["--max-frames", "-3"], "--max-frames"), (["--top-k", "0"], "--top-k"),
+    (["--max-new-tokens", "0"], "--max-new-tokens")])
 def test_counts_must_be_positive(clip, flags, field):
     result = cli("ask", clip, "What is shown?", *flags, "--model", MISSING_MODEL, "--no-fallback")
     assert result.exit_code == 1 and field in one_error_line(result)

@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 
 from videomini.frame_memory import FrameMemory
+from videomini.generation import new_cache, prefill
 from videomini.loading import KNOWN_CONFIGS
 from videomini.planner import device_memory, parse_size, plan_memory
 from videomini.selection import select_frames
@@ -76,6 +77,11 @@ def test_parse_time_references(question: str, duration: float, windows: list[tup
 # Frame selection
 # ---------------------------------------------------------------------------------------------------------
 
+def _windows(question: str, timestamps: np.ndarray) -> list[tuple[float, float]]:
+    """The question's time windows, parsed once as `VideoMini.ask` does (the video ends at its last frame)."""
+    return parse_time_references(question, float(timestamps.max()))
+
+
 def _check(selected: np.ndarray, budget: int, n: int) -> None:
     assert selected.dtype == np.int64
     assert len(selected) <= budget
@@ -85,7 +91,7 @@ def _check(selected: np.ndarray, budget: int, n: int) -> None:
 
 def test_select_all_frames_when_they_fit() -> None:
     timestamps = np.arange(50, dtype=float)
-    assert np.array_equal(select_frames(timestamps, 64, "at the end"), np.arange(50))
+    assert np.array_equal(select_frames(timestamps, 64, windows=_windows("at the end", timestamps)), np.arange(50))
     assert np.array_equal(select_frames(timestamps, 50), np.arange(50))
 
 
@@ -101,7 +107,7 @@ def test_select_uniform_coverage_without_question() -> None:
 
 def test_select_honours_time_window_and_covers_the_rest() -> None:
     timestamps = np.arange(3600, dtype=float)
-    selected = select_frames(timestamps, 100, "What happens at 12:30?")
+    selected = select_frames(timestamps, 100, windows=_windows("What happens at 12:30?", timestamps))
     _check(selected, 100, 3600)
     assert len(selected) == 100
     assert set(range(745, 756)) <= set(selected.tolist())  # every frame of the window
@@ -112,7 +118,7 @@ def test_select_honours_time_window_and_covers_the_rest() -> None:
 
 def test_select_spreads_within_windows_larger_than_budget() -> None:
     timestamps = np.arange(3600, dtype=float)
-    selected = select_frames(timestamps, 30, "what is said in the first 5 minutes?")
+    selected = select_frames(timestamps, 30, windows=_windows("what is said in the first 5 minutes?", timestamps))
     _check(selected, 30, 3600)
     assert len(selected) == 30
     assert timestamps[selected].max() <= 300
@@ -121,7 +127,8 @@ def test_select_spreads_within_windows_larger_than_budget() -> None:
 
 def test_select_two_windows_larger_than_budget_share_it() -> None:
     timestamps = np.arange(0, 3600, 0.5)  # 2 fps
-    selected = select_frames(timestamps, 40, "compare the first minute with the last minute")
+    windows = _windows("compare the first minute with the last minute", timestamps)
+    selected = select_frames(timestamps, 40, windows=windows)
     times = timestamps[selected]
     assert len(selected) == 40
     assert np.all((times <= 60) | (times >= 3540))
@@ -144,13 +151,15 @@ def test_select_combines_windows_relevance_and_coverage() -> None:
     relevance = np.zeros(3600)
     relevance[[1000, 2500]] = 1.0
     budget = 60
-    selected = select_frames(timestamps, budget, "what happens at the end?", relevance=relevance,
+    selected = select_frames(timestamps, budget, windows=_windows("what happens at the end?", timestamps),
+                             relevance=relevance,
                              uniform_fraction=0.5)
     _check(selected, budget, 3600)
     assert len(selected) == budget
     assert timestamps[selected].min() >= 3240  # the window (361 frames) alone fills the budget
     # A smaller window leaves room: relevance and uniform coverage both get their share.
-    selected = select_frames(timestamps, budget, "what happens at 30:00?", relevance=relevance, uniform_fraction=0.5)
+    selected = select_frames(timestamps, budget, windows=_windows("what happens at 30:00?", timestamps),
+                             relevance=relevance, uniform_fraction=0.5)
     times = selected.tolist()
     assert set(range(1795, 1806)) <= set(times) and {1000, 2500} <= set(times)
     assert len(times) == budget
@@ -161,8 +170,8 @@ def test_select_is_deterministic_and_validates() -> None:
     rng = np.random.default_rng(0)
     timestamps = np.sort(rng.uniform(0, 600, 900))
     relevance = rng.normal(size=900)
-    first = select_frames(timestamps, 77, "between 2:00 and 3:00", relevance=relevance)
-    second = select_frames(timestamps, 77, "between 2:00 and 3:00", relevance=relevance)
+    first = select_frames(timestamps, 77, windows=_windows("between 2:00 and 3:00", timestamps), relevance=relevance)
+    second = select_frames(timestamps, 77, windows=_windows("between 2:00 and 3:00", timestamps), relevance=relevance)
     assert np.array_equal(first, second)
     _check(first, 77, 900)
     with pytest.raises(ValueError, match="budget"):
@@ -175,7 +184,7 @@ def test_select_is_deterministic_and_validates() -> None:
 # FrameMemory
 # ---------------------------------------------------------------------------------------------------------
 
-def test_frame_memory_appends_and_searches() -> None:
+def test_frame_memory_appends_and_scores_relevance() -> None:
     generator = torch.Generator().manual_seed(0)
     memory = FrameMemory()
     assert len(memory) == 0
@@ -193,12 +202,11 @@ def test_frame_memory_appends_and_searches() -> None:
     assert np.allclose(np.linalg.norm(memory.embeddings, axis=1), 1.0, atol=1e-5)
     assert torch.equal(memory.tokens_at([7, 3]), tokens[[7, 3]])
 
-    indices, scores = memory.search(embeddings[23].numpy(), k=5)
-    assert indices[0] == 23 and scores[0] == pytest.approx(1.0, abs=1e-5)
-    assert len(indices) == 5 and np.all(np.diff(scores) <= 1e-6)
-    assert len(memory.search(embeddings[0], k=100)[0]) == 40  # k clipped to the memory
-    relevance = memory.relevance(embeddings[11])
-    assert relevance.shape == (40,) and int(np.argmax(relevance)) == 11
+    relevance = memory.relevance(embeddings[23].numpy() * 0.1)  # the query's scale does not matter either
+    assert relevance.shape == (40,) and int(np.argmax(relevance)) == 23
+    assert relevance[23] == pytest.approx(1.0, abs=1e-5)
+    unit = torch.nn.functional.normalize(embeddings, dim=1)
+    np.testing.assert_allclose(relevance, (unit @ unit[23]).numpy(), atol=1e-5)  # cosine similarity, frame order
 
 
 def test_frame_memory_rejects_inconsistent_batches() -> None:
@@ -211,7 +219,7 @@ def test_frame_memory_rejects_inconsistent_batches() -> None:
     with pytest.raises(ValueError, match="every batch or for none"):
         memory.append(torch.zeros(1, 1, 8), [2.0], np.ones((1, 4)))
     with pytest.raises(ValueError, match="no embeddings"):
-        memory.search(np.ones(4), 1)
+        memory.relevance(np.ones(4))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -315,7 +323,7 @@ def test_plan_kv_bytes_per_token_match_a_measured_cache(golden_dir: Path, kv_cac
 
     model, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="bf16")
     embeds = torch.randn(1, 2049, model.hidden_size, dtype=torch.bfloat16) * 0.02
-    cache = model.prefill(embeds, model.new_cache(kv_cache), chunk_tokens=512)
+    cache = prefill(model, embeds, new_cache(model, kv_cache), chunk_tokens=512)
     measured = tensor_bytes(cache) / cache.get_seq_length()
     planned = plan_for_model(model, "1GB", kv_cache=kv_cache).kv_bytes_per_token
     assert planned == pytest.approx(measured, rel=0.10)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.pipelines.index import index_videos
-from videomini.search import (MAX_MOMENT_S, MIN_SCALE, Background, Candidate, Hubness, fuse, search_library,
-                              visual_candidates)
+from videomini.pipelines import index_videos
+from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Background, Candidate,
+                              Hubness, QueryBank, fuse, search_library, visual_candidates)
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
@@ -254,3 +254,71 @@ def test_the_train_question_points_at_the_spoken_sentence_not_the_whole_video(tm
 def test_a_query_answered_nowhere_gets_no_confident_moment(signals_library):
     results = search_library(signals_library, "a penguin sliding on the ice", top_k=3)
     assert results and not any(m.confident for m in results)
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+
+
+def test_a_frame_that_stands_out_for_every_query_does_not_stand_out_for_this_one():
+    """A random tower: every query embeds near one common direction, so the frames unlike the rest (drawn
+    captions) lie far from the library's median for any query. Against its own similarities to the generic
+    queries such a frame is unremarkable: no evidence."""
+    rng = np.random.default_rng(1)
+    common = unit(rng.normal(size=(1, 256)))[0]
+    queries = unit(common + 0.05 * rng.normal(size=(len(GENERIC_QUERIES) + 1, 256)))  # last: the user's query
+    frames = unit(rng.normal(size=(500, 256)))
+    frames[:10] = unit(common + 0.05 * rng.normal(size=(10, 256)))  # ten caption frames, close to every query
+    bank = QueryBank(queries[:-1])
+    raw = frames @ queries[-1]
+    assert Background.of(raw, 500).evidence(raw[:10].max()) > 5  # the query-only calibration: a confident noise hit
+    z = bank.standardized(raw, frames)
+    background = Background.of(z, 500)
+    assert max(background.evidence(v) for v in z) == 0.0
+
+
+def test_an_informative_list_keeps_its_strong_hits():
+    """A tower that works: the true frame lies close to this query and not to the generic ones."""
+    rng = np.random.default_rng(2)
+    queries = unit(rng.normal(size=(len(GENERIC_QUERIES) + 1, 256)))
+    frames = unit(rng.normal(size=(500, 256)))
+    frames[7] = unit(queries[-1:] + 0.1 * rng.normal(size=(1, 256)))[0]  # cosine about 0.5 to the query  # the frame the query describes
+    bank = QueryBank(queries[:-1])
+    z = bank.standardized(frames @ queries[-1], frames)
+    background = Background.of(z, 500)
+    assert int(np.argmax(z)) == 7 and background.evidence(z[7]) > 3 * CONFIDENT_EVIDENCE
+    assert sorted(background.evidence(v) for v in z)[-2] == 0.0  # and only it
+
+
+@pytest.fixture(scope="module")
+def meeting_library(tmp_path_factory, checkpoint, videos_dir):
+    """The narrated example of issue 22, indexed with frames (the tiny checkpoint's random CLIP tower) and
+    speech + on-screen text, as `index --signals speech,ocr` does."""
+    from narrated import make_meeting_video
+    from videomini import VideoMini
+
+    video = make_meeting_video(tmp_path_factory.mktemp("media") / "meeting.mp4",
+                               [videos_dir / "bikes.mp4", videos_dir / "safari.mp4"])
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    library = tmp_path_factory.mktemp("lib") / "meeting"
+    assert index_videos(library, [video.path], vm, signals=("speech", "ocr")).indexed
+    return library, video, vm
+
+
+@pytest.mark.slow
+def test_the_budget_meeting_is_the_spoken_sentence_not_the_captioned_frames(meeting_library):
+    library, video, vm = meeting_library
+    spoken = video.lines[0]
+    results = search_library(library, "when is the budget meeting", top_k=5, text_tower=vm.text_tower)
+    best = results[0]
+    assert best.matches[0]["signal"] == "speech" and "budget" in best.matches[0]["text"].lower()
+    assert abs(best.start_s - spoken.start_s) <= TOLERANCE_S and best.confident
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["when is the budget meeting", "wet floor", "a penguin sliding on the ice",
+                                   "people in a meeting room"])
+def test_the_random_tower_carries_no_evidence(meeting_library, query):
+    library, _video, vm = meeting_library
+    results = search_library(library, query, top_k=10, text_tower=vm.text_tower)
+    visual = [m for r in results for m in r.matches if m["signal"] == "visual"]
+    assert visual and all(m["evidence"] == 0 for m in visual)

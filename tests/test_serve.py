@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fastapi.testclient import TestClient
 
 from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app, run
@@ -142,7 +141,6 @@ def test_chat_completion_about_a_library_video_has_evidence(client):
 
 def test_chat_accepts_an_image_data_url_and_a_file_under_an_allowed_dir(client, serve_library):
     import io
-
     import shutil
 
     from PIL import Image
@@ -333,10 +331,10 @@ def test_serve_cli_refuses_a_public_bind_without_a_token(library):
 
 def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
     """The library is opened per request, read-only: a new index generation shows without a restart."""
-    from narrated import Caption, make_narrated_video
-
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines import index_videos
+
+    from narrated import Caption, make_narrated_video
 
     first = make_narrated_video(tmp_path / "dock.mp4", duration_s=3.0, lines=[], with_audio=False,
                                 captions=[Caption(0.0, 3.0, "LOADING DOCK")])
@@ -468,10 +466,10 @@ def test_frames_per_request_and_the_decoded_pixel_budget(client, monkeypatch):
 @pytest.fixture
 def own_library(tmp_path, checkpoint):
     """A library of one small video that a test may damage (the shared one stays intact)."""
-    import synth
-
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines import index_videos
+
+    import synth
 
     video = synth.make_numbered_video(tmp_path / "clip.mp4", 2, 5)
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")

@@ -11,6 +11,8 @@ import pytest
 
 from videomini.pipelines.serve.process import serve_process
 
+pytestmark = pytest.mark.slow  # a live server driven by chromium
+
 TOKEN = "live-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from videomini.model import PREFILL_CHUNK_TOKENS, image_slot
+from videomini.config import MAX_NEW_TOKENS
+from videomini.generation import PREFILL_CHUNK_TOKENS, generate, new_cache, prefill
+from videomini.model import image_slot
+from videomini.moments import moment_gap, runs
 from videomini.prompting import stop_token_ids
 
-MOMENT_GAP_SPACINGS = 1.5  # chosen frames closer than 1.5 sampling intervals belong to one moment
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
 
@@ -163,15 +166,10 @@ def moments_from_scores(times_s: np.ndarray, scores: np.ndarray, top_k: int, met
         return []
     order = np.argsort(-scores, kind="stable")
     peak = peak or float(scores[order[0]]) or 1.0
-    chosen = sorted(order[:top_k].tolist())
-    groups: list[list[int]] = []
-    for index in chosen:
-        if groups and times_s[index] - times_s[groups[-1][-1]] <= spacing_s * MOMENT_GAP_SPACINGS:
-            groups[-1].append(index)
-        else:
-            groups.append([index])
+    chosen = order[:top_k]
     evidence = []
-    for group in groups:
+    for run in runs(times_s[chosen], moment_gap(spacing_s)):
+        group = [int(chosen[i]) for i in run]
         best = max(group, key=lambda i: scores[i])
         evidence.append(Evidence(start_s=float(times_s[group[0]]), end_s=float(times_s[group[-1]] + spacing_s),
                                  time_s=float(times_s[best]), score=round(float(scores[best]) / peak, 4),
@@ -187,7 +185,7 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
 
-    def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+    def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False,
                temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True,
                kv_cache: str | None = None, prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Iterator[str]:
         """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs.
@@ -198,7 +196,7 @@ class Generator:
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
-        cache = self.model.prefill(inputs_embeds, self.model.new_cache(kv_cache), prefill_chunk_tokens)
+        cache = prefill(self.model, inputs_embeds, new_cache(self.model, kv_cache), prefill_chunk_tokens)
         recorder = _LayerInputs(self.model.llm.model.layers) if record_attention else None
         self.result: dict[str, Any] = {}
         errors: list[BaseException] = []
@@ -206,10 +204,10 @@ class Generator:
 
         def run() -> None:
             try:
-                out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
-                                          do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
-                                          streamer=streamer, return_dict_in_generate=True, cache=cache,
-                                          prefill_chunk_tokens=prefill_chunk_tokens, **sampling)
+                out = generate(self.model, inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
+                               do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
+                               streamer=streamer, return_dict_in_generate=True, cache=cache,
+                               prefill_chunk_tokens=prefill_chunk_tokens, **sampling)
                 self.result = {"ids": out.sequences, "cache": cache}
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
@@ -240,7 +238,7 @@ class Generated:
 
 
 def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
-                           frame_tokens: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+                           frame_tokens: torch.Tensor, max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False,
                            on_token: Callable[[str], None] | None = None, kv_cache: str | None = None,
                            prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Generated:
     """The one answering path: the fused question (L, H) with its <image> slot replaced by the chosen frames'

@@ -13,14 +13,16 @@ as the reference does. Still images go through the CLIP processor (shortest-edge
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from videomini.config import BATCH_SIZE
 
 REFERENCE_VIDEO_SIZE = 336  # the reference squashes every video frame to 336 x 336 before the CLIP processor
 
@@ -49,7 +51,7 @@ def split_image(image: Image.Image, ratio: int) -> list[Image.Image]:
 class FrameEncoder:
     """Frames (uint8 RGB) -> frame tokens for one LLaVA-Mini model; batch size bounds the memory."""
 
-    def __init__(self, model: Any, image_processor: Any, batch_size: int = 16):
+    def __init__(self, model: Any, image_processor: Any, batch_size: int = BATCH_SIZE):
         self.model = model
         self.image_processor = image_processor
         self.batch_size = batch_size

@@ -29,6 +29,10 @@ class VideominiError(Exception):
         """Headers the server adds to this error's response (Retry-After for a busy resource)."""
         return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s is not None else {}
 
+    def cli_message(self) -> str:
+        """The reason as the CLI prints it (a subclass may name the command-line option instead of a field)."""
+        return str(self) or type(self).__name__
+
 
 class InvalidInput(VideominiError, ValueError):
     """A value a user gave (a flag, a request field) is outside what it may be; also a ValueError, so code that

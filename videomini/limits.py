@@ -34,7 +34,7 @@ SERVER_DECODED_PIXELS = 128 << 20
 
 # -- ids, counts, times
 ID_MAX = 2**63 - 1  # SQLite's INTEGER: a larger id cannot name a row
-TOP_K_MAX = 100
+TOP_K_MAX = 1000  # moments a search returns or an ask retrieves
 MAX_NEW_TOKENS_MAX = 8192
 WORKERS_MAX = 64
 SECONDS_MAX = 7 * 24 * 3600.0  # --timeout, --wait: a week

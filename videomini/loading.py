@@ -13,8 +13,9 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -75,6 +76,18 @@ class LoadedModel(NamedTuple):
 def default_model_id() -> str:
     """The model used when none is named: $VIDEOMINI_MODEL, else the released LLaVA-Mini."""
     return os.environ.get("VIDEOMINI_MODEL") or DEFAULT_MODEL_ID
+
+
+class LazyModel:
+    """A model loaded only when first used (an index re-run with nothing to encode loads nothing). Its id is
+    known without loading, so a run can plan, and an engine that loads elsewhere (Ray) can pass it on."""
+
+    def __init__(self, load: Callable[[], Any], model_id: str) -> None:
+        self._load = load
+        self.model_id = model_id
+
+    def __getattr__(self, name: str) -> Any:  # only for names not set above: the loaded model's
+        return getattr(self._load(), name)
 
 
 def default_device() -> torch.device:

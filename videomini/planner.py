@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
 from videomini.attention import mask_block_rows
-from videomini.model import PREFILL_CHUNK_TOKENS, LlavaMini, LlavaMiniConfig
+from videomini.generation import PREFILL_CHUNK_TOKENS
+from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
+from videomini.model import LlavaMini, LlavaMiniConfig
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "nf4": 0.5, "int4": 0.5}
 QUANTIZED = ("int8", "nf4", "int4")

@@ -30,6 +30,7 @@ class TextTower:
                                                                      use_safetensors=True).to(device).eval()
         self.tokenizer: Any = PreTrainedTokenizerFast.from_pretrained(str(tower_dir))
         self.device = torch.device(device)
+        self.name = str(tower_dir)  # names the model in caches of its embeddings (videomini.search.query_bank)
         self.max_length = self.model.config.max_position_embeddings
 
     @property

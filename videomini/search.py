@@ -24,7 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from videomini.config import TOP_K
+from videomini.moments import moment_gap, runs
+
 SIGNALS = ("visual", "speech", "ocr")
+NOTHING_MATCHES = "nothing in the library matches this query: no moment stands out (the closest are shown)"
 CANDIDATES_PER_RESULT = 8  # hits fetched from each index per moment returned
 BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its background
 MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
@@ -32,6 +36,27 @@ HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a 
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
+ITEM_MIN_SCALE = 0.01  # floor of one item's spread over the generic queries (cosine units)
+
+# Queries about nothing in particular, in the forms users type (a thing, a scene, a question, a sentence heard):
+# what a stored item scores for these is what it scores for a query that is not about it. Fixed text, so its
+# embedding depends only on the model (cached per model); never tuned on a benchmark corpus.
+GENERIC_QUERIES = (
+    "a person", "people talking", "a man speaking", "a woman speaking", "a group of people", "a child",
+    "an animal", "a dog", "a bird", "a car", "a bicycle", "a building", "a street", "a room", "a kitchen",
+    "an office", "a shop", "outdoors", "indoors", "the sky", "water", "trees", "a city", "the countryside",
+    "night", "daytime", "text on the screen", "a sign", "a logo", "a title", "numbers", "a picture",
+    "something moving", "close up", "a wide shot", "the camera", "music", "a noise", "silence", "a voice",
+    "what is happening", "what is this about", "where is this", "when does it start", "how much does it cost",
+    "how long does it take", "who is speaking", "what did they say", "what time is it", "how many are there",
+    "is it open", "where do I go", "what should I do", "why did it happen", "what comes next", "how does it work",
+    "can I do that", "what is the name", "which one", "how far is it", "the beginning", "the end",
+    "an announcement", "an instruction", "a warning", "a question", "an answer", "a description",
+    "the news", "the weather", "food", "money", "time", "travel", "work", "health", "sport", "learning",
+    "a place", "an event", "a thing", "a plan", "a problem", "a rule", "a list", "a story",
+    "it is important", "please remember this", "thank you", "welcome", "look at this", "here it is",
+    "something happened", "nothing special", "a moment", "today", "tomorrow", "yesterday",
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,36 @@ class Hubness:
         return np.asarray(cosines, dtype=np.float64) - 0.5 * np.asarray(r, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class QueryBank:
+    """The item side of the calibration: `GENERIC_QUERIES` embedded by one model (B, D). An item whose
+    similarity is high for every query (a frame unlike the rest of its video, a caption close to everything) has
+    a high centre here, so it stands out for a query only by how far it rises above its own centre, in its own
+    spread (median and 1.4826 x MAD over the bank)."""
+
+    vectors: np.ndarray  # (B, D) unit rows
+
+    def standardized(self, similarities: Sequence[float] | np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Each item's similarity to the query as a z against its similarities to the generic queries."""
+        items = np.asarray(items, dtype=np.float32).reshape(-1, self.vectors.shape[1])
+        bank = (items @ self.vectors.T).astype(np.float64)  # (N, B)
+        center = np.median(bank, axis=1)
+        scale = np.maximum(ITEM_MIN_SCALE, 1.4826 * np.median(np.abs(bank - center[:, None]), axis=1))
+        return (np.asarray(similarities, dtype=np.float64).reshape(-1) - center) / scale
+
+
+_banks: dict[tuple[str, int], QueryBank] = {}
+
+
+def query_bank(embed: Any, model_key: str) -> QueryBank:
+    """`GENERIC_QUERIES` embedded with `embed(list[str]) -> (B, D)`, once per model (`model_key` names it)."""
+    key = (model_key, id(embed.__self__) if hasattr(embed, "__self__") else id(embed))
+    if key not in _banks:
+        vectors = np.asarray(embed(list(GENERIC_QUERIES)), dtype=np.float32)
+        _banks[key] = QueryBank(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
+    return _banks[key]
+
+
 @dataclass
 class Candidate:
     """One hit of one signal's list: a span of a video and its raw similarity to the query."""
@@ -126,13 +181,26 @@ class SearchMoment:
     confident: bool = False  # score >= CONFIDENT_EVIDENCE: some signal stands clearly above its background
     thumbnail: str | None = None
     matches: list[dict] = field(default_factory=list)  # per signal: signal, rank, similarity, z, evidence, span, text
+    relevance: float = 0.0  # `relevance(score)`: 0 = nothing above noise, 0.5 = confident, towards 1 = far above
 
     @property
     def signals(self) -> list[str]:
         return [m["signal"] for m in self.matches]
 
+    @property
+    def name(self) -> str:
+        """The video's file name (the full path is `video`)."""
+        return Path(self.video).name
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "name": self.name}
+
+
+def relevance(score: float) -> float:
+    """A moment's evidence on a 0-1 scale a person can read: score / (score + CONFIDENT_EVIDENCE). 0 means no
+    signal rises above what unrelated content reaches for this query; 0.5 is the confidence threshold (one
+    background spread above that); 0.75 is three spreads, 0.9 nine."""
+    return round(score / (score + CONFIDENT_EVIDENCE), 3) if score > 0 else 0.0
 
 
 def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Sequence[str], background: Background,
@@ -141,15 +209,7 @@ def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Seq
     the peak frame and the frames of the run within `NEAR_PEAK_Z` spreads of it, at most `MAX_MOMENT_S`: frames
     of one shot all look alike to CLIP, so adjacency alone would stretch a moment over the whole shot."""
     out = []
-    order = np.lexsort((times_s, np.asarray(videos)))
-    runs: list[list[int]] = []
-    for i in order:
-        last = runs[-1][-1] if runs else None
-        if last is not None and videos[last] == videos[i] and times_s[i] - times_s[last] <= gap_s:
-            runs[-1].append(int(i))
-        else:
-            runs.append([int(i)])
-    for run in runs:
+    for run in runs(times_s, gap_s, videos):
         peak = max(run, key=lambda i: similarities[i])
         floor = similarities[peak] - NEAR_PEAK_Z * background.scale
         near = [times_s[i] for i in run if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
@@ -207,7 +267,7 @@ def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
                 **({"cosine": round(c.cosine, 4)} if c.cosine is not None else {}),
                 **({"text": c.text} if c.text is not None else {})} for evidence, z, rank, c in group]
     return SearchMoment(best.video, round(start, 3), round(end, 3), round(score, 4), round(best.best_s, 3),
-                        confident=score >= CONFIDENT_EVIDENCE, matches=matches)
+                        confident=score >= CONFIDENT_EVIDENCE, matches=matches, relevance=relevance(score))
 
 
 def text_tower_for(model_id: str, device: str = "cpu") -> Any:
@@ -223,7 +283,7 @@ def text_tower_for(model_id: str, device: str = "cpu") -> Any:
     return text_tower
 
 
-def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, text_tower: Any = None,
+def search_library(library_dir: str | os.PathLike, query: str, top_k: int = TOP_K, text_tower: Any = None,
                    thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
                    text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
                    notes: list[str] | None = None) -> list[SearchMoment]:
@@ -244,7 +304,7 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
         if not has_frames and not has_text:
             raise LibraryError(f"{library.root}: nothing indexed to search yet")
         fps = max([(v.get("fps") or 1.0) for v in library.videos("done")] or [1.0])
-        gap_s = gap_s if gap_s is not None else 1.5 / fps
+        gap_s = gap_s if gap_s is not None else moment_gap(1.0 / fps)
         depth = max(1, top_k) * CANDIDATES_PER_RESULT
         if has_frames and "visual" in signals:
             try:
@@ -254,34 +314,67 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, 
                     raise
                 notes.append(f"frames not searched ({e}); searched speech and on-screen text only")
             else:
-                query_vector = text_tower.embed(query)[0].numpy()
-                backgrounds["visual"] = _background(library, "frames", query_vector, index["n_vectors"])
-                hits = library.search_vectors(query_vector, top_k=depth)
-                lists["visual"] = visual_candidates(
-                    np.array([h.timestamp_s for h in hits]), np.array([h.score for h in hits]),
-                    [h.path for h in hits], backgrounds["visual"], gap_s, 1.0 / fps) if hits else []
+                _visual_list(library, query, text_tower, depth, gap_s, 1.0 / fps, lists, backgrounds)
         if has_text and {"speech", "ocr"} & set(signals):
-            if text_embedder is None:
-                from videomini.signals.text import default_embedder
-
-                text_embedder = default_embedder()
-            query_vector = text_embedder.encode([query])[0]
-            hubness = Hubness.of_sample(library.sample_vectors("text", BACKGROUND_SAMPLE))
-            background = _background(library, "text", query_vector, index["text_n_vectors"], hubness)
-            hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
-            corrected = Hubness.corrected([h.score for h in hits], hubness.of(np.stack([h.vector for h in hits]))
-                                          ) if hits else []
-            for hit, similarity in zip(hits, corrected):
-                lists.setdefault(hit.source, []).append(Candidate(
-                    hit.path, hit.start_s, hit.end_s, hit.start_s, float(similarity), hit.source, hit.text,
-                    cosine=hit.score))
-                backgrounds[hit.source] = background
+            text_embedder = text_embedder or library_text_embedder(library)
+            _text_lists(library, query, text_embedder, depth, signals, lists, backgrounds)
     results = fuse(lists, backgrounds, gap_s)[:top_k]
-    if results and not results[0].confident:
-        notes.append("no moment stands out from the background for this query: the closest are shown")
+    if not any(m.confident for m in results):
+        notes.append(NOTHING_MATCHES)
     if thumbnails_dir is not None:
         write_thumbnails(results, Path(thumbnails_dir))
     return results
+
+
+def library_text_embedder(library: Any) -> Any:
+    """The sentence embedder the library's text was indexed with (its `text_model`; the bundled MiniLM when none
+    is recorded): a query must be embedded by the model that embedded what it is compared with."""
+    from videomini.signals.text import MINILM, TextEmbedder, default_embedder
+
+    name = str(library.meta().get("text_model") or "")
+    return default_embedder() if name in ("", MINILM) else TextEmbedder.shared(name)
+
+
+def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: float, frame_s: float,
+                 lists: dict, backgrounds: dict) -> None:
+    """The frame list: CLIP text embedding of the query against the frames', calibrated per item and per query."""
+    query_vector = text_tower.embed(query)[0].numpy()
+    bank = query_bank(lambda texts: text_tower.embed(texts).numpy(), f"clip:{getattr(text_tower, 'name', '')}")
+    sample = library.sample_vectors("frames", BACKGROUND_SAMPLE)
+    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample), library.manifest()["n_vectors"])
+    hits = library.search_vectors(query_vector, top_k=depth)
+    if not hits:
+        lists["visual"], backgrounds["visual"] = [], background
+        return
+    cosines = np.array([h.score for h in hits])
+    z = bank.standardized(cosines, np.stack([h.vector for h in hits]))
+    candidates = visual_candidates(np.array([h.timestamp_s for h in hits]), z, [h.path for h in hits], background,
+                                   gap_s, frame_s)
+    peak_cosine = {(h.path, h.timestamp_s): c for h, c in zip(hits, cosines)}
+    for c in candidates:
+        c.cosine = float(peak_cosine.get((c.video, c.best_s), float("nan")))
+    lists["visual"], backgrounds["visual"] = candidates, background
+
+
+def _text_lists(library: Any, query: str, text_embedder: Any, depth: int, signals: Sequence[str],
+                lists: dict, backgrounds: dict) -> None:
+    """The speech and on-screen text lists: sentence embeddings, calibrated per item and per query."""
+    query_vector = text_embedder.encode([query])[0]
+    bank = query_bank(text_embedder.encode, f"text:{getattr(text_embedder, 'name', '')}")
+    sample = library.sample_vectors("text", BACKGROUND_SAMPLE)
+    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample),
+                               library.manifest()["text_n_vectors"])
+    hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
+    z = bank.standardized([h.score for h in hits], np.stack([h.vector for h in hits])) if hits else []
+    for hit, similarity in zip(hits, z):
+        lists.setdefault(hit.source, []).append(Candidate(
+            hit.path, hit.start_s, hit.end_s, hit.start_s, float(similarity), hit.source, hit.text, cosine=hit.score))
+        backgrounds[hit.source] = background
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def write_thumbnails(results: list[SearchMoment], folder: Path, max_side: int = 320) -> None:
@@ -301,17 +394,6 @@ def write_thumbnails(results: list[SearchMoment], folder: Path, max_side: int = 
         moment.thumbnail = str(target)
 
 
-def _background(library: Any, kind: str, query_vector: np.ndarray, n_total: int,
-                hubness: Hubness | None = None) -> Background:
-    """The query's similarities to a fixed random sample of the library's `kind` vectors (hubness-corrected when
-    the hits they calibrate are)."""
-    sample = hubness.sample if hubness is not None else library.sample_vectors(kind, BACKGROUND_SAMPLE)
-    query_vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-    query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-    cosines = sample @ query_vector
-    return Background.of(cosines if hubness is None else Hubness.corrected(cosines, hubness.sample_r), n_total)
-
-
 def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int = 5,
                   video: str = "") -> list[SearchMoment]:
     """The same ranking over text segments held in memory (one video's speech and on-screen text, extracted
@@ -320,8 +402,8 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
         return []
     vectors = embedder.encode([query] + [seg.text for seg in segments])
     cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
-    hubness = Hubness.of_sample(vectors[1:])
-    similarities = Hubness.corrected(cosines, hubness.sample_r)
+    bank = query_bank(embedder.encode, f"text:{getattr(embedder, 'name', '')}")
+    similarities = bank.standardized(cosines, vectors[1:])
     background = Background.of(similarities)
     lists: dict[str, list[Candidate]] = {}
     for seg, cosine, similarity in zip(segments, cosines, similarities):

@@ -8,7 +8,7 @@ behind a bounded queue; auth, size limits and one-line 4xx errors; media by vide
     app = create_app(ServeConfig(library="~/videos.vmlib"))   # any ASGI server; `videomini serve` uses uvicorn
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 from videomini.pipelines.serve.state import ServeConfig, ServeError, check_bind
 

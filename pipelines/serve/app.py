@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from videomini import __version__, limits
+from videomini.config import MAX_NEW_TOKENS, TOP_K
 from videomini.errors import VideominiError, one_line
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeConfig, ServeError, ServerState, host_name
@@ -35,9 +36,9 @@ class AskRequest(BaseModel):
     video: Optional[int] = Field(None, ge=0, le=limits.ID_MAX,
                                  description="An indexed video's id: ask about that whole video. "
                                              "Omitted: answer over the library's best moments.")
-    top_k: int = Field(10, ge=1, le=limits.TOP_K_MAX)
+    top_k: int = Field(TOP_K, ge=1, le=limits.TOP_K_MAX)
     max_frames: Optional[int] = Field(None, ge=1, le=limits.FRAMES_MAX)
-    max_new_tokens: int = Field(256, ge=1, le=limits.MAX_NEW_TOKENS_MAX)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, le=limits.MAX_NEW_TOKENS_MAX)
     stream: bool = Field(False, description="Server-sent events: `token` events, then one `answer` event.")
 
 
@@ -159,7 +160,7 @@ def validation_reason(errors: Any) -> str:
 def add_api_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/api/search", tags=["library"], summary="Moments matching a plain-language query")
     def search(q: str = Query(..., max_length=limits.QUERY_MAX_CHARS, description="What to look for"),
-               top_k: int = Query(10, ge=1, le=limits.TOP_K_MAX),
+               top_k: int = Query(TOP_K, ge=1, le=limits.TOP_K_MAX),
                signal: list[Literal["visual", "speech", "ocr"]] = Query([], description="Limit to these signals")):
         query = limits.check_query(q, "q")
         moments, notes = jobs.search(state, query, top_k, tuple(signal) or jobs.SIGNALS)
@@ -173,7 +174,7 @@ def add_api_routes(app: FastAPI, state: ServerState) -> None:
             job = jobs.file_answer(state, state.video_file(body.video), question, body.max_frames,
                                    max_new_tokens)
         else:
-            job = jobs.library_answer(state, question, body.top_k, body.max_frames or 64, max_new_tokens)
+            job = jobs.library_answer(state, question, body.top_k, body.max_frames, max_new_tokens)
         generation = jobs.Generation(state, job)
         if not body.stream:
             return (await generation.answer()).to_dict()

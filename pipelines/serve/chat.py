@@ -5,8 +5,10 @@ The last user message's text parts are the question; a `video_url` or `image_url
 (a library id `videomini:ID`, a file under an --allow-dir, or a base64 data URL); several `image_url` parts are
 the frames of one video, in order (lmms-eval's `openai_compatible` backend sends a video so), optionally dated by
 a `frame_times_s` list; with no media, the answer comes from the library's best moments. A `video_url` request
-may carry `media_io_kwargs: {"video": {"num_frames": N}}` (lmms-eval's pass_video_url mode): at most N frames. The answer's evidence times ride in an extra field, `evidence`, of the
-completion (and of the last chunk when streamed); `videomini` carries the whole answer as `ask --json` prints it.
+may carry `media_io_kwargs: {"video": {"num_frames": N}}` (lmms-eval's pass_video_url mode): at most N frames.
+The answer's evidence times ride in an extra field, `evidence`, of the completion (and of the last chunk when
+streamed); `videomini` carries the whole answer as `ask --json` prints it. Every field is checked against
+videomini/limits.py before anything is decoded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from videomini import limits
+from videomini.config import MAX_NEW_TOKENS, TOP_K
 from videomini.errors import LimitExceeded
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
@@ -77,7 +80,7 @@ def choose_job(state: ServerState, body: ChatRequest, question: str, media: list
     """No media: the library answers. One video or image: `ask` on it. Several images: the frames of ONE video
     (what evaluation harnesses send: lmms-eval's openai backends decode a video client-side into PNG frames)."""
     if not media:
-        return jobs.library_answer(state, question, top_k=10, max_frames=64, max_new_tokens=max_new_tokens)
+        return jobs.library_answer(state, question, top_k=TOP_K, max_frames=None, max_new_tokens=max_new_tokens)
     kinds = {kind for kind, _ in media}
     if len(media) > 1 and kinds == {"image_url"}:
         times = frame_times(body, len(media))  # checked before anything is decoded
@@ -166,7 +169,7 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (ask)")
     async def chat(body: ChatRequest):
         question, media = parse_messages(body.messages)
-        wanted = body.max_completion_tokens or body.max_tokens or 256
+        wanted = body.max_completion_tokens or body.max_tokens or MAX_NEW_TOKENS
         job = choose_job(state, body, question, media, min(wanted, state.config.max_new_tokens))
         try:
             generation = jobs.Generation(state, job)

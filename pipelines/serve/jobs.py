@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from videomini.errors import VideominiError
 from videomini.pipelines.serve.state import ServeError, ServerState
@@ -41,7 +42,7 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
     return out, notes
 
 
-def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
+def library_answer(state: ServerState, question: str, top_k: int, max_frames: int | None,
                    max_new_tokens: int) -> Callable[[TokenFn], Any]:
     """ask --library through the ask policy (videomini/ask_policy.py): LLaVA-Mini over the best moments, the stored
     speech / on-screen text when no model loads; the server's model is loaded once and reused."""
@@ -51,7 +52,7 @@ def library_answer(state: ServerState, question: str, top_k: int, max_frames: in
         raise ServeError(404, "this server has no library (start it with --library DIR)")
 
     def job(on_token: TokenFn) -> Any:
-        return ask_library(state.library.root, question, model=state.config.model, top_k=top_k,
+        return ask_library(state.library.root, question, model_id=state.config.model, top_k=top_k,
                            max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token,
                            load=lambda _model_id: state.model())
 
@@ -66,7 +67,7 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
 
     def job(on_token: TokenFn) -> Any:
         try:
-            return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+            return ask_video(path, question, model_id=state.model_id(), max_frames=max_frames,
                              max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
         finally:
             state.discard(path)  # a decoded upload is not kept

@@ -10,10 +10,11 @@ import ipaddress
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from videomini.errors import LimitExceeded, VideominiError
 from videomini.limits import IMAGE_MAX_PIXELS, PixelBudget, check_id, check_image_pixels

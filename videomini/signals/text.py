@@ -56,6 +56,11 @@ class TextEmbedder:
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim: int = int(get_dim())
 
+    @classmethod
+    def shared(cls, model: str | os.PathLike) -> "TextEmbedder":
+        """One embedder per model name in a process (a library's recorded `text_model`, loaded on first use)."""
+        return _shared_embedder(str(model))
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32, each row of unit length; an empty list gives a (0, dim) array."""
         if isinstance(texts, str):
@@ -71,3 +76,8 @@ class TextEmbedder:
 def default_embedder() -> TextEmbedder:
     """The bundled all-MiniLM-L6-v2, loaded once per process (loading takes seconds, encoding milliseconds)."""
     return TextEmbedder()
+
+
+@lru_cache(maxsize=4)
+def _shared_embedder(model: str) -> TextEmbedder:
+    return TextEmbedder(model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, NamedTuple
 
-MOMENT_GAP_S = 2.0  # hits of one video at most this far apart belong to one moment
+from videomini.moments import moment_gap, runs
+
+MOMENT_GAP_S = moment_gap(1.0)  # at the default 1 frame/s: hits of one video at most 1.5 s apart form one moment
 
 
 class Hit(NamedTuple):
@@ -13,6 +15,7 @@ class Hit(NamedTuple):
     frame_idx: int
     score: float
     video_id: int
+    vector: Any = None  # the stored (unit) frame embedding: search calibrates with it (videomini.search.QueryBank)
 
 
 class TextHit(NamedTuple):
@@ -37,21 +40,13 @@ class Moment(NamedTuple):
 
 
 def moments(hits: Iterable[Hit], gap_s: float = MOMENT_GAP_S) -> list[Moment]:
-    """Merge hits of the same video whose timestamps are at most `gap_s` apart into moments, best first."""
-    by_video: dict[int, list[Hit]] = {}
-    for hit in hits:
-        by_video.setdefault(hit.video_id, []).append(hit)
+    """Merge hits of the same video at most `gap_s` apart into moments (`videomini.moments.runs`), best first."""
+    hits = list(hits)
     out: list[Moment] = []
-    for video_hits in by_video.values():
-        video_hits.sort(key=lambda h: h.timestamp_s)
-        group = [video_hits[0]]
-        for hit in video_hits[1:] + [None]:
-            if hit is not None and hit.timestamp_s - group[-1].timestamp_s <= gap_s:
-                group.append(hit)
-                continue
-            best = max(group, key=lambda h: h.score)
-            out.append(Moment(best.path, group[0].timestamp_s, group[-1].timestamp_s, best.score,
-                              best.timestamp_s, len(group), best.video_id))
-            group = [hit] if hit is not None else []
+    for run in runs([h.timestamp_s for h in hits], gap_s, [h.video_id for h in hits]):
+        group = [hits[i] for i in run]
+        best = max(group, key=lambda h: h.score)
+        out.append(Moment(best.path, group[0].timestamp_s, group[-1].timestamp_s, best.score, best.timestamp_s,
+                          len(group), best.video_id))
     out.sort(key=lambda m: (-m.score, m.path, m.start_s))
     return out

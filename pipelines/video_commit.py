@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from videomini.config import Event
 from videomini.errors import VideominiError
-from videomini.pipelines.messages import EncodedFrames, Failed, FrameBatch, Finished, Message, Probed
+from videomini.pipelines.messages import EncodedFrames, Failed, Finished, FrameBatch, Message, Probed
 
-SIGNALS = ("speech", "ocr")
 NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
                  "use a checkpoint whose mm_vision_tower is a full CLIP")
-
-Event = Callable[[str, dict], None]  # (kind, details) for progress displays
-
 
 def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexError_(VideominiError):
+class IndexRunError(VideominiError):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
     exit_code, http_status = 2, 503
 
@@ -65,8 +62,7 @@ class EncodedVideo:
     """One video's decoded-and-encoded result, ready for the library (or the reason it failed)."""
 
     path: str
-    frame_tokens: np.ndarray | None = None  # fp16 (N, T, H)
-    embeddings: np.ndarray | None = None  # fp32 (N, D)
+    embeddings: np.ndarray | None = None  # fp32 (N, D); frame tokens are not kept (no reader: storage/shards.py)
     timestamps_s: np.ndarray | None = None  # f64 (N,)
     duration_s: float | None = None
     error: str | None = None
@@ -131,7 +127,6 @@ class VideoAssembly:
         elif not visual and not result.signals:
             result.error = f"{self.path}: no signal could be extracted (see the warnings)"
         elif batches:
-            result.frame_tokens = np.concatenate([batch.frame_tokens for batch in batches])
             result.embeddings = np.concatenate([batch.embeddings for batch in batches])
             result.timestamps_s = np.concatenate([batch.timestamps_s for batch in batches])
         return result
@@ -158,18 +153,16 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
         report.failed.append((result.path, result.error))
         emit("failed", {"path": result.path, "error": result.error})
         return
-    if result.frame_tokens is None and assembly.kept is not None:
+    if result.timestamps_s is None and assembly.kept is not None:
         frames, model_id = assembly.kept
-        result.frame_tokens, result.embeddings, result.timestamps_s = (frames.frame_tokens, frames.embeddings,
-                                                                       frames.timestamps_s)
-    if result.frame_tokens is None:  # signals only
-        result.frame_tokens, result.embeddings = np.zeros((0, 1, 1), np.float16), np.zeros((0, 1), np.float32)
-        result.timestamps_s = np.zeros(0)
+        result.embeddings, result.timestamps_s = frames.embeddings, frames.timestamps_s
+    if result.timestamps_s is None:  # signals only
+        result.embeddings, result.timestamps_s = np.zeros((0, 1), np.float32), np.zeros(0)
     segment_embeddings = None
     if result.signals:
         text_embedder = text_embedder or default_text_embedder()
         segment_embeddings = text_embedder.encode([seg["text"] for seg in result.segments])
-    library.write_shard(assembly.video_id, result.frame_tokens, result.embeddings, result.timestamps_s,
+    library.write_shard(assembly.video_id, None, result.embeddings, result.timestamps_s,
                         duration_s=result.duration_s, model_id=model_id if len(result.timestamps_s) else None,
                         fps=fps, timings={"decode_encode_s": round(result.seconds, 3)}, signals=result.signals,
                         segments=result.segments, segment_embeddings=segment_embeddings,
@@ -183,10 +176,10 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
 
 def default_text_embedder() -> Any:
     """The bundled MiniLM that embeds speech / on-screen text (loaded once per process)."""
-    from videomini.signals.text import default_embedder
     from videomini.signals import SignalError
+    from videomini.signals.text import default_embedder
 
     try:
         return default_embedder()
     except SignalError as e:
-        raise IndexError_(str(e)) from None
+        raise IndexRunError(str(e)) from None

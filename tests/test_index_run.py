@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from synth import damage, make_audio_only, make_numbered_video, truncate
 from videomini.cli.main import app
+from videomini.pipelines.local_engine import LocalEngine
 from videomini.storage import LibraryStore
+
+from synth import damage, make_audio_only, make_numbered_video, truncate
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,7 @@ def test_index_good_and_bad_then_skip_unchanged(tmp_path, checkpoint, media):
 CRASH_POINTS = ["shard_tmp_written", "shard_durable", "done_committed", "index_files_written", "manifest_published"]
 
 
+@pytest.mark.slow  # six index runs, each killed at a durability point
 def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path, checkpoint, media):
     _, good = media
     videos = [str(p) for p in good]
@@ -115,12 +118,12 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     so search must return that video at that time, and `ask --library` must cite frames from that video."""
     import videomini.search as search_module
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines import index_videos
 
     _, good = media
     library = tmp_path / "lib"
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
-    report = index_videos(library, good, vm, workers=2)
+    report = index_videos(library, good, vm, engine=LocalEngine(workers=2))
     assert len(report.indexed) == 4 and not report.failed
     with LibraryStore(library) as lib:
         target = lib.load_frames(lib.video(good[2])["id"])  # a numbered video
@@ -175,7 +178,7 @@ def test_python_api_index_search_ask_remove(tmp_path, checkpoint, media):
 
     _, good = media
     lib = videomini.Library(tmp_path / "new" / "lib", model=str(checkpoint))
-    report = lib.index(good[:2], workers=1)
+    report = lib.index(good[:2], engine=LocalEngine(workers=1))
     assert sorted(report.indexed) == sorted(str(p.resolve()) for p in good[:2]) and not report.failed
     assert lib.index(good[:2]).skipped == [(str(p.resolve()), "unchanged") for p in good[:2]]
     results = lib.search("a person on a bike", top_k=3)
