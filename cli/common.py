@@ -4,7 +4,6 @@ where an expected failure (a VideominiError) becomes that line and its exit code
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -42,12 +41,10 @@ class CommandGroup(TyperGroup):
 
 
 def absolute_model(model: str | None) -> str | None:
-    """A local checkpoint folder named relative to here, made absolute (index stores it in the catalog, and a
-    later search or ask may run from another folder); a hub id (nothing on disk by that name) as given."""
-    if model is None:
-        return None
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
+    """--model as the run records it: a local checkpoint folder made absolute, a hub id as given."""
+    from videomini.config import absolute_model_id
+
+    return absolute_model_id(model)
 
 
 def checked_ask(question: str, fps: float, max_frames: int | None, top_k: int,

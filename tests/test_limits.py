@@ -213,3 +213,12 @@ def test_property_any_question_text_is_taken_or_refused_in_one_line(clip, text):
     assert result.exit_code in (1, 2), result.output
     line = one_error_line(result)
     assert (result.exit_code == 1) == (not text.strip()), line
+
+
+def test_row11_the_python_api_records_a_relative_model_absolute(tmp_path, checkpoint, monkeypatch):
+    from videomini.config import IndexConfig
+
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(checkpoint, tmp_path)
+    assert IndexConfig(model_id=relative).model_id == str(Path(checkpoint).resolve())
+    assert IndexConfig(model_id="ICTNLP/llava-mini-llama-3.1-8b").model_id == "ICTNLP/llava-mini-llama-3.1-8b"

@@ -124,9 +124,19 @@ class IndexConfig:
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
         object.__setattr__(self, "signals", _check_signals(self.signals))
+        object.__setattr__(self, "model_id", absolute_model_id(self.model_id))  # recorded in the catalog
         if not (self.visual or self.signals):
             raise ConfigError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr",
                               "visual")
+
+
+def absolute_model_id(model_id: str | None) -> str | None:
+    """A local checkpoint named relative to the working folder, made absolute (a library records the model it
+    was indexed with, and a later search may run from another folder); a hub id (nothing on disk) as given."""
+    if model_id is None:
+        return None
+    path = Path(model_id).expanduser()
+    return str(path.resolve()) if path.exists() else model_id
 
 
 def configured(config: Config | None, default: type[Config], overrides: dict[str, Any]) -> Config:
