@@ -12,7 +12,7 @@ unsafe bind) — the same 2 that the CLI framework gives a usage error.
 
 from __future__ import annotations
 
-LINE_LIMIT = 2000  # characters of a reason kept on its one line (a path or two and the cause fit)
+LINE_LIMIT = 2000  # characters of a reason on its one line (a path or two and the cause; as the catalog stores it)
 
 
 class VideominiError(Exception):

@@ -14,9 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from videomini.errors import VideominiError, one_line as _one_line
+from videomini.errors import VideominiError, one_line  # one_line: re-exported for the storage modules
 
-ERROR_LINE_LIMIT = 2000  # characters kept of an error message stored in the catalog
 NEARLY_FULL_BYTES = 1 << 20  # free space below which an I/O error is taken for a full disk
 
 
@@ -32,11 +31,6 @@ class LibraryBusy(LibraryError):
 
 class LibraryDamaged(LibraryError):
     """A file of the library does not match its checksum, is missing, or cannot be parsed."""
-
-
-def one_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:
-    """`text` on one line, cut to `limit` characters (as stored in the catalog)."""
-    return _one_line(text, limit)
 
 
 def repair_hint(root: Path) -> str:
