@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from videomini import limits
 from videomini.cli.common import fail
 from videomini.cli.main import app
 
@@ -111,6 +112,7 @@ def watch(
 
     if len(alert) > 16:
         fail(f"--alert: at most 16 standing questions, not {len(alert)}")
+    alert, _ = [limits.check_question(question, "--alert") for question in alert], limits.check_fps(fps)
     options = WatchOptions(fps=fps, window_s=_seconds(window, "--window"), retain_s=_seconds(retain, "--retain"),
                            timeout_s=_seconds(timeout, "--timeout"), alerts=tuple(alert),
                            every_s=_seconds(every, "--every"), max_new_tokens=max_new_tokens,

@@ -222,3 +222,34 @@ def test_row11_the_python_api_records_a_relative_model_absolute(tmp_path, checkp
     relative = os.path.relpath(checkpoint, tmp_path)
     assert IndexConfig(model_id=relative).model_id == str(Path(checkpoint).resolve())
     assert IndexConfig(model_id="ICTNLP/llava-mini-llama-3.1-8b").model_id == "ICTNLP/llava-mini-llama-3.1-8b"
+
+
+@pytest.mark.parametrize("args", [
+    ["plan", "--fps", "nan", "--gpu-mem", "24GB"], ["plan", "--fps", "inf", "--gpu-mem", "24GB"],
+    ["watch", "SOURCE", "--alert", "   "], ["watch", "SOURCE", "--alert", "x" * 5000]])
+def test_plan_and_watch_flags_are_checked_before_anything_runs(clip, args):
+    result = cli(*[clip if a == "SOURCE" else a for a in args], "--model", MISSING_MODEL) if args[0] == "watch" \
+        else cli(*args)
+    assert result.exit_code == 1, result.output
+    line = one_error_line(result)
+    assert ("--fps" in line) or ("--alert" in line), line
+
+
+def test_a_live_question_over_the_limits_is_answered_with_its_reason():
+    """A question typed into `watch` that is over the limits gets its one line; the stream and later questions
+    go on."""
+    from videomini.pipelines.watch import answer_questions
+
+    class Session:
+        options = type("Options", (), {"timeout_s": 1.0})()
+
+        def wait_for_frames(self, n, timeout_s):
+            return True
+
+        def ask(self, question, **_):
+            limits.check_question_tokens(len(question.split()))
+            return f"answer to {question}"
+
+    answers = []
+    answer_questions(Session(), ["word " * 2000, "short?"], lambda q, a: answers.append(a))
+    assert isinstance(answers[0], LimitExceeded) and answers[1] == "answer to short?"
