@@ -43,6 +43,9 @@ def ask(
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
                                                            "(the centre of each of N equal segments)."),
+    decode: str = typer.Option("exact", "--decode", help="exact: decode every frame (the rule and the reference's "
+                                                         "pixels); fast: skip frames nobody samples (B-frames; "
+                                                         "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
@@ -76,8 +79,8 @@ def ask(
         fail(f"{targets[0]}: no such file")
     targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model(model)
     config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
-                       sampling=sampling, max_frames=max_frames, max_new_tokens=max_new_tokens, fusion=fusion,
-                       top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
+                       sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
+                       fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                        fallback=fallback)
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)

@@ -19,6 +19,8 @@ def index(
     library: Path = typer.Option(..., "--library", help="Library folder (created when absent)."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Scan folders recursively."),
     fps: float = typer.Option(FPS, "--fps", help="Frames indexed per second of video."),
+    decode: str = typer.Option("exact", "--decode", help="exact: decode every frame; fast: skip frames nobody "
+                                                         "samples (B-frames; keyframes when sparser than them)."),
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", help="Checkpoint folder or hub id."),
     workers: int = typer.Option(2, "--workers", help="Decoder processes (videos decoded ahead, in isolation)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try again the files that failed before."),
@@ -48,7 +50,7 @@ def index(
     model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
     console = Console(stderr=as_json)
     progress, on_event = _progress(console)
-    config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps,
+    config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps, decode=decode,
                          timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
                          signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
     engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}

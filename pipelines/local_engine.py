@@ -47,7 +47,7 @@ class LocalEngine(Engine):
                     if ahead not in jobs:
                         signals = sorted(set(config.signals) | set(todo[ahead].signals))
                         jobs[ahead] = DecodeJob(ctx, todo[ahead].path, config.fps, config.batch_size,
-                                                config.timeout_s, signals, job.model is not None)
+                                                config.timeout_s, signals, job.model is not None, config.decode)
                 decoding = jobs.pop(position)
                 try:
                     _index_one(job, item, decoding)

@@ -1,6 +1,6 @@
 """`videomini watch`: the job around a live session — the model, the session, questions read while it plays,
 standing-question events, and the stream committed into a library in pieces through the same commit as `index`
-(`indexing.commit_video`: shard durable, then `done`, then a new index segment), so `search` finds it while the
+(`video_commit.commit_video`: shard durable, then `done`, then a new index segment), so `search` finds it while the
 stream runs and a crash loses at most the piece in progress."""
 
 from __future__ import annotations
@@ -76,8 +76,7 @@ class LibraryPieces:
         with LibraryStore(self.library_dir, create=True, wait_s=self.wait_s) as library:
             item = library.plan([path], model_id=self.model_id)[0]
             video_id = library.mark_running(path, item.fingerprint, model_id=self.model_id, fps=self.fps)
-            result = EncodedVideo(str(path), frame_tokens=np.stack(piece.tokens),
-                                  embeddings=np.stack(piece.embeddings), timestamps_s=times,
+            result = EncodedVideo(str(path), embeddings=np.stack(piece.embeddings), timestamps_s=times,
                                   duration_s=float(times[-1]) + 1.0 / self.fps)
             report = IndexReport()
             commit_video(library, VideoAssembly(item, video_id), result, model_id=self.model_id, fps=self.fps,

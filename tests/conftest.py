@@ -29,6 +29,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA device: without one they are deselected (reported as such, never
+    skipped); scripts/gpu_check.sh runs them on a GPU machine."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=marked)
+    items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+
+
 @pytest.fixture(autouse=True)
 def _library_logging_restored():
     """The CLI hides library log notices for the whole process (`logging.disable`, a one-line warning format);

@@ -69,6 +69,8 @@ def test_library_index_calls_the_engine_given_without_loading_a_model(tmp_path):
     assert model.model_id == "some/model-id"  # known without loading: the model loads only if the engine encodes
     library.index([tmp_path / "v.mp4"], engine=engine, visual=False, signals=["ocr"])
     assert engine.calls[1][2] is None and engine.calls[1][3].model_id is None
+    library.index([tmp_path / "v.mp4"], engine=engine, model_id="other/model")  # not the library's: the run loads it
+    assert engine.calls[2][2] is None and engine.calls[2][3].model_id == "other/model"
 
 
 def test_engines_by_name_are_the_registered_ones(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from videomini.pipelines.decoder import DecodeJob, decode_messages
 from videomini.pipelines.messages import Failed, Finished, FrameBatch, Probed
 
-from synth import make_numbered_video
+from synth import make_numbered_video, read_frame_number
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,18 @@ def test_messages_are_probe_batches_then_finished(numbered):
     assert [b.seq for b in batches] == [0, 1, 2] and [len(b.frames) for b in batches] == [2, 2, 1]
     np.testing.assert_allclose(np.concatenate([b.timestamps_s for b in batches]), [0, 1, 2, 3, 4], atol=1e-6)
     assert isinstance(messages[-1], Finished) and messages[-1].batches == 3
+
+
+def test_fast_decoding_sends_the_times_of_the_frames_it_used(tmp_path):
+    """`index --decode fast`: the decoder skips frames nobody samples; each batch carries the used frames' times."""
+    video = make_numbered_video(tmp_path / "bframes.mp4", seconds=8, fps=10, gop=40)
+    messages = list(decode_messages(str(video), fps=1.0, batch_size=4, decode="fast"))
+    batches = [m for m in messages if isinstance(m, FrameBatch)]
+    frames = np.concatenate([b.frames for b in batches])
+    times = np.concatenate([b.timestamps_s for b in batches])
+    assert len(times) == 8 and isinstance(messages[-1], Finished)
+    np.testing.assert_allclose(times, [read_frame_number(f) / 10 for f in frames], atol=1e-6)
+    assert np.all(times <= np.arange(8) + 1e-6)
 
 
 def test_without_frames_no_batches_are_sent(numbered):

@@ -113,6 +113,16 @@ def test_pristine_library_checks_ok(lib):
     assert Library(library).check() == []
 
 
+def test_index_stores_what_the_readers_read(lib):
+    """No frame tokens (an answer re-decodes its frames to fuse the question): embeddings and times only."""
+    from safetensors import safe_open
+
+    library, _, _ = lib
+    for shard in (library / "shards").glob("*.safetensors"):
+        with safe_open(shard, framework="np") as f:
+            assert set(f.keys()) == {"embeddings", "timestamps_s"} and f.metadata()["format_version"] == "2"
+
+
 def test_deleted_index_file_is_reported_then_rebuilt_by_index(lib):
     library, videos, model = lib
     before = state(library)

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -177,7 +177,8 @@ def test_row11_a_relative_model_is_stored_absolute(tmp_path, checkpoint, clip, m
 
 # ----------------------------------------------------------------------------------------------- properties
 
-CHECK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+CHECK = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @CHECK
@@ -208,8 +209,11 @@ def test_property_counts_are_refused_exactly_outside_their_range(clip, max_frame
 
 @CHECK
 @given(text=st.text(max_size=60))
+@example(text="--")
+@example(text="-0")
+@example(text="\u2028")
 def test_property_any_question_text_is_taken_or_refused_in_one_line(clip, text):
-    result = cli("ask", clip, text, "--model", MISSING_MODEL, "--no-fallback")
+    result = cli("ask", "--model", MISSING_MODEL, "--no-fallback", "--", clip, text)  # "--": text like "-0" too
     assert result.exit_code in (1, 2), result.output
     line = one_error_line(result)
     assert (result.exit_code == 1) == (not text.strip()), line

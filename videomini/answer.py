@@ -229,6 +229,16 @@ class Generator:
 
 
 @dataclass
+class ChosenFrames:
+    """The frames given to the LLM: their tokens, times, the spacing of a moment around each, and the video."""
+
+    tokens: torch.Tensor
+    times_s: np.ndarray
+    spacing_s: float
+    video: str
+
+
+@dataclass
 class Generated:
     """What the LLM said and how much attention each frame received while it said it."""
 

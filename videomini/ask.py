@@ -18,7 +18,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 
 from videomini.answer import (
     Answer,
+    ChosenFrames,
     Evidence,
     format_time,
     generate_with_evidence,
@@ -57,16 +57,6 @@ TokenFn = Callable[[str], None]
 class NoStoredFrames(VideominiError):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
     http_status = 409
-
-
-@dataclass
-class ChosenFrames:
-    """The frames given to the LLM: their tokens, times, the spacing of a moment around each, and the video."""
-
-    tokens: torch.Tensor
-    times_s: np.ndarray
-    spacing_s: float
-    video: str
 
 
 class VideoMini:
@@ -119,6 +109,7 @@ class VideoMini:
         `context` (timestamped speech / on-screen text lines) goes into the prompt; it must be known before the
         frames stream, since the prompt is fused with every frame. `sampling="reference"` takes the official
         evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
+        `decode="fast"` lets the decoder skip frames nobody samples (the evidence gives the frame times used).
         """
         config = configured(config, AskConfig, overrides)
         started = time.perf_counter()
@@ -131,7 +122,8 @@ class VideoMini:
         budget = min(budget, config.max_frames) if config.max_frames is not None else budget
         fps = config.fps
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
-        memory, fused = self._encode_video(path, input_ids, fps, expected, on_progress, config.sampling)
+        memory, fused, first_frame_at = self._encode_video(path, input_ids, fps, expected, on_progress,
+                                                           config.sampling, config.decode)
         encoded_at = time.perf_counter()
         duration_s = info.duration_s or float(memory.timestamps_s[-1]) + 1 / fps
         selected, notes = self._select(memory, question, budget, duration_s)
@@ -146,7 +138,8 @@ class VideoMini:
             notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
         answer.context = context
         answer.notes = notes + answer.notes
-        answer.timings_s = {"decode_encode": round(encoded_at - started, 3),
+        answer.timings_s = {"first_frame": round(first_frame_at - started, 3),
+                            "decode_encode": round(encoded_at - started, 3),
                             "generate": round(time.perf_counter() - encoded_at, 3),
                             "total": round(time.perf_counter() - started, 3)}
         return answer
@@ -181,10 +174,13 @@ class VideoMini:
         return answer
 
     def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
-                      on_progress: ProgressFn | None, sampling: str = "fps") -> tuple[FrameMemory, FusedText]:
-        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed."""
+                      on_progress: ProgressFn | None, sampling: str = "fps",
+                      decode: str = "exact") -> tuple[FrameMemory, FusedText, float]:
+        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed.
+        Frames come squashed to the tower's input by the decoder's thread; also returns when the first arrived."""
         memory, fused = FrameMemory(), FusedText()
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling)
+        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling, decode=decode,
+                                size=self.encoder.frame_size)
         try:
             for encoded in self.encoder.encode_stream(batches, input_ids):
                 memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
@@ -195,7 +191,7 @@ class VideoMini:
             batches.close()
         if len(memory) == 0:
             raise DecodeError(path, "no frames could be decoded")
-        return memory, fused
+        return memory, fused, batches.first_batch_at
 
     def _select(self, memory: FrameMemory, question: str, budget: int,
                 duration_s: float) -> tuple[np.ndarray, list[str]]:
@@ -244,8 +240,8 @@ class VideoMini:
         fused = FusedText()
         fused.add(encoded.fused_text_sum, 1)
         chosen = ChosenFrames(encoded.frame_tokens, np.zeros(1), 0.0, str(path))
-        answer = self._answer(question, input_ids, fused, chosen, configured(config, AskConfig, {"top_k_evidence": 1}),
-                              on_token)
+        one_moment = configured(config, AskConfig, {"top_k_evidence": 1})
+        answer = self._answer(question, input_ids, fused, chosen, one_moment, on_token)
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return answer
 

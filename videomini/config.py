@@ -27,6 +27,7 @@ BATCH_SIZE = 16  # frames per CLIP forward (decoded, encoded and sent between pr
 FPS_RANGE = f"must be within {FPS_MIN:g} to {FPS_MAX:g} (videomini/limits.py)"  # NaN and inf fail it too
 FUSIONS = ("all", "selected")
 SAMPLINGS = ("fps", "reference")
+DECODES = ("exact", "fast")  # every frame decoded | frames nobody samples skipped (videomini.video.DECODE_MODES)
 SIGNALS = ("speech", "ocr")  # what an index run or a prompt can quote beside the frames
 
 CLI_FLAGS = {"timeout_s": "timeout", "wait_s": "wait", "model_id": "model"}  # fields whose option is named otherwise
@@ -77,6 +78,7 @@ class AskConfig:
     kv_cache: str | None = None  # the KV cache: int8 or int4 (transformers' quantized cache)
     fps: float = FPS
     sampling: str = "fps"  # fps: the frame on screen at k/fps; reference: the official evaluation's frames
+    decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     max_frames: int | None = None  # cap on frames given to the LLM; None: the planner's budget (a library: 64)
     max_new_tokens: int = MAX_NEW_TOKENS
     do_sample: bool = False
@@ -89,6 +91,7 @@ class AskConfig:
     def __post_init__(self) -> None:
         _check(FPS_MIN <= self.fps <= FPS_MAX, "fps", self.fps, FPS_RANGE)
         _check(self.sampling in SAMPLINGS, "sampling", self.sampling, f"use {' or '.join(SAMPLINGS)}")
+        _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         _check(self.fusion in FUSIONS, "fusion", self.fusion, f"use {' or '.join(FUSIONS)}")
         _check(self.max_frames is None or self.max_frames >= 1, "max_frames", self.max_frames, "must be >= 1")
         _check(self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "must be >= 1")
@@ -115,6 +118,7 @@ class IndexConfig:
     timeout_s: float = 120.0  # seconds without a decoded frame before a file fails
     wait_s: float = 0.0  # seconds to wait for another indexer to finish
     retry_failed: bool = False  # try again the files that failed before
+    decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     signals: tuple[str, ...] = ()  # also store speech / on-screen text, searchable beside the frames
     visual: bool = True  # False: no vision model, store the signals only
 
@@ -123,6 +127,7 @@ class IndexConfig:
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
+        _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         object.__setattr__(self, "signals", _check_signals(self.signals))
         object.__setattr__(self, "model_id", absolute_model_id(self.model_id))  # recorded in the catalog
         if not (self.visual or self.signals):

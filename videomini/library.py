@@ -98,8 +98,8 @@ class Library:
             paths = [paths]
         config = configured(config, IndexConfig, overrides)
         model = None
-        if config.visual:
-            config = configured(config, IndexConfig, {"model_id": config.model_id or self.model_id})
+        if config.visual and config.model_id in (None, self.model_id):  # another model_id: the run loads that one
+            config = configured(config, IndexConfig, {"model_id": self.model_id})
             model = self._model if self._model is not None else LazyModel(self.model, config.model_id)
         run = load_engine(engine) if isinstance(engine, str) else engine
         return run.index(self.root, paths, model, config, on_event)

@@ -76,7 +76,7 @@ def _evidence_answer(question: str, found: list[SearchMoment], notes: list[str],
         match = moment.matches[0]
         lines.append(_quote(match, moment.video if video_names else None))
         evidence.append(Evidence(start_s=round(match["start_s"], 3), end_s=round(match["end_s"], 3),
-                                 time_s=round(match["start_s"], 3), score=match["similarity"],
+                                 time_s=round(match["start_s"], 3), score=moment.relevance,
                                  method=match["signal"], video=moment.video))
     if not found:
         lines.append(empty_line)

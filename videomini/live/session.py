@@ -51,12 +51,12 @@ class WatchOptions:
 
 @dataclass
 class Piece:
-    """A stretch of encoded stream for a library: stream times, tokens, CLIP embeddings and the frames."""
+    """A stretch of encoded stream for a library: stream times, CLIP embeddings and the frames (a library keeps
+    no frame tokens: it re-decodes the frames it answers from)."""
 
     index: int
     start_s: float
     times_s: list[float] = field(default_factory=list)
-    tokens: list[np.ndarray] = field(default_factory=list)  # fp16 (T, H) each
     embeddings: list[np.ndarray] = field(default_factory=list)  # fp32 (D,) each
     frames: list[np.ndarray] = field(default_factory=list)  # uint8 (h, w, 3) each
 
@@ -190,9 +190,6 @@ class LiveSession:
 
     # -- pieces (a library) -----------------------------------------------------------------------------
     def _collect_piece(self, encoded: Any, times: np.ndarray, pixels: np.ndarray) -> None:
-        import torch
-
-        tokens = encoded.frame_tokens.to(torch.float16).numpy()
         embeddings = encoded.clip_embeddings.numpy() if encoded.clip_embeddings is not None else None
         for i, t in enumerate(times.tolist()):
             if self._piece is not None and t - self._piece.start_s >= self.options.piece_s:
@@ -201,7 +198,6 @@ class LiveSession:
                 self._piece = Piece(self.pieces, t)
                 self.pieces += 1
             self._piece.times_s.append(t)
-            self._piece.tokens.append(tokens[i])
             self._piece.embeddings.append(embeddings[i] if embeddings is not None else None)
             self._piece.frames.append(pixels[i])
 
@@ -254,6 +250,7 @@ class LiveSession:
             top_k_evidence: int = 5, on_token: Callable[[str], None] | None = None) -> LiveAnswer:
         """Answer about what the stream has shown so far (retained part), while it keeps playing. Time references
         may use stream time ("the last 5 minutes", "at 2:30") or UTC times of day ("at 14:05")."""
+        from videomini.answer import Answer, moments_from_scores
         from videomini.prompting import encode_question
         from videomini.selection import select_frames
         from videomini.timerefs import parse_time_references
@@ -277,14 +274,18 @@ class LiveSession:
         if windows and not inside:
             raise NothingSeenYet(f"{self.spec.url}: no frame retained in the time the question names "
                                  f"({', '.join(f'{a:.0f}-{b:.0f}s' for a, b in windows)} of stream)")
-        selected = select_frames(times, min(budget, inside) if inside else budget, question=resolved,
-                                 duration_s=duration_s, relevance=relevance)
+        selected = select_frames(times, min(budget, inside) if inside else budget, windows=windows,
+                                 relevance=relevance)
         tokens, frames = self.memory.load(seqs[selected])
         fused = self._fuse(frames, times[selected], input_ids)
-        with self._llm:
-            answer = vm._answer(question, input_ids, fused, tokens, times[selected], 1.0 / fps, max_new_tokens,
-                                False, top_k_evidence, on_token, self.spec.url)
-        answer.frames_total = len(seqs)
+        with self._llm:  # the one answering path: VideoMini._generate -> answer.generate_with_evidence
+            generated = vm._generate(input_ids, fused, tokens, max_new_tokens, False, on_token)
+        chosen_times = times[selected]
+        evidence = moments_from_scores(chosen_times, generated.frame_scores, top_k_evidence, "attention", 1.0 / fps,
+                                       video=self.spec.url)
+        answer = Answer(question=question, text=generated.text, evidence=evidence, frames_used=len(selected),
+                        frames_total=len(seqs), frame_times_s=[round(float(t), 3) for t in chosen_times],
+                        model=vm.model_id)
         if len(selected) < len(seqs):
             answer.notes.append(f"{len(seqs)} frames retained, {len(selected)} chosen for the question")
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}

@@ -74,7 +74,8 @@ def open_source(spec: SourceSpec, timeout_s: float) -> Any:
     fmt = None
     if spec.kind == "network":
         micro = str(int(timeout_s * 1e6))
-        options = {"rw_timeout": micro, "fflags": "nobuffer"}
+        # probe at most 1 s of a live stream before the first frame (FFmpeg's default is 5 s)
+        options = {"rw_timeout": micro, "fflags": "nobuffer", "analyzeduration": "1000000"}
         if spec.url.startswith("udp://"):
             options.update(timeout=micro, overrun_nonfatal="1", fifo_size="1000000")
         if spec.url.startswith("rtsp://"):
@@ -120,33 +121,42 @@ class StreamReader:
 
     def frames(self) -> Iterator[SampledFrame]:
         """Sampled frames until the source ends (a file without loop) or `stop` is set; SourceError when the
-        source never connects within the timeout."""
+        source gives no frame within the timeout. A connection counts once it gives its first frame."""
         started = time.monotonic()
         failures = 0
         while not self.stop.is_set():
             try:
                 container = open_source(self.spec, self.timeout_s)
+                try:
+                    connected_before = self.connections
+                    yield from self._connection(container)
+                finally:
+                    container.close()
             except SourceError as e:
-                if self.connections == 0 and (not self.spec.reconnects
-                                              or time.monotonic() - started >= self.timeout_s):
+                if not self.spec.reconnects or self.connections == 0 and time.monotonic() - started >= self.timeout_s:
                     raise SourceError(f"{e} — no connection within {self.timeout_s:g} s") if self.spec.reconnects \
                         else e
                 self.events("retry", {"error": str(e)})
                 self.stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
                 failures += 1
                 continue
-            failures = 0
-            try:
-                yield from self._connection(container)
-            finally:
-                container.close()
             if self.spec.kind == "file" and not self.spec.loop or self.spec.kind == "stdin":
                 return
-            if self.spec.reconnects and not self.stop.is_set():
-                self.events("dropped", {"at_s": round(self.end_s, 3)})
+            if self.connections > connected_before:  # it gave frames, then stopped: a drop
+                failures = 0
+                if self.spec.reconnects and not self.stop.is_set():
+                    self.events("dropped", {"at_s": round(self.end_s, 3)})
+            elif self.spec.reconnects:  # opened but gave nothing: wait before the next attempt
+                if self.connections == 0 and time.monotonic() - started >= self.timeout_s:
+                    raise SourceError(f"{self.spec.url}: no frames within {self.timeout_s:g} s")
+                self.stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
+                failures += 1
+            elif self.spec.kind == "file" and self.connections == 0:
+                raise SourceError(f"{self.spec.url}: no frame could be decoded")
 
     def _connection(self, container: Any) -> Iterator[SampledFrame]:
-        """One open container's frames: the connection placed on the timeline, then 1/fps sampling by pts."""
+        """One open container's frames: 1/fps sampling by pts, the connection placed on the timeline at its
+        first frame."""
         import av
 
         streams = container.streams.video
@@ -154,8 +164,7 @@ class StreamReader:
             raise SourceError(f"{self.spec.url}: no video stream")
         stream = streams[0]
         stream.thread_type = "AUTO"
-        offset = self._place_connection()
-        first_pts, next_t, paced_from = None, 0.0, time.monotonic()
+        offset, first_pts, next_t, paced_from = None, None, 0.0, time.monotonic()
         try:
             for frame in container.decode(stream):
                 if self.stop.is_set():
@@ -163,7 +172,8 @@ class StreamReader:
                 self.decoded += 1
                 if frame.time is None:
                     continue
-                first_pts = frame.time if first_pts is None else first_pts
+                if offset is None:
+                    offset, first_pts = self._place_connection(), frame.time
                 t = frame.time - first_pts
                 if t + 1e-6 < next_t:
                     continue
@@ -179,7 +189,7 @@ class StreamReader:
     def _place_connection(self) -> float:
         """Where a new connection starts on the timeline; records the gap before it (realtime sources)."""
         self.connections += 1
-        if not self.spec.live or self.spec.kind == "file":
+        if self.spec.kind == "file":
             offset = self.end_s
         else:
             offset = max(self.end_s, self.timeline.now_s())

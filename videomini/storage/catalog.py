@@ -98,7 +98,8 @@ class Catalog:
                                      f"{repair_hint(path.parent)} to rebuild it from the shards")
             version = self.meta().get("format_version")
             if version != str(FORMAT_VERSION):
-                raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}")
+                raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}; "
+                                   "use the videomini that wrote it (or a newer one)")
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
             self.checksum_column = "checksum" if "checksum" in columns else "NULL AS checksum"
         except BaseException:

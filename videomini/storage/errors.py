@@ -65,7 +65,8 @@ def storage_error(root: Path, error: BaseException) -> LibraryError:
     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
         return LibraryDamaged(f"{root}/catalog.sqlite: catalog damaged ({message}); {repair_hint(root)} to "
                               "rebuild it from the shards")
-    return LibraryError(f"{root}: catalog error: {one_line(message, 300)}")
+    return LibraryError(f"{root}: catalog error: {one_line(message, 300)}; if it persists, run `videomini library "
+                        f"{root} --check`")
 
 
 def disk_nearly_full(root: Path) -> bool:

@@ -17,10 +17,11 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from videomini.storage.errors import LibraryError
+from videomini.storage.errors import LibraryDamaged, repair_hint
 from videomini.storage.files import atomic_write, durability_point
 from videomini.storage.index_snapshot import IDS_DTYPE, TEXT_IDS_DTYPE
 from videomini.storage.manifest import KINDS, PART_PREFIX
+from videomini.storage.shards import SHARDS
 from videomini.storage.vector_index import (ADD_CHUNK, IndexSpec, index_spec_for, new_index, training_positions,
                                             write_index)
 
@@ -93,7 +94,8 @@ class PartWriter:
             vectors = stored[r["shard"]] if stored is not None else source.read_vectors(r["shard"])
             emb, times = vectors["embeddings"], vectors["timestamps_s"]
             if len(times) != r["n_frames"] or (len(times) and emb.shape[1] != source.dims["frames"]):
-                raise LibraryError(f"{r['shard']}: shard does not match the catalog")
+                raise LibraryDamaged(f"{self.root / SHARDS / r['shard']}: shard does not match the catalog "
+                                     f"({len(times)} frames, the catalog's {r['n_frames']}); {repair_hint(self.root)}")
             if len(times):
                 builders["frames"].add(emb, _frame_ids(r["id"], times))
             n_text = len(vectors.get("segment_times_s", ()))

@@ -222,9 +222,10 @@ class PublishedIndex:
             except RuntimeError as e:
                 if not (self.root / name).exists() or "No such file" in str(e):
                     raise FileNotFoundError(name) from None  # deleted by a writer since we read the manifest
-                raise LibraryError(f"{self.root / name}: cannot read index part: "
-                                   f"{one_line(str(e), ERROR_DETAIL_CHARS)}") from None
+                raise LibraryDamaged(f"{self.root / name}: cannot read index part "
+                                     f"({one_line(str(e), ERROR_DETAIL_CHARS)}); {repair_hint(self.root)}") from None
             if index.ntotal != len(ids) or len(ids) != record["n_vectors"]:
-                raise LibraryError(f"{self.root / name}: index part does not match its ids")
+                raise LibraryDamaged(f"{self.root / name}: index part does not match its ids; "
+                                     f"{repair_hint(self.root)}")
             self._open_parts[name] = OpenPartIndex(name, index, ids, record["nprobe"], video_runs(ids))
         return self._open_parts[name]
