@@ -19,6 +19,7 @@ class VideoError(VideominiError):  # exit 1, HTTP 400
 
 class VideoNotFound(VideoError, FileNotFoundError):
     """The path does not exist."""
+    http_status = 404
 
 
 class NotAVideo(VideoError):
