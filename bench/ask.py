@@ -134,8 +134,8 @@ def bench_batching(model, tokenizer, processor, frames, batch_sizes: list[int], 
 def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> dict:
     """decode alone, encode alone (pre-decoded frames), and ask's decode+encode wall time on the same video."""
 
-    from videomini.encoder import FrameEncoder
     from videomini.ask import VideoMini
+    from videomini.encoder import FrameEncoder
     from videomini.prompting import encode_question
     from videomini.video import sample_frames
 

@@ -29,7 +29,7 @@ def measure(path: str, backend: str, fps: float, batch_size: int) -> dict:
     start = time.perf_counter()
     n_frames, checksum = 0, 0
     with sample_frames(path, fps=fps, batch_size=batch_size, backend=backend) as batches:
-        for frames, timestamps_s in batches:
+        for frames, _timestamps_s in batches:
             n_frames += len(frames)
             checksum += int(frames[:, ::97, ::97].sum())
     seconds = time.perf_counter() - start

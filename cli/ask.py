@@ -37,8 +37,9 @@ def ask(
     targets: list[str] = typer.Argument(..., metavar="VIDEO QUESTION",
                                         help="A video or image and a question (with --library: the question only)."),
     library: Optional[Path] = typer.Option(None, "--library", help="Answer over an indexed library instead."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
-                                        help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", metavar="ID_OR_PATH",
+                                        help="Checkpoint folder or hub id; default: the hub id "
+                                             "ICTNLP/llava-mini-llama-3.1-8b"),
     fps: float = typer.Option(FPS, "--fps", help="Frames sampled per second of video."),
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
@@ -48,12 +49,13 @@ def ask(
                                                          "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype",
+                                        help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantize the LLM's weights: int8 (CUDA: "
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
                                            "the frame tokens of very long videos)."),
-    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Longest answer, in tokens."),
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
     top_k: int = typer.Option(TOP_K, "--top-k", help="With --library: moments retrieved."),
@@ -66,9 +68,6 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
-    from rich.console import Console
-
-    from videomini import ask_policy as job
     from videomini.config import AskConfig
 
     if library is not None and len(targets) != 1:
@@ -82,6 +81,10 @@ def ask(
                        sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
                        fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                        fallback=fallback)
+    # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
+    from rich.console import Console
+
+    from videomini import ask_policy as job
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -139,5 +142,5 @@ def print_answer(answer, console, as_json: bool, streamed: bool) -> None:
     else:
         console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
                       f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
-    if answer.evidence:
+    if answer.evidence and answer.generated_by != "signals":  # a signals answer quotes its moments, times included
         console.print(evidence_table(answer))

@@ -3,7 +3,9 @@ where an expected failure (a VideominiError) becomes that line and its exit code
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -69,3 +71,18 @@ def checked_search(query: str, top_k: int) -> str:
     """`search`'s query and --top-k within videomini/limits.py; the query stripped."""
     limits.check_count(top_k, "--top-k", 1, limits.TOP_K_MAX, "TOP_K_MAX")
     return limits.check_query(query, "QUERY")
+
+def display_name(path: str | os.PathLike) -> str:
+    """A file as a person reads it in a table: relative to the current folder when it lies under it, else its
+    name (an absolute path cut by the table's width shows only its first folders)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path.name or str(path)
+
+
+def without_path(error: str, path: str | os.PathLike) -> str:
+    """An error line without its leading `<path>: ` when the row it goes into names the file already."""
+    prefix = f"{path}: "
+    return error[len(prefix):] if error.startswith(prefix) else error

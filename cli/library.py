@@ -22,7 +22,7 @@ def library_info(
                                "checksum, and that they agree; exit 1 when something is wrong."),
     repair: bool = typer.Option(False, "--repair", help="Rebuild a damaged catalog from the shards, send videos "
                                 "whose shard is missing or damaged back for re-indexing, rebuild the index."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the library's stats and videos as one JSON object."),
 ) -> None:
     """Show a library (videos, frames, hours, bytes on disk, failures), remove videos, compact its search index,
     check or repair it."""
@@ -39,10 +39,19 @@ def library_info(
         print(f"compacted the search index into one {manifest['factory']} part in {manifest['build_s']:.1f} s",
               file=sys.stderr)
     stats = Library(library).stats()
+    stats["files"] = [_file_row(row) for row in Library(library).videos()]
+    stats["models"] = sorted({row["model_id"] for row in stats["files"] if row["model_id"]})
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
         render(stats)
+
+
+def _file_row(row: dict) -> dict:
+    """One video of the catalog as `library` lists it."""
+    return {"path": row["path"], "status": row["status"], "duration_s": row.get("duration_s"),
+            "frames": row.get("n_frames") or 0, "signals": [s for s in (row.get("signals") or "").split(",") if s],
+            "model_id": row.get("model_id"), "error": row.get("error")}
 
 
 def check_or_repair(library: Path, repair: bool, as_json: bool) -> None:
@@ -62,6 +71,13 @@ def check_or_repair(library: Path, repair: bool, as_json: bool) -> None:
             print(f"{library}: ok (catalog, shards and search index verified)")
         elif not repair:
             print(f"{len(problems)} problem(s); fix with: videomini library {library} --repair", file=sys.stderr)
+        else:
+            print(f"{len(problems)} problem(s) left after the repair: restore each named file from a backup, or "
+                  f"remove its video (videomini library {library} --remove VIDEO) and index it again", file=sys.stderr)
+        kept = [p for p in (library / "quarantine").glob("*") if not p.name.endswith(".why.txt")]
+        if kept:
+            print(f"{library / 'quarantine'}: {len(kept)} damaged file(s) repair moved aside, each with a .why.txt "
+                  "note; delete them once nothing needs them", file=sys.stderr)
     if problems:
         raise typer.Exit(1)
 
@@ -89,10 +105,31 @@ def render(stats: dict) -> None:
     if index.get("text_n_vectors"):
         with_signals = ", ".join(f"{n} with {names.replace(',', '+')}" for names, n in stats["signals"].items())
         table.add_row("text segments", f"{index['text_n_vectors']:,} (speech / on-screen text; videos: {with_signals})")
-    Console().print(table)
-    for failure in stats["failures"]:
-        Console().print(f"[red]failed[/red] {failure['path']}: {failure['error']}", markup=True, highlight=False)
+    table.add_row("model", ", ".join(stats.get("models") or []) or "none (speech / on-screen text only)")
+    console = Console()
+    console.print(table)
+    if stats.get("files"):
+        console.print(_files_table(stats["files"]))
     for problem in stats.get("problems", []):
         Console().print(f"[red]problem[/red] {problem}", highlight=False)
     if stats.get("problems"):
         Console().print(f"fix with: videomini library {stats['library']} --repair", highlight=False)
+
+
+def _files_table(files: list[dict]):
+    """The videos: name, duration, frames, signals, status, and a failure's reason (once: the row names the file)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from videomini.cli.common import display_name, without_path
+
+    table = Table(title="videos")
+    for column in ("video", "duration", "frames", "signals", "status"):
+        table.add_column(column, justify="right" if column in ("duration", "frames") else "left")
+    styles = {"done": "green", "failed": "red"}
+    for row in files:
+        duration = "" if row["duration_s"] is None else f"{row['duration_s']:.1f} s"
+        status = row["status"] if row["status"] != "failed" else f"failed: {without_path(row['error'] or '', row['path'])}"
+        table.add_row(escape(display_name(row["path"])), duration, f"{row['frames']:,}",
+                      "+".join(row["signals"]) or "-", f"[{styles.get(row['status'], 'yellow')}]{escape(status)}")
+    return table

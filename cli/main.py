@@ -37,7 +37,8 @@ def quiet_libraries() -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show third-party libraries' warnings and log messages."),
 ) -> None:
@@ -47,6 +48,9 @@ def _root(
 
 
 def _register() -> None:
+    from videomini.cli.help import plain_help
+
+    plain_help()
     # Each module of this package adds its commands to `app` (`@app.command()`); importing them all here
     # makes `videomini --help` list every subcommand. Modules import heavy libraries lazily, inside commands.
     import importlib
@@ -64,6 +68,9 @@ _register()
 
 def main() -> None:
     """The console script (expected failures end as one line: CommandGroup)."""
+    from videomini import backends
+
+    backends.defer()  # quantization libraries load only for --quantize / --kv-cache (videomini/backends.py)
     app()
 
 

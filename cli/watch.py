@@ -25,6 +25,15 @@ def _seconds(text: str, option: str) -> float:
         fail(str(e))
 
 
+def _signals(text: str) -> tuple[str, ...]:
+    from videomini.live.signals import check_signals
+
+    try:
+        return check_signals(tuple(s.strip() for s in text.split(",") if s.strip()))
+    except ValueError as e:
+        fail(str(e))
+
+
 def _printer(as_json: bool):
     """Events as one line each: alerts (and everything with --json) as JSON on stdout, notices on stderr."""
     lock = threading.Lock()
@@ -99,11 +108,13 @@ def watch(
     window: str = typer.Option("10m", "--window", help="Newest stream kept in RAM (within the planner's budget)."),
     timeout: str = typer.Option("10s", "--timeout", help="Give up opening or reading the source after this."),
     duration: Optional[str] = typer.Option(None, "--duration", help="Stop after this much stream."),
+    signals: str = typer.Option("", "--signals", help="speech, ocr (comma-separated): transcribed / read in "
+                                                       "chunks, quoted in answers, searchable in --library."),
     fps: float = typer.Option(1.0, "--fps", min=0.01, max=30.0, help="Frames kept per second of stream."),
     model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", help="Checkpoint folder or hub id."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=4096),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens."),
     no_prompt: bool = typer.Option(False, "--no-prompt", help="Do not read questions from stdin."),
     as_json: bool = typer.Option(False, "--json", help="Every event and answer as a JSON line on stdout."),
 ) -> None:
@@ -116,7 +127,8 @@ def watch(
     options = WatchOptions(fps=fps, window_s=_seconds(window, "--window"), retain_s=_seconds(retain, "--retain"),
                            timeout_s=_seconds(timeout, "--timeout"), alerts=tuple(alert),
                            every_s=_seconds(every, "--every"), max_new_tokens=max_new_tokens,
-                           piece_s=_seconds(piece, "--piece") if library else None)
+                           piece_s=_seconds(piece, "--piece") if library else None,
+                           signals=_signals(signals))
     stop_s = _seconds(duration, "--duration") if duration else None
     code = _run(source, options, library, _seconds(library_retain, "--library-retain"), stop_s, realtime, loop,
                 model, device, dtype, no_prompt or source == "-", as_json)

@@ -10,7 +10,9 @@ unchanged files, resumes the rest and rebuilds the same index.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -91,9 +93,14 @@ def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[st
     report = IndexReport()
     candidates, missing = find_videos(paths, config.recursive)
     report.failed += [(str(path), f"{path}: {reason}") for path, reason in missing]
-    model_id = (config.model_id or _model_id(model) or default_model_id()) if config.visual else None
+    model_id = (config.model_id or _model_id(model) or _indexed_model_id(library_dir) or default_model_id()
+                if config.visual else None)
+    if (config.visual and model is None and config.model_id is None and config.signals
+            and not _vision_model_here(model_id, config.signals, report)):
+        config, model_id = dataclasses.replace(config, visual=False), None
     if config.visual and model is None:
         model = LazyModel(_loader(model_id, config, emit), model_id)
+    created = not Path(library_dir).expanduser().exists()
     library = LibraryStore(library_dir, create=True, wait_s=config.wait_s)
     try:
         todo = _plan(library, candidates, report, emit, retry_failed=config.retry_failed, model_id=model_id,
@@ -112,10 +119,45 @@ def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[st
         if report.indexed or library.index_needs_update():
             emit("index", {})
             library.update_index()
+    except Exception:
+        library.close()
+        if created and not report.indexed:  # a refused run leaves no half-made library behind
+            shutil.rmtree(Path(library_dir).expanduser(), ignore_errors=True)
+        raise
     finally:
         library.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _indexed_model_id(library_dir: str | os.PathLike) -> str | None:
+    """The model an existing library was indexed with (a re-run adds frames with the same one), else None."""
+    from videomini.storage import CATALOG, LibraryError, LibraryStore
+
+    if not (Path(library_dir).expanduser() / CATALOG).is_file():
+        return None
+    try:
+        with LibraryStore(library_dir) as store:
+            return store.indexed_model_id()
+    except LibraryError:  # no frames indexed yet, or several models: the default, as for a new library
+        return None
+
+
+def _vision_model_here(model_id: str, signals: Iterable[str], report: IndexReport) -> bool:
+    """Whether the default (or the library's) vision model is on this machine: a folder, or in the Hugging Face
+    cache. A run that also stores speech / on-screen text goes on without it, with one warning line; a model
+    named with --model is never replaced (its absence is an error when the first file needs it)."""
+    from videomini.loading import CheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint(model_id)
+        return True
+    except CheckpointError:
+        names = " and ".join(label for name, label in (("speech", "speech"), ("ocr", "on-screen text"))
+                             if name in signals)
+        report.warnings.append(f"frames are not indexed: the vision model {model_id} is not on this machine, only "
+                               f"{names} (index again with --model CHECKPOINT to add the frames)")
+        return False
 
 
 def _plan(library: Any, candidates: list[Path], report: IndexReport, emit: Event, **options: Any) -> list:

@@ -21,6 +21,7 @@ from videomini.pipelines.video_commit import (
     commit_video,
     encode_batch,
     kept_frames_for,
+    kept_text_for,
 )
 
 
@@ -40,17 +41,20 @@ class LocalEngine(Engine):
             check_model(job.model, job.model_id)
         ctx = mp.get_context("spawn")
         jobs: dict[int, DecodeJob] = {}
+        kept_text: dict[int, Any] = {}
         todo, config = job.todo, job.config
         try:
             for position, item in enumerate(todo):
                 for ahead in range(position, min(position + self.workers, len(todo))):
                     if ahead not in jobs:
-                        signals = sorted(set(config.signals) | set(todo[ahead].signals))
+                        kept_text[ahead] = kept_text_for(job.library, todo[ahead], job.model is not None)
+                        signals = set(config.signals) | set(todo[ahead].signals)
+                        signals -= set(kept_text[ahead][0] if kept_text[ahead] else ())  # stored text: not redone
                         jobs[ahead] = DecodeJob(ctx, todo[ahead].path, config.fps, config.batch_size,
-                                                config.timeout_s, signals, job.model is not None, config.decode)
+                                                config.timeout_s, sorted(signals), job.model is not None, config.decode)
                 decoding = jobs.pop(position)
                 try:
-                    _index_one(job, item, decoding)
+                    _index_one(job, item, decoding, kept_text.pop(position))
                 finally:
                     decoding.close()
         finally:
@@ -64,14 +68,15 @@ def check_model(model: Any, model_id: str | None) -> None:
         raise IndexRunError(NO_PROJECTION.format(model_id=model_id))
 
 
-def _index_one(job: IndexJob, item: Any, decoding: DecodeJob) -> None:
-    """Encode one video's batches as they arrive from its decoder, then commit it."""
+def _index_one(job: IndexJob, item: Any, decoding: DecodeJob, kept_text: Any = None) -> None:
+    """Encode one video's batches as they arrive from its decoder, then commit it (with the speech / on-screen
+    text `kept_text` already stored for it, when the run adds frames to a video indexed without them)."""
     visual, fps = job.model is not None, job.config.fps
     model_id = job.model_id if visual else None
     kept = kept_frames_for(job.library, item, visual)
     video_id = job.library.mark_running(item.path, item.fingerprint, model_id=model_id, fps=fps)
     job.emit("video", {"path": str(item.path), "action": item.action})
-    assembly = VideoAssembly(item, video_id, kept)
+    assembly = VideoAssembly(item, video_id, kept, kept_text=kept_text)
     started = time.perf_counter()
     for message in decoding.messages():
         if isinstance(message, FrameBatch):

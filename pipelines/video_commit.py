@@ -80,6 +80,7 @@ class VideoAssembly:
     item: Any  # PlanItem
     video_id: int
     kept: Any = None  # the frames a signals-only run keeps (kept_frames_for)
+    kept_text: Any = None  # the (signals, segments) a run adding frames keeps (kept_text_for)
     info: dict | None = None
     batches: dict[int, EncodedFrames] = field(default_factory=dict)  # by seq; a repeated batch overwrites itself
     finished: Finished | None = None
@@ -143,6 +144,18 @@ def kept_frames_for(library: Any, item: Any, visual: bool) -> Any:
     return library.load_frames(row["id"]), row["model_id"]
 
 
+def kept_text_for(library: Any, item: Any, visual: bool) -> tuple[list[str], list[dict]] | None:
+    """A run that adds frames to a video indexed before (same file) keeps its stored speech and on-screen text:
+    they do not depend on the vision model, and transcribing again costs more than the frames. Call before
+    `mark_running`, which forgets the shard."""
+    if not visual or item.action != "changed" or not item.signals:
+        return None
+    row = library.video(item.path)
+    if not row or row["status"] != "done" or row["fingerprint"] != item.fingerprint:
+        return None
+    return list(item.signals), library.segments(row["id"])
+
+
 def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *, model_id: str | None, fps: float,
                  report: IndexReport, emit: Event = no_event, text_embedder: Any = None) -> None:
     """Record one video's result: its shard made durable, then `done`; or `failed` with the reason.
@@ -153,6 +166,10 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
         report.failed.append((result.path, result.error))
         emit("failed", {"path": result.path, "error": result.error})
         return
+    if assembly.kept_text is not None:
+        kept_signals, kept_segments = assembly.kept_text
+        result.signals = sorted(set(result.signals) | set(kept_signals))
+        result.segments = kept_segments + result.segments
     if result.timestamps_s is None and assembly.kept is not None:
         frames, model_id = assembly.kept
         result.embeddings, result.timestamps_s = frames.embeddings, frames.timestamps_s

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_numbered_video
 from videomini.cli.main import app
 from videomini.library import Library
 from videomini.pipelines.local_engine import LocalEngine
@@ -29,6 +28,8 @@ from videomini.storage import LibraryError, LibraryStore
 from videomini.storage import catalog as catalog_module
 from videomini.storage import lock as lock_module
 from videomini.storage import shards as shards_module
+
+from synth import make_numbered_video
 
 
 @pytest.fixture(scope="module")
@@ -358,6 +359,7 @@ def test_damaged_shard_goes_to_quarantine_never_deleted(lib, tmp_path):
     finally:
         os.replace(moved, videos[1])
     assert repair.exit_code == 0 and "quarantine" in repair.stdout and "video file is gone" in repair.stdout
+    assert "1 damaged file(s) repair moved aside" in repair.stderr
     kept = [p for p in (library / "quarantine").iterdir() if not p.name.endswith(".why.txt")]
     assert [p.read_bytes() for p in kept] == [damaged] and not shard.exists()
     assert "shard damaged" in next((library / "quarantine").glob("*.why.txt")).read_text()

@@ -178,8 +178,8 @@ def test_shard_holds_what_its_readers_read_and_its_format(tmp_path):
 
 
 def test_shard_of_a_newer_format_is_one_line(tmp_path):
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     with LibraryStore.create(tmp_path / "lib") as lib:
         vid = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
@@ -343,7 +343,8 @@ def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
                     part[kind][key] = old
     old_format = {k: v for k, v in manifest.items() if k not in ("parts", "n_parts", "checksum")}
     old_format.update(format_version=2, segments=manifest["parts"], n_segments=manifest["n_parts"],
-                      videos={k: {**{n: x for n, x in v.items() if n != "part"}, "segment": v["part"].replace("part-", "seg-")}
+                      videos={k: {**{n: x for n, x in v.items() if n != "part"},
+                                  "segment": v["part"].replace("part-", "seg-")}
                               for k, v in manifest["videos"].items()})
     (root / "index.json").write_text(json.dumps(old_format))
     query = frames(1)[1][2]
@@ -358,6 +359,36 @@ def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
     with LibraryStore(root) as lib:
         assert lib.search_vectors(frames(2)[1][4], top_k=1)[0].video_id == second
         assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
+
+
+def test_repair_fixes_records_from_their_shards_and_quarantines_damaged_shards(tmp_path):
+    """Fast lane of tests/test_integrity.py: synthetic shards, each repair as the user sees it."""
+    root = tmp_path / "lib"
+    with LibraryStore.create(root) as lib:
+        ids = [add_video(lib, make_video(tmp_path, f"{n}.mp4", seed=n), *frames(n)) for n in range(3)]
+        lib.update_index()
+        shards = {i: lib.shards_dir / lib.video(i)["shard"] for i in ids}
+    db = sqlite3.connect(root / "catalog.sqlite")
+    db.execute("UPDATE videos SET checksum = 'crc32:00000000', n_frames = 5 WHERE id = ?", (ids[0],))
+    db.commit()
+    db.close()
+    damaged = bytearray(shards[ids[1]].read_bytes())
+    damaged[-3] ^= 0xFF  # the last tensor's bytes
+    shards[ids[1]].write_bytes(bytes(damaged))
+    intact = shards[ids[0]].read_bytes()
+    problems = LibraryStore.check(root)
+    assert any("recorded checksum of this shard is wrong" in p for p in problems)
+    assert any(shards[ids[1]].name in p and "shard damaged" in p for p in problems)
+    done = LibraryStore.repair(root)
+    assert any("repaired the catalog's record from the shard" in line for line in done)
+    assert any("moved to" in line and "quarantine" in line for line in done)
+    assert shards[ids[0]].read_bytes() == intact and not shards[ids[1]].exists()
+    (kept,) = [p for p in (root / "quarantine").iterdir() if not p.name.endswith(".why.txt")]
+    assert kept.read_bytes() == bytes(damaged)
+    assert LibraryStore.check(root) == []
+    with LibraryStore(root) as lib:
+        assert lib.video(ids[0])["n_frames"] == 6 and lib.video(ids[1])["status"] == "pending"
+        assert lib.search_vectors(frames(0)[1][2], top_k=1)[0].video_id == ids[0]
 
 
 # ----------------------------------------------------------------------------------------------- concurrency
@@ -536,7 +567,8 @@ with LibraryStore.open(root, writer=True) as lib:
 N_ADDED = 3
 
 
-def run_updater(root: Path, remove: Path, files: list[Path], crash_at: str | None = None) -> subprocess.CompletedProcess:
+def run_updater(root: Path, remove: Path, files: list[Path],
+                crash_at: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", UPDATER, str(Path(__file__).parent), crash_at or "", str(root),
                            str(remove), *map(str, files)], capture_output=True, text=True, timeout=120)
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from videomini.config import MAX_NEW_TOKENS
 from videomini.generation import PREFILL_CHUNK_TOKENS, generate, new_cache, prefill
-from videomini.model import image_slot
 from videomini.moments import moment_gap, runs
-from videomini.prompting import stop_token_ids
+
+# The LLM stack (transformers' Llama modelling, videomini.model) is imported by the functions that generate:
+# `search` and the evidence-only answers use this module's Answer / Evidence / format_time without it.
 
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
@@ -130,6 +130,8 @@ def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache:
     Queries are grouped by their KV head (no copy of the keys per head) and scored a few answer steps at a time,
     so at most EVIDENCE_SCORE_BYTES of scores exist at once, however many frames the context holds.
     """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
     layers = llm.model.layers
     steps = len(layer_inputs[0])
     if steps == 0:
@@ -193,6 +195,8 @@ class Generator:
         The prompt is prefilled in chunks before the layer inputs are recorded, so the recorder sees only the
         positions that produce answer tokens."""
         from transformers import TextIteratorStreamer
+
+        from videomini.prompting import stop_token_ids
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
@@ -262,6 +266,8 @@ def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, 
         pieces.append(piece)
         if on_token:
             on_token(piece)
+    from videomini.model import image_slot
+
     slot = image_slot(input_ids)
     frames, tokens_per_frame = frame_tokens.shape[0], frame_tokens.shape[1]
     scores = attention_to_frames(model.llm, generator.result.get("layer_inputs", [[]]),

@@ -133,6 +133,8 @@ class VideoMini:
             self._encode_at(path, times, input_ids, fused)
         chosen = ChosenFrames(memory.tokens_at(selected), times, 1.0 / fps, str(path))
         answer = self._answer(question, input_ids, fused, chosen, config, on_token)
+        for moment in answer.evidence:  # the last frame's moment ends with the video, not a spacing after it
+            moment.end_s = min(moment.end_s, max(duration_s, moment.time_s))
         answer.frames_total = len(memory)
         if context:
             notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
@@ -217,6 +219,8 @@ class VideoMini:
                    fused: FusedText) -> tuple[list[torch.Tensor], np.ndarray]:
         """Re-decode the frames at `times_s`, fuse the question with them: (frame tokens per batch, frame times)."""
         frames, frame_times = read_frames_at(path, times_s)
+        frame_times, first = np.unique(frame_times, return_index=True)  # two times on one frame: that frame once
+        frames = frames[first]
         tokens = []
         for start in range(0, len(frames), self.encoder.batch_size):
             stop = start + self.encoder.batch_size
@@ -354,9 +358,13 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, fo
     encoded_at = time.perf_counter()
     generated = vm._generate(input_ids, fused, torch.cat(tokens), config.max_new_tokens, on_token=on_token)
     all_times = np.concatenate(times)
+    evidence = _library_evidence(videos, all_times, generated.frame_scores)[:config.top_k]
+    for moment in evidence:  # a video's last moment ends with the video
+        duration_s = (rows.get(moment.video) or {}).get("duration_s")
+        moment.end_s = min(moment.end_s, max(duration_s, moment.time_s)) if duration_s else moment.end_s
     notes.append(f"retrieved {len(found)} moments from {len({m.video for m in found})} videos")
     return Answer(question=question, text=generated.text,
-                  evidence=_library_evidence(videos, all_times, generated.frame_scores)[:config.top_k],
+                  evidence=evidence,
                   frames_used=fused.count, frames_total=fused.count,
                   frame_times_s=[round(float(t), 3) for t in all_times], model=vm.model_id, notes=notes,
                   context=context, timings_s={"retrieve_encode": round(encoded_at - started, 3),

@@ -17,23 +17,25 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from videomini.answer import Answer
-from videomini.ask import IMAGE_EXTENSIONS, NoStoredFrames, ProgressFn, TokenFn, VideoMini
-from videomini.ask import ask_library as ask_library_frames
 from videomini.config import AskConfig, configured
-from videomini.loading import CheckpointError, default_model_id
+from videomini.errors import CheckpointError
+
+if TYPE_CHECKING:  # videomini.ask (the model stack) is imported where a model answers, not by the text-only paths
+    from videomini.ask import ProgressFn, TokenFn, VideoMini
 
 SIGNAL_ANSWER_MOMENTS = 3  # moments quoted when speech / on-screen text answer without a generative model
 FALLBACK_SIGNALS = ("speech", "ocr")
 _SIGNAL_PACKAGES = ("faster_whisper", "rapidocr_onnxruntime", "sentence_transformers")
 NoticeFn = Callable[[str], None]  # one-line warnings and notes for the user (the CLI prints them on stderr)
-Loader = Callable[[str], VideoMini]
+Loader = Callable[[str], "VideoMini"]
 
 __all__ = ["ask_video", "ask_library", "SIGNAL_ANSWER_MOMENTS"]
 
@@ -54,6 +56,8 @@ def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, co
     if on_progress:
         on_progress(f"loading {model_id}", 0, None)
     if load is None:
+        from videomini.ask import VideoMini
+
         return VideoMini.from_pretrained(model_id, device=config.device, dtype=config.dtype,
                                          quantize=config.quantize, kv_cache=config.kv_cache)
     return load(model_id)
@@ -81,6 +85,8 @@ def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None =
     signals, fps = config.signals, config.fps
     vm = model
     if vm is None:
+        from videomini.loading import default_model_id
+
         try:
             vm = _load(config.model_id or default_model_id(), load, on_progress, config)
         except CheckpointError as e:
@@ -93,12 +99,20 @@ def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None =
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
             return answer_from_signals(path, question, signals=signals or FALLBACK_SIGNALS, ocr_fps=fps)
-    context = None
+    from videomini.ask import IMAGE_EXTENSIONS
+
+    context, signals_s = None, 0.0
     if signals and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         if on_progress:
             on_progress("signals", 0, None)
+        started = time.perf_counter()
         context = _signal_context(path, signals, fps)
-    return vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
+        signals_s = time.perf_counter() - started
+    answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
+    if signals_s:  # the reported time is the whole answer's: extracting speech / on-screen text included
+        answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s,
+                            "total": round(answer.timings_s.get("total", 0.0) + signals_s, 3)}
+    return answer
 
 
 def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[str | None, bool]:
@@ -123,6 +137,7 @@ def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question
                          on_token: TokenFn | None) -> Answer:
     """The library search (CLIP over frames, MiniLM over stored speech / on-screen text, fused by rank) with
     the model's text tower, then LLaVA-Mini over the moments found, stored text near them quoted."""
+    from videomini.ask import ask_library as ask_library_frames
     from videomini.search import search_library
     from videomini.signal_answer import signal_context
     from videomini.storage import LibraryError
@@ -161,6 +176,8 @@ def ask_library(library_dir: str | os.PathLike, question: str, config: AskConfig
             _notice(on_notice, "warning: answering from the library's speech and on-screen text instead (no "
                                "generative model)")
             return _from_signals(library_dir, question, top_k)
+    from videomini.ask import NoStoredFrames
+
     try:
         return _answer_from_moments(vm, library_dir, question, config, on_token)
     except NoStoredFrames:  # every moment found is in videos indexed without frames: their text is the evidence

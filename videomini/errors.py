@@ -58,3 +58,9 @@ def one_line(text: object, limit: int = LINE_LIMIT) -> str:
     (the last one an ellipsis, so a reader sees it was cut)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class CheckpointError(VideominiError, RuntimeError):
+    """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason. Here,
+    not in videomini.loading (which imports torch), so that a command can catch it without loading the model stack."""
+    exit_code, http_status = 2, 503  # nothing can be answered until the model is there

@@ -36,6 +36,9 @@ def new_cache(model: Any, kv_cache: str | None = None) -> Any:
     check_kv_cache(kv_cache)
     if kv_cache in (None, "none", "model"):
         return DynamicCache(config=model.llm.config)
+    from videomini.backends import enable
+
+    enable()  # the CLI keeps the quantization libraries out until an option needs them
     backend, nbits = KV_CACHE_BACKENDS[kv_cache]
     return QuantizedCache(backend=backend, config=model.llm.config, nbits=nbits)
 

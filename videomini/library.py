@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from videomini.config import TOP_K, AskConfig, Event, IndexConfig, IndexEngine, configured
-from videomini.loading import LazyModel
 from videomini.storage import CATALOG, LibraryError, LibraryStore
 
 ENGINE_GROUP = "videomini.engines"
@@ -100,6 +99,8 @@ class Library:
         model = None
         if config.visual and config.model_id in (None, self.model_id):  # another model_id: the run loads that one
             config = configured(config, IndexConfig, {"model_id": self.model_id})
+            from videomini.loading import LazyModel  # torch: only when a run indexes frames
+
             model = self._model if self._model is not None else LazyModel(self.model, config.model_id)
         run = load_engine(engine) if isinstance(engine, str) else engine
         return run.index(self.root, paths, model, config, on_event)

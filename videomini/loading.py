@@ -22,7 +22,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from videomini.errors import InvalidInput, VideominiError, first_line
+from videomini.errors import CheckpointError, InvalidInput, first_line  # CheckpointError: re-exported
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -61,10 +61,6 @@ KNOWN_VISION_CONFIGS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 
-
-class CheckpointError(VideominiError, RuntimeError):
-    """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason."""
-    exit_code, http_status = 2, 503  # nothing can be answered until the model is there
 
 
 class LoadedModel(NamedTuple):
@@ -323,6 +319,9 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
     """transformers' quantization config for the LLM: bitsandbytes on CUDA (8-bit as the official --load-8bit, or
     4-bit NF4), torchao int8 weight-only on the CPU. The vision tower, compressor, projector and pre-fusion stay
     in the compute dtype."""
+    from videomini.backends import enable
+
+    enable()  # the CLI keeps the quantization libraries out until an option needs them
     if quantize not in QUANTIZE_MODES:
         raise InvalidInput(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
     if device.type == "cuda":
