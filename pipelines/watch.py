@@ -154,3 +154,15 @@ def answer_questions(session: LiveSession, questions: Iterable[str], on_answer: 
             on_answer(question, session.ask(question, max_new_tokens=max_new_tokens, on_token=on_token))
         except VideominiError as e:  # nothing seen yet, a question over the limits: its reason, the stream goes on
             on_answer(question, e)
+
+
+def serve_session(session: LiveSession, hub: Any, library_dir: str | Path | None, host: str, port: int,
+                  token: str | None, on_listening: Callable[[str], None]) -> None:
+    """The live session on the HTTP API and the /live page (and, with a library, `serve`'s library routes),
+    until interrupted. `hub` (serve.live.LiveHub) must be hearing the session's events."""
+    from videomini.pipelines.serve import ServeConfig, run
+    from videomini.pipelines.serve.live import add_live_routes
+
+    config = ServeConfig(library=library_dir, model=str(session.vm.model_id), token=token)
+    run(config, host=host, port=port, on_listening=on_listening,
+        extend=lambda app: add_live_routes(app, session, hub))

@@ -68,8 +68,6 @@ class LiveSignals:
         self._closed = False
         self._buffers = threading.Lock()  # audio comes from the decoder thread, frames from the encoder thread
         self.chunks_done = 0
-        self._thread = threading.Thread(target=self._work, name="videomini-live-signals", daemon=True)
-        self._thread.start()
         if "speech" in self.kinds:  # fail now, in one line, when the model cannot be loaded
             from videomini.signals.speech import load_whisper
 
@@ -78,6 +76,8 @@ class LiveSignals:
             from videomini.signals.ocr import load_ocr
 
             load_ocr()
+        self._thread = threading.Thread(target=self._work, name="videomini-live-signals", daemon=True)
+        self._thread.start()
 
     # -- input (decoder / encoder threads) --------------------------------------------------------------------
     def add_audio(self, start_s: float, samples: np.ndarray) -> None:
