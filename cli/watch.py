@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from videomini import limits
 from videomini.cli.common import fail
 from videomini.cli.main import app
 
@@ -127,6 +128,7 @@ def watch(
 
     if len(alert) > 16:
         fail(f"--alert: at most 16 standing questions, not {len(alert)}")
+    alert, _ = [limits.check_question(question, "--alert") for question in alert], limits.check_fps(fps)
     options = WatchOptions(fps=fps, window_s=_seconds(window, "--window"), retain_s=_seconds(retain, "--retain"),
                            timeout_s=_seconds(timeout, "--timeout"), alerts=tuple(alert),
                            every_s=_seconds(every, "--every"), max_new_tokens=max_new_tokens,
@@ -143,12 +145,8 @@ def _run(source, options, library, library_retain_s, stop_s, realtime, loop, mod
          as_json, served) -> int:
     """Load the model, start the session, answer questions until the source ends (or --duration, or Ctrl-C)."""
     from videomini.ask import VideoMini
-    from videomini.live import SourceError, parse_source
-    from videomini.loading import CheckpointError
+    from videomini.live import parse_source
     from videomini.pipelines.watch import start_watch
-    from videomini.pipelines.serve import ServeError
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
 
     try:
         spec = parse_source(source, realtime=realtime, loop=loop)
@@ -163,12 +161,8 @@ def _run(source, options, library, library_retain_s, stop_s, realtime, loop, mod
             hub, printer = LiveHub(), on_event
             on_event = lambda kind, details: (printer(kind, details), hub.publish(kind, details))  # noqa: E731
         session, pieces = start_watch(vm, spec, options, library, library_retain_s, on_event)
-    except ServeError as e:
-        fail(e.message)
-    except (SourceError, LibraryError, SignalError, ValueError) as e:
+    except ValueError as e:  # a source, library or model failure is a VideominiError: one line (cli/common.py)
         fail(str(e))
-    except CheckpointError as e:
-        fail(str(e), 2)
     questions = None if no_prompt else _read_questions(session, as_json, lock, options.max_new_tokens)
     try:
         if hub is not None:

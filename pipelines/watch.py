@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from videomini.live import LiveSession, NothingSeenYet, Piece, WatchOptions, watch
+from videomini.errors import VideominiError
+from videomini.live import LiveSession, Piece, WatchOptions, watch
 from videomini.pipelines.video_commit import (EncodedVideo, IndexReport, VideoAssembly, commit_video,
                                               default_text_embedder)
 
@@ -151,7 +152,7 @@ def answer_questions(session: LiveSession, questions: Iterable[str], on_answer: 
         session.wait_for_frames(1, session.options.timeout_s)  # a question typed before the first frame waits
         try:
             on_answer(question, session.ask(question, max_new_tokens=max_new_tokens, on_token=on_token))
-        except NothingSeenYet as e:
+        except VideominiError as e:  # nothing seen yet, a question over the limits: its reason, the stream goes on
             on_answer(question, e)
 
 

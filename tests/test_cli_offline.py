@@ -78,9 +78,9 @@ def test_adding_frames_keeps_the_stored_text_and_refused_runs_leave_nothing(tmp_
     asked: list[list[str]] = []
     job = local_engine.DecodeJob
 
-    def recording_job(ctx, path, fps, batch_size, timeout_s, signals, visual):
+    def recording_job(ctx, path, fps, batch_size, timeout_s, signals, *rest):
         asked.append(list(signals))
-        return job(ctx, path, fps, batch_size, timeout_s, signals, visual)
+        return job(ctx, path, fps, batch_size, timeout_s, signals, *rest)
 
     monkeypatch.setattr(local_engine, "DecodeJob", recording_job)
     report = index_videos(library, [sign], model_id=str(checkpoint))

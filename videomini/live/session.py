@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from videomini.errors import VideominiError
 from videomini.live.alerts import StandingQuestion, answer_word_ids, yes_probability
 from videomini.live.intake import FrameBuffer
 from videomini.live.memory import RollingMemory
@@ -27,8 +28,9 @@ EventFn = Callable[[str, dict], None]
 PieceFn = Callable[["Piece"], None]
 
 
-class NothingSeenYet(Exception):
+class NothingSeenYet(VideominiError):
     """A question before the first frame was encoded."""
+    http_status = 409
 
 
 @dataclass

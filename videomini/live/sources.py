@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from videomini.errors import VideominiError
 from videomini.live.timeline import Timeline
 from videomini.config import FPS
 
@@ -22,7 +23,7 @@ AUDIO_RATE = 16000  # Whisper's sampling rate
 GAP_MIN_S = 1.5  # a hole longer than 1.5 sampling intervals is recorded as a gap
 
 
-class SourceError(Exception):
+class SourceError(VideominiError):
     """A source that cannot be used: one line naming it and the reason."""
 
 
