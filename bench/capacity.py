@@ -163,7 +163,8 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
     return {"frames": frames, "chunk": chunk, "kv_cache": kv_cache or "bf16", "weights": quantize or "bf16",
             "weights_bytes": weights, "peak_above_weights_bytes": rss.peak - rss.before,
             "activation_bytes": rss.peak - rss.before - cache_bytes - embedding_bytes,
-            "kv_bytes_per_token_measured": round(cache_bytes / positions, 2), "seconds": round(time.perf_counter() - started, 1)}
+            "kv_bytes_per_token_measured": round(cache_bytes / positions, 2),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def predicted(row: dict) -> dict:

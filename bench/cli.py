@@ -6,7 +6,8 @@ Each command runs as the console script in a fresh interpreter (`python -m video
 `--help`, `ask` on a missing file, `info` on the example video, `search` on a small library — the example video
 indexed with a tiny random checkpoint (frames: the CLIP text tower embeds the query) plus its on-screen text —
 cold (the first search: the checkpoint, the library and the text models are read for the first time; the page
-cache is not dropped, that needs root) and warm (the median of the next runs). The import share comes from one more run under `python -X importtime`:
+cache is not dropped, that needs root) and warm (the median of the next runs). The import share comes from one
+more run under `python -X importtime`:
 the summed time of the top-level imports over that run's wall time. The machine's load average is printed
 beside the table: other jobs on a shared machine lengthen every figure; the shares hold better than the times.
 """

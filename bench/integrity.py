@@ -86,8 +86,8 @@ def shard_read(frames: int, dim: int, token_dim: int, folder: Path, repeats: int
     for what, read, keys in (("vectors", store.read_vectors, ("embeddings", "timestamps_s")),
                              ("frames (ask --library before)", store.read_frames, tuple(tensors)),
                              ("times (ask --library now)", store.read_times, ("timestamps_s",))):
-        plain = best_of(repeats, lambda: unverified_read(folder / "shards" / "1-x.safetensors", keys))
-        checked = best_of(repeats, lambda: read("1-x.safetensors", header))
+        plain = best_of(repeats, lambda keys=keys: unverified_read(folder / "shards" / "1-x.safetensors", keys))
+        checked = best_of(repeats, lambda read=read: read("1-x.safetensors", header))
         rows.append({"what": f"shard of {frames:,} frames: read {what}, unverified", "size_mb": size_mb,
                      "seconds": plain, "gb_per_s": None})
         rows.append({"what": f"shard: read {what}, verified", "size_mb": size_mb, "seconds": checked,
@@ -143,7 +143,8 @@ def main() -> None:
         figure = r.get("bytes_per_frame") or r.get("saved_gb_per_million_frames")
         table.add_row(r["what"], "" if r["size_mb"] is None else f"{r['size_mb']:.0f}",
                       "" if r["seconds"] is None else f"{r['seconds']:.4f}",
-                      "" if r["gb_per_s"] is None else f"{r['gb_per_s']:.2f}", "" if figure is None else f"{figure:,.1f}")
+                      "" if r["gb_per_s"] is None else f"{r['gb_per_s']:.2f}",
+                      "" if figure is None else f"{figure:,.1f}")
     Console().print(table)
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)},

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import absolute_model, checked_ask, fail
 from videomini.cli.main import app
 from videomini.config import FPS, MAX_NEW_TOKENS, TOP_K
 
@@ -49,7 +49,8 @@ def ask(
                                                          "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype",
+                                        help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantize the LLM's weights: int8 (CUDA: "
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
@@ -67,7 +68,7 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
-    from videomini.config import AskConfig, ConfigError
+    from videomini.config import AskConfig
 
     if library is not None and len(targets) != 1:
         fail("with --library give one argument: the question")
@@ -75,22 +76,15 @@ def ask(
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
     if library is None and not Path(targets[0]).exists():
         fail(f"{targets[0]}: no such file")
-    try:
-        config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
-                           sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
-                           fusion=fusion,
-                           top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
-                           fallback=fallback)
-    except ConfigError as e:
-        fail(e.for_cli())
+    targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model(model)
+    config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
+                       sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
+                       fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
+                       fallback=fallback)
     # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
     from rich.console import Console
 
     from videomini import ask_policy as job
-    from videomini.errors import CheckpointError
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
-    from videomini.video import VideoError
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -98,16 +92,13 @@ def ask(
     def on_notice(message: str) -> None:
         print(message, file=sys.stderr)
 
-    try:
-        with progress:
-            if library is not None:
-                answer = job.ask_library(library, targets[0], config, on_token=on_token, on_progress=on_progress,
-                                         on_notice=on_notice)
-            else:
-                answer = job.ask_video(Path(targets[0]), targets[1], config, on_progress=on_progress,
-                                       on_token=on_token, on_notice=on_notice)
-    except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    with progress:
+        if library is not None:
+            answer = job.ask_library(library, targets[0], config, on_token=on_token, on_progress=on_progress,
+                                     on_notice=on_notice)
+        else:
+            answer = job.ask_video(Path(targets[0]), targets[1], config, on_progress=on_progress,
+                                   on_token=on_token, on_notice=on_notice)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
 
 

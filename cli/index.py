@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from videomini.cli.common import display_name, fail, warn, without_path
+from videomini.cli.common import absolute_model, checked_index, display_name, warn, without_path
 from videomini.cli.main import app
 from videomini.config import FPS
 
@@ -45,27 +45,22 @@ def index(
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     from rich.console import Console
 
-    from videomini.config import ConfigError, IndexConfig
+    from videomini.config import IndexConfig
     from videomini.library import load_engine
-    from videomini.pipelines.index_run import IndexRunError
     from videomini.pipelines.local_engine import LocalEngine
     from videomini.pipelines.ray_engine import RayEngine
-    from videomini.storage import LibraryError
 
+    checked_index(fps, workers, timeout, wait)
+    model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
     console = Console(stderr=as_json)
     progress, on_event = _progress(console, quiet=as_json)
-    try:
-        config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps, decode=decode,
-                             timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
-                             signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
-        engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}
-        chosen = engines[engine]() if engine in engines else load_engine(engine)  # a third-party engine by name
-        with progress:
-            report = chosen.index(library, paths, None, config, on_event)
-    except ConfigError as e:
-        fail(e.for_cli({"timeout_s": "timeout", "wait_s": "wait", "model_id": "model"}), 2)
-    except (LibraryError, IndexRunError) as e:
-        fail(str(e), 2)
+    config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps, decode=decode,
+                         timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
+                         signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
+    engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}
+    chosen = engines[engine]() if engine in engines else load_engine(engine)  # a third-party engine by name
+    with progress:
+        report = chosen.index(library, paths, None, config, on_event)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

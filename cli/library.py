@@ -9,7 +9,6 @@ from pathlib import Path
 
 import typer
 
-from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
@@ -28,24 +27,20 @@ def library_info(
     """Show a library (videos, frames, hours, bytes on disk, failures), remove videos, compact its search index,
     check or repair it."""
     from videomini.library import Library
-    from videomini.storage import LibraryError
 
     if check or repair:
         check_or_repair(library, repair, as_json)
         return
-    try:
-        if remove:
-            removed = Library(library).remove(remove)
-            print(f"removed {len(removed)} video(s)", file=sys.stderr)
-        if compact:
-            manifest = Library(library).compact()
-            print(f"compacted the search index into one {manifest['factory']} part in {manifest['build_s']:.1f} s",
-                  file=sys.stderr)
-        stats = Library(library).stats()
-        stats["files"] = [_file_row(row) for row in Library(library).videos()]
-        stats["models"] = sorted({row["model_id"] for row in stats["files"] if row["model_id"]})
-    except LibraryError as e:
-        fail(str(e))
+    if remove:
+        removed = Library(library).remove(remove)
+        print(f"removed {len(removed)} video(s)", file=sys.stderr)
+    if compact:
+        manifest = Library(library).compact()
+        print(f"compacted the search index into one {manifest['factory']} part in {manifest['build_s']:.1f} s",
+              file=sys.stderr)
+    stats = Library(library).stats()
+    stats["files"] = [_file_row(row) for row in Library(library).videos()]
+    stats["models"] = sorted({row["model_id"] for row in stats["files"] if row["model_id"]})
     if as_json:
         typer.echo(json.dumps(stats, indent=2))
     else:
@@ -62,13 +57,9 @@ def _file_row(row: dict) -> dict:
 def check_or_repair(library: Path, repair: bool, as_json: bool) -> None:
     """--check: print what is wrong (exit 1 when anything is); --repair: fix it, print what was done, check again."""
     from videomini.library import Library
-    from videomini.storage import LibraryError
 
-    try:
-        repaired = Library(library).repair() if repair else []
-        problems = Library(library).check()
-    except LibraryError as e:
-        fail(str(e))
+    repaired = Library(library).repair() if repair else []
+    problems = Library(library).check()
     if as_json:
         typer.echo(json.dumps({"library": str(library), "repaired": repaired, "problems": problems}, indent=2))
     else:
@@ -80,6 +71,13 @@ def check_or_repair(library: Path, repair: bool, as_json: bool) -> None:
             print(f"{library}: ok (catalog, shards and search index verified)")
         elif not repair:
             print(f"{len(problems)} problem(s); fix with: videomini library {library} --repair", file=sys.stderr)
+        else:
+            print(f"{len(problems)} problem(s) left after the repair: restore each named file from a backup, or "
+                  f"remove its video (videomini library {library} --remove VIDEO) and index it again", file=sys.stderr)
+        kept = [p for p in (library / "quarantine").glob("*") if not p.name.endswith(".why.txt")]
+        if kept:
+            print(f"{library / 'quarantine'}: {len(kept)} damaged file(s) repair moved aside, each with a .why.txt "
+                  "note; delete them once nothing needs them", file=sys.stderr)
     if problems:
         raise typer.Exit(1)
 

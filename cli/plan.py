@@ -11,6 +11,7 @@ from videomini.cli.common import fail
 from videomini.cli.main import app
 from videomini.config import FPS
 from videomini.errors import first_line
+from videomini.limits import check_fps
 
 _PLANNED_WITHOUT_GPU = "24GB"
 
@@ -46,8 +47,7 @@ def plan(
     notes: list[str] = []
     try:
         memory = _device_memory(gpu_mem, device, notes)
-        if fps <= 0:
-            raise ValueError(f"--fps: must be positive, got {fps}")
+        check_fps(fps)  # finite, within videomini/limits.py's range
         result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens,
                        device or "cuda")
     except (ValueError, OSError) as e:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import checked_search, fail
 from videomini.cli.main import app
 from videomini.config import TOP_K
 
@@ -27,22 +27,15 @@ def search(
     """Search an indexed library: frames (CLIP) and stored speech / on-screen text (sentence embeddings), each
     calibrated against the query's background and fused by evidence. Relevance runs from 0 (no signal rises
     above what unrelated content scores) through 0.5 (confident: marked *) towards 1."""
-    from videomini.errors import CheckpointError
     from videomini.search import search_library
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
 
+    query = checked_search(query, top_k)
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:
         fail(f"unknown signal {unknown[0]!r}: choose from visual, speech, ocr", 2)
-    if not 1 <= top_k <= 1000:
-        fail(f"--top-k: {top_k} is outside 1..1000", 2)
     notes: list[str] = []
-    try:
-        results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
-    except (LibraryError, CheckpointError, SignalError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if as_json:

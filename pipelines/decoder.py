@@ -11,13 +11,14 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from videomini.errors import first_line
-from videomini.pipelines.messages import Failed, FrameBatch, Finished, Message, Probed
+from videomini.pipelines.messages import Failed, Finished, FrameBatch, Message, Probed
 
 QUEUE_BATCHES = 4  # decoded batches buffered per worker: bounds memory whatever the video's length
 ORPHAN_CHECK_S = 1.0  # how often a blocked worker checks whether the indexer that started it is still alive

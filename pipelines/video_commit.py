@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from videomini.config import Event
+from videomini.errors import VideominiError
 from videomini.pipelines.messages import EncodedFrames, Failed, Finished, FrameBatch, Message, Probed
 
 NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
@@ -24,8 +25,9 @@ def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexRunError(Exception):
+class IndexRunError(VideominiError):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
+    exit_code, http_status = 2, 503
 
 
 @dataclass

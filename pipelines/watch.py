@@ -13,10 +13,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from videomini.live import LiveSession, NothingSeenYet, Piece, WatchOptions, watch
-from videomini.pipelines.video_commit import EncodedVideo, IndexReport, VideoAssembly, commit_video
+from videomini.errors import VideominiError
+from videomini.live import LiveSession, Piece, WatchOptions, watch
+from videomini.pipelines.video_commit import (EncodedVideo, IndexReport, VideoAssembly, commit_video,
+                                              default_text_embedder)
 
 PIECES_FOLDER = "live"  # <library>/live/<session start UTC>/piece-NNNNNN-<piece start UTC>.mp4
+SIGNAL_WAIT_CHUNKS = 3  # a piece waits at most this many signal chunks for its speech / on-screen text
 PIECE_QUEUE = 2  # pieces waiting to be committed; the encoder waits beyond this (a file) or drops frames (live)
 
 EventFn = Callable[[str, dict], None]
@@ -27,12 +30,13 @@ class LibraryPieces:
     that end more than `retain_s` before the newest (catalog rows, index entries, shards and piece files)."""
 
     def __init__(self, library_dir: str | Path, model_id: str, fps: float, retain_s: float,
-                 on_event: EventFn | None = None, wait_s: float = 30.0):
+                 on_event: EventFn | None = None, wait_s: float = 30.0, signals: tuple[str, ...] = ()):
         from videomini.storage import LibraryStore
 
         self.library_dir, self.model_id, self.fps, self.retain_s = Path(library_dir).absolute(), model_id, fps, retain_s
         self.on_event = on_event or (lambda kind, details: None)
-        self.wait_s = wait_s
+        self.wait_s, self.signals = wait_s, tuple(signals)
+        self.text_embedder = default_text_embedder() if signals else None  # MiniLM, loaded once
         LibraryStore(self.library_dir, create=True, wait_s=wait_s).close()  # create it (one line if it cannot be)
         self.folder: Path | None = None
         self.committed: list[tuple[Path, float]] = []  # (piece file, end in stream seconds)
@@ -41,9 +45,9 @@ class LibraryPieces:
         self._thread = threading.Thread(target=self._run, name="videomini-live-library", daemon=True)
         self._thread.start()
 
-    def add(self, piece: Piece, timeline: Any) -> None:
+    def add(self, piece: Piece, session: LiveSession) -> None:
         """Queue one piece (blocks while PIECE_QUEUE pieces wait)."""
-        self._queue.put((piece, timeline))
+        self._queue.put((piece, session))
 
     def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -52,9 +56,10 @@ class LibraryPieces:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            piece, timeline = item
+            piece, session = item
+            timeline = session.timeline
             try:
-                path = self._commit(piece, timeline)
+                path = self._commit(piece, timeline, self._segments(piece, session))
                 self.on_event("piece", {"path": str(path), "frames": len(piece.times_s),
                                         "start_utc": timeline.wall_iso(piece.start_s)})
                 self._expire(piece.times_s[-1])
@@ -63,7 +68,18 @@ class LibraryPieces:
                 self.errors.append(message)
                 self.on_event("error", {"error": message})
 
-    def _commit(self, piece: Piece, timeline: Any) -> Path:
+    def _segments(self, piece: Piece, session: LiveSession) -> list[dict]:
+        """The piece's speech / on-screen text, on its own clock, once extracted (waiting at most a few chunks:
+        a signal that falls that far behind gives the piece what it has)."""
+        if session.signals is None:
+            return []
+        end_s = piece.times_s[-1] + 1.0 / self.fps
+        session.signals.wait_until(end_s, timeout_s=SIGNAL_WAIT_CHUNKS * session.options.signal_chunk_s)
+        return [{"source": seg.source, "text": seg.text, "start_s": round(seg.start_s - piece.start_s, 3),
+                 "end_s": round(seg.end_s - piece.start_s, 3)}
+                for seg in session.signals.segments() if piece.start_s <= seg.start_s < end_s]
+
+    def _commit(self, piece: Piece, timeline: Any, segments: list[dict]) -> Path:
         from videomini.live.pieces import write_piece_video
         from videomini.storage import LibraryStore
 
@@ -76,10 +92,11 @@ class LibraryPieces:
             item = library.plan([path], model_id=self.model_id)[0]
             video_id = library.mark_running(path, item.fingerprint, model_id=self.model_id, fps=self.fps)
             result = EncodedVideo(str(path), embeddings=np.stack(piece.embeddings), timestamps_s=times,
+                                  signals=list(self.signals), segments=segments,
                                   duration_s=float(times[-1]) + 1.0 / self.fps)
             report = IndexReport()
             commit_video(library, VideoAssembly(item, video_id), result, model_id=self.model_id, fps=self.fps,
-                         report=report)
+                         report=report, text_embedder=self.text_embedder)
             if report.failed:
                 raise RuntimeError(report.failed[0][1])
             library.update_index()
@@ -111,8 +128,9 @@ def start_watch(vm: Any, source: str, options: WatchOptions, library_dir: str | 
     session_box: list[LiveSession] = []
     if library_dir is not None:
         model_id = str(vm.model_id)
-        pieces = LibraryPieces(library_dir, model_id, options.fps, library_retain_s, on_event)
-    on_piece = (lambda piece: pieces.add(piece, session_box[0].timeline)) if pieces else None
+        pieces = LibraryPieces(library_dir, model_id, options.fps, library_retain_s, on_event,
+                               signals=options.signals)
+    on_piece = (lambda piece: pieces.add(piece, session_box[0])) if pieces else None
     try:
         session = watch(vm, source, options, on_event=on_event, on_piece=on_piece)
     except BaseException:
@@ -134,5 +152,17 @@ def answer_questions(session: LiveSession, questions: Iterable[str], on_answer: 
         session.wait_for_frames(1, session.options.timeout_s)  # a question typed before the first frame waits
         try:
             on_answer(question, session.ask(question, max_new_tokens=max_new_tokens, on_token=on_token))
-        except NothingSeenYet as e:
+        except VideominiError as e:  # nothing seen yet, a question over the limits: its reason, the stream goes on
             on_answer(question, e)
+
+
+def serve_session(session: LiveSession, hub: Any, library_dir: str | Path | None, host: str, port: int,
+                  token: str | None, on_listening: Callable[[str], None]) -> None:
+    """The live session on the HTTP API and the /live page (and, with a library, `serve`'s library routes),
+    until interrupted. `hub` (serve.live.LiveHub) must be hearing the session's events."""
+    from videomini.pipelines.serve import ServeConfig, run
+    from videomini.pipelines.serve.live import add_live_routes
+
+    config = ServeConfig(library=library_dir, model=str(session.vm.model_id), token=token)
+    run(config, host=host, port=port, on_listening=on_listening,
+        extend=lambda app: add_live_routes(app, session, hub))

@@ -145,4 +145,5 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
 def assert_close(actual, expected, atol):
     """Same shape, and no element further than `atol` (the message says by how much)."""
     diff = (actual.float() - expected.float()).abs().max().item()
-    assert actual.shape == expected.shape and diff <= atol, f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"
+    assert actual.shape == expected.shape and diff <= atol, \
+        f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"

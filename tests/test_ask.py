@@ -97,6 +97,22 @@ def test_cli_json_names_frames_and_times(golden_dir, videos_dir):
     assert payload["model"].endswith("llavamini_tiny") and payload["timings_s"]["total"] > 0
 
 
+def test_cli_fast_decode_reports_the_frame_times_it_used(golden_dir, minute_video):
+    """`--decode fast` skips frames nobody samples (B-frames here): the answer lists the frames it really used."""
+    args = ["ask", str(minute_video), "What is happening?", "--model", str(golden_dir / "llavamini_tiny"), "--json",
+            "--max-new-tokens", "2", "--max-frames", "60"]
+    result = CliRunner().invoke(app, args + ["--decode", "fast"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    times = np.asarray(payload["frame_times_s"])
+    targets = np.arange(len(times), dtype=float)  # the frame on screen at 0, 1, 2 ... s, or one decoded before it
+    assert len(times) == 60 and np.all(times <= targets + 1e-6) and np.all(times > targets - 1)
+    assert np.allclose(times * 2, np.round(times * 2))  # frames of the 2 fps video, at their own times
+    assert 0 <= payload["timings_s"]["first_frame"] <= payload["timings_s"]["decode_encode"]
+    result = CliRunner().invoke(app, args + ["--decode", "quick"])
+    assert result.exit_code != 0 and "decode" in result.output and "Traceback" not in result.output
+
+
 def test_cli_errors_are_one_line(golden_dir, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["ask", str(tmp_path / "missing.mp4"), "Q?"])

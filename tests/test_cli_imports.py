@@ -53,9 +53,9 @@ def assert_not_imported(modules: set[str], names: tuple[str, ...]) -> None:
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory, checkpoint):
     """A library with frames (tiny checkpoint) and one with on-screen text only (no vision model)."""
-    from narrated import Caption, make_narrated_video
-
     from videomini.pipelines import index_videos
+
+    from narrated import Caption, make_narrated_video
 
     root = tmp_path_factory.mktemp("imports")
     clip = make_numbered_video(root / "numbers.mp4", seconds=3, fps=5)

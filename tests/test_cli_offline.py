@@ -63,11 +63,11 @@ def test_readme_offline_library_then_the_tiny_checkpoint(tmp_path):
 
 
 def test_adding_frames_keeps_the_stored_text_and_refused_runs_leave_nothing(tmp_path, checkpoint, monkeypatch):
-    from narrated import Caption, make_narrated_video
-
     from videomini.pipelines import index_videos, local_engine
     from videomini.pipelines.index_run import IndexRunError
     from videomini.storage import LibraryStore
+
+    from narrated import Caption, make_narrated_video
 
     sign = make_narrated_video(tmp_path / "sign.mp4", duration_s=3.0, lines=[], with_audio=False,
                                captions=[Caption(0.5, 2.5, "LOADING DOCK")]).path

@@ -111,6 +111,7 @@ def test_planner_bounds_cuda_peak_on_a_full_width_slice(frames):
     weights is not below what CUDA's allocator measured, nor more than 1.5x it."""
     sys.path.insert(0, str(REPO / "bench"))
     import capacity
+
     from videomini.answer import Generator
     from videomini.planner import plan_memory
 

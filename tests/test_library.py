@@ -178,8 +178,8 @@ def test_shard_holds_what_its_readers_read_and_its_format(tmp_path):
 
 
 def test_shard_of_a_newer_format_is_one_line(tmp_path):
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     with LibraryStore.create(tmp_path / "lib") as lib:
         vid = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
@@ -343,7 +343,8 @@ def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
                     part[kind][key] = old
     old_format = {k: v for k, v in manifest.items() if k not in ("parts", "n_parts", "checksum")}
     old_format.update(format_version=2, segments=manifest["parts"], n_segments=manifest["n_parts"],
-                      videos={k: {**{n: x for n, x in v.items() if n != "part"}, "segment": v["part"].replace("part-", "seg-")}
+                      videos={k: {**{n: x for n, x in v.items() if n != "part"},
+                                  "segment": v["part"].replace("part-", "seg-")}
                               for k, v in manifest["videos"].items()})
     (root / "index.json").write_text(json.dumps(old_format))
     query = frames(1)[1][2]
@@ -566,7 +567,8 @@ with LibraryStore.open(root, writer=True) as lib:
 N_ADDED = 3
 
 
-def run_updater(root: Path, remove: Path, files: list[Path], crash_at: str | None = None) -> subprocess.CompletedProcess:
+def run_updater(root: Path, remove: Path, files: list[Path],
+                crash_at: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", UPDATER, str(Path(__file__).parent), crash_at or "", str(root),
                            str(remove), *map(str, files)], capture_output=True, text=True, timeout=120)
 

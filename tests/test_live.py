@@ -117,3 +117,13 @@ def test_parse_source(tmp_path):
         parse_source(str(tmp_path / "missing.mp4"))
     with pytest.raises(SourceError, match="unsupported source scheme 'gopher'"):
         parse_source("gopher://example")
+
+
+def test_speech_chunks_end_in_a_pause():
+    from videomini.live.signals import WHISPER_RATE, quietest_cut
+
+    rate = WHISPER_RATE
+    loud = np.sin(np.arange(rate) * 0.3).astype(np.float32)  # 1 s of tone
+    audio = np.concatenate([loud, loud, loud, np.zeros(rate // 5, np.float32), loud, loud])  # pause at 3.0-3.2 s
+    cut = quietest_cut(audio)
+    assert 3.0 * rate <= cut <= 3.2 * rate

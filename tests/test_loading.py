@@ -8,9 +8,10 @@ import shutil
 import pytest
 import torch
 
-from conftest import make_tiny_checkpoint
 from videomini.generation import generate
 from videomini.loading import CheckpointError, load_model, save_pretrained
+
+from conftest import make_tiny_checkpoint
 
 
 def test_golden_checkpoint_loads_in_official_format(golden_model, golden_dir):

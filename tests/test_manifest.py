@@ -8,8 +8,14 @@ import json
 import pytest
 
 from videomini.storage import LibraryError
-from videomini.storage.manifest import (INDEX_FORMAT_VERSION, MANIFEST, entry_problems, manifest_checksum,
-                                        read_manifest, write_manifest)
+from videomini.storage.manifest import (
+    INDEX_FORMAT_VERSION,
+    MANIFEST,
+    entry_problems,
+    manifest_checksum,
+    read_manifest,
+    write_manifest,
+)
 
 
 def manifest() -> dict:

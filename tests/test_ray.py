@@ -130,7 +130,8 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
 
 @pytest.mark.slow  # a Ray cluster
 def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated, monkeypatch):
-    # the engine's run directly: speech and on-screen text come from the decode tasks, as from the local decoders. Ray runs
+    # the engine's run directly: speech and on-screen text come from the decode tasks, as from the local
+    # decoders. Ray runs
     # a 1-CPU task with OMP_NUM_THREADS=1, which moves Whisper's word times by a few hundredths of a second: the
     # local decoders (spawned children, inheriting this environment) get the same setting.
     from videomini.config import IndexConfig
@@ -174,7 +175,8 @@ def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media
     address = local_ray.get_runtime_context().gcs_address
     missing = tmp_path / "no-such-model"
     with pytest.raises(IndexRunError) as caught:
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing), engine=RayEngine(address=address))
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing),
+                     engine=RayEngine(address=address))
     assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
     with LibraryStore(tmp_path / "lib", writer=True) as lib:  # left for a re-run, as after a crash
         assert [v["status"] for v in lib.videos()] == ["pending"]
@@ -194,7 +196,8 @@ def test_ray_not_installed_is_one_line(tmp_path, checkpoint, media, monkeypatch)
 
 def test_ray_unreachable_address_fails_fast(tmp_path, checkpoint, media):
     with pytest.raises(IndexRunError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 "):
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine=RayEngine(address="127.0.0.1:1"))
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint),
+                     engine=RayEngine(address="127.0.0.1:1"))
 
 
 @pytest.mark.slow  # a Ray cluster

@@ -19,10 +19,19 @@ try:  # `python -m pytest` (repo root on sys.path) or plain `pytest` (tests/ on 
 except ImportError:
     import synth
 from videomini import video as V
-from videomini.video import source
 from videomini.video import (
-    BackendUnavailable, NotAVideo, NoVideoStream, VideoError, VideoNotFound, probe, read_frames_at,
-    reference_video_frames, sample_frames, sample_uniform, uniform_frame_indices,
+    BackendUnavailable,
+    NotAVideo,
+    NoVideoStream,
+    VideoError,
+    VideoNotFound,
+    probe,
+    read_frames_at,
+    reference_video_frames,
+    sample_frames,
+    sample_uniform,
+    source,
+    uniform_frame_indices,
 )
 
 FPS = 10

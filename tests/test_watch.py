@@ -256,3 +256,31 @@ def test_library_is_searchable_while_watching_and_survives_sigkill(checkpoint, t
         done = store.videos("done")
     assert len(done) >= 2 and all(Path(row["path"]).is_file() for row in done)
     assert search_library(library, "a blue screen", top_k=3)
+
+
+@pytest.mark.slow
+def test_narrated_udp_stream_speech_and_screen_text_quoted_and_searchable(vm, narrated, tmp_path):
+    from videomini.pipelines.watch import start_watch
+    from videomini.live import WatchOptions, parse_source
+    from videomini.search import search_library
+
+    port = free_port()
+    publisher = subprocess.Popen([*FFMPEG, "-re", "-i", str(narrated.path), "-c:v", "mpeg2video", "-g", "10",
+                                  "-c:a", "mp2", "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    events = Events()
+    options = WatchOptions(timeout_s=10, max_new_tokens=4, signals=("speech", "ocr"), piece_s=5.0)
+    session, pieces = start_watch(vm, parse_source(f"udp://127.0.0.1:{port}"), options, tmp_path / "library",
+                                  on_event=events)
+    try:
+        # the sentence said at 9 s (joining a UDP stream misses its first second or two) transcribed while it plays
+        assert session.signals.wait_until(12.0, timeout_s=60)
+        answer = session.ask("What should I remember to do before I leave?")
+        events.wait("piece", count=3, timeout_s=60)  # the whole stream in pieces (the last ends at the drop)
+        found = search_library(tmp_path / "library", "do not forget to give the kitten its food", top_k=3)
+    finally:
+        stop(publisher)
+        session.close()
+        pieces.close()
+    assert answer.answer.context and "feed the cat" in answer.answer.context.lower()
+    assert "open 24 hours" in answer.answer.context.lower()  # the caption shown at 5-8 s, read off the frames
+    assert found and any("cat" in (m.get("text") or "").lower() for m in found[0].to_dict()["matches"])

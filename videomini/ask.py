@@ -35,6 +35,7 @@ from videomini.answer import (
 )
 from videomini.config import BATCH_SIZE, AskConfig, configured
 from videomini.encoder import FrameEncoder
+from videomini.errors import VideominiError
 from videomini.frame_memory import FrameMemory
 from videomini.generation import check_kv_cache
 from videomini.loading import default_model_id, load_model
@@ -53,8 +54,9 @@ ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total)
 TokenFn = Callable[[str], None]
 
 
-class NoStoredFrames(Exception):
+class NoStoredFrames(VideominiError):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
+    http_status = 409
 
 
 class VideoMini:

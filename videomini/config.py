@@ -15,23 +15,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from videomini.errors import InvalidInput
+from videomini.limits import FPS_MAX, FPS_MIN
+
 FPS = 1.0  # frames sampled per second of video: the paper's rate for long videos
 MAX_NEW_TOKENS = 256  # tokens an answer may generate
 TOP_K = 10  # moments retrieved from a library (search, ask --library)
 LIBRARY_MAX_FRAMES = 64  # frames given to the LLM over all retrieved moments of a library
 TOP_K_EVIDENCE = 5  # evidence moments cited for one video's answer
 BATCH_SIZE = 16  # frames per CLIP forward (decoded, encoded and sent between processes in batches of this size)
+FPS_RANGE = f"must be within {FPS_MIN:g} to {FPS_MAX:g} (videomini/limits.py)"  # NaN and inf fail it too
 FUSIONS = ("all", "selected")
 SAMPLINGS = ("fps", "reference")
 DECODES = ("exact", "fast")  # every frame decoded | frames nobody samples skipped (videomini.video.DECODE_MODES)
 SIGNALS = ("speech", "ocr")  # what an index run or a prompt can quote beside the frames
 
+CLI_FLAGS = {"timeout_s": "timeout", "wait_s": "wait", "model_id": "model"}  # fields whose option is named otherwise
 Event = Callable[[str, dict], None]  # progress of an index run: (kind, details)
 Config = TypeVar("Config", "AskConfig", "IndexConfig")
 
 
-class ConfigError(ValueError):
-    """A config field out of its range: one line naming the field, its value and the reason."""
+class ConfigError(InvalidInput):
+    """A config field out of its range: one line naming the field, its value and the reason (exit 1, HTTP 400)."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -45,6 +50,9 @@ class ConfigError(ValueError):
             return message
         flag = (flags or {}).get(self.field, self.field.replace("_", "-"))
         return f"--{flag}{message[len(self.field):]}"
+
+    def cli_message(self) -> str:
+        return self.for_cli(CLI_FLAGS)
 
 
 def _check(ok: bool, field: str, value: Any, reason: str) -> None:
@@ -81,7 +89,7 @@ class AskConfig:
     fallback: bool = True  # no loadable model: answer from speech and on-screen text (labelled) instead
 
     def __post_init__(self) -> None:
-        _check(self.fps > 0, "fps", self.fps, "must be positive")
+        _check(FPS_MIN <= self.fps <= FPS_MAX, "fps", self.fps, FPS_RANGE)
         _check(self.sampling in SAMPLINGS, "sampling", self.sampling, f"use {' or '.join(SAMPLINGS)}")
         _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         _check(self.fusion in FUSIONS, "fusion", self.fusion, f"use {' or '.join(FUSIONS)}")
@@ -115,15 +123,25 @@ class IndexConfig:
     visual: bool = True  # False: no vision model, store the signals only
 
     def __post_init__(self) -> None:
-        _check(self.fps > 0, "fps", self.fps, "must be positive")
+        _check(FPS_MIN <= self.fps <= FPS_MAX, "fps", self.fps, FPS_RANGE)
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be positive")
         _check(self.wait_s >= 0, "wait_s", self.wait_s, "must be >= 0")
         _check(self.decode in DECODES, "decode", self.decode, f"use {' or '.join(DECODES)}")
         object.__setattr__(self, "signals", _check_signals(self.signals))
+        object.__setattr__(self, "model_id", absolute_model_id(self.model_id))  # recorded in the catalog
         if not (self.visual or self.signals):
             raise ConfigError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr",
                               "visual")
+
+
+def absolute_model_id(model_id: str | None) -> str | None:
+    """A local checkpoint named relative to the working folder, made absolute (a library records the model it
+    was indexed with, and a later search may run from another folder); a hub id (nothing on disk) as given."""
+    if model_id is None:
+        return None
+    path = Path(model_id).expanduser()
+    return str(path.resolve()) if path.exists() else model_id
 
 
 def configured(config: Config | None, default: type[Config], overrides: dict[str, Any]) -> Config:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from videomini.config import MAX_NEW_TOKENS
+from videomini.errors import InvalidInput
 
 # Positions per prefill forward: the LLM's activations are bounded by one chunk, not by the number of frames.
 PREFILL_CHUNK_TOKENS = 4096
@@ -23,7 +24,7 @@ KV_CACHE_BACKENDS = {"int8": ("hqq", 8), "int4": ("quanto", 4)}
 def check_kv_cache(kv_cache: str | None) -> None:
     """A one-line error for a cache type other than None (the model's dtype), int8 or int4."""
     if kv_cache not in (None, "none", "model") and kv_cache not in KV_CACHE_BACKENDS:
-        raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        raise InvalidInput(f"--kv-cache: unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
 
 
 def new_cache(model: Any, kv_cache: str | None = None) -> Any:

@@ -22,7 +22,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from videomini.errors import CheckpointError, first_line  # CheckpointError: re-exported
+from videomini.errors import CheckpointError, InvalidInput, first_line  # CheckpointError: re-exported
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -323,7 +323,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
 
     enable()  # the CLI keeps the quantization libraries out until an option needs them
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
+        raise InvalidInput(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
     if device.type == "cuda":
         from transformers import BitsAndBytesConfig
 
@@ -331,7 +331,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     if quantize == "nf4":
-        raise ValueError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
+        raise InvalidInput("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
     try:
         from torchao.quantization import Int8WeightOnlyConfig
     except ImportError:

@@ -138,6 +138,11 @@ class RollingMemory:
     def recent_count(self) -> int:
         return len(self._recent)
 
+    def latest_jpeg(self) -> tuple[int, bytes] | None:
+        """The newest frame as JPEG, with its sequence number (a live view); None before the first frame."""
+        with self._lock:
+            return (self._recent[-1][0], self._recent[-1][2]) if self._recent else None
+
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(sequence numbers, stream times) of every retained frame, in order: what a question selects from."""
         with self._lock:

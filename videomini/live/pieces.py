@@ -4,9 +4,9 @@ PyAV at their own times, so a library can re-decode any of them later exactly as
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

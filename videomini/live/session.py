@@ -15,25 +15,29 @@ from typing import Any, Callable
 
 import numpy as np
 
+from videomini.errors import VideominiError
 from videomini.live.alerts import StandingQuestion, answer_word_ids, yes_probability
 from videomini.live.intake import FrameBuffer
 from videomini.live.memory import RollingMemory
-from videomini.live.sources import SampledFrame, SourceError, SourceSpec, StreamReader, parse_source
+from videomini.live.signals import LiveSignals
+from videomini.live.sources import SampledAudio, SampledFrame, SourceError, SourceSpec, StreamReader, parse_source
 from videomini.live.timeline import Timeline
+from videomini.config import FPS
 
 EventFn = Callable[[str, dict], None]
 PieceFn = Callable[["Piece"], None]
 
 
-class NothingSeenYet(Exception):
+class NothingSeenYet(VideominiError):
     """A question before the first frame was encoded."""
+    http_status = 409
 
 
 @dataclass
 class WatchOptions:
     """How a session watches: sampling, memory bounds, standing questions, pieces handed to a library."""
 
-    fps: float = 1.0
+    fps: float = FPS
     window_s: float = 600.0  # the recent window kept in RAM (capped by the planner's frame budget)
     retain_s: float = 3600.0  # the archive on disk keeps this much stream, then drops it
     timeout_s: float = 10.0  # opening / reading a source; a source that never connects fails after this
@@ -45,6 +49,8 @@ class WatchOptions:
     debounce: int = 2
     max_new_tokens: int = 128
     piece_s: float | None = None  # hand the stream to `on_piece` in pieces of this many seconds (a library)
+    signals: tuple[str, ...] = ()  # "speech", "ocr": transcribed / read in chunks, quoted in answers
+    signal_chunk_s: float = 5.0  # speech and on-screen text are extracted this many seconds at a time
 
 
 @dataclass
@@ -99,7 +105,7 @@ class LiveSession:
         self.spec = source if isinstance(source, SourceSpec) else parse_source(source)
         self.timeline = Timeline()
         self._on_event, self._on_piece = on_event or (lambda kind, details: None), on_piece
-        self._stop, self.ended = threading.Event(), threading.Event()
+        self._stop, self.ended, self._dropped = threading.Event(), threading.Event(), threading.Event()
         self.error: str | None = None
         budget = vm.frame_budget(256, self.options.max_new_tokens)
         window = max(1, min(int(self.options.window_s * self.options.fps), budget))
@@ -107,8 +113,11 @@ class LiveSession:
         folder = self.options.archive_dir or tempfile.mkdtemp(prefix="videomini-live-")
         self.memory = RollingMemory(Path(folder), window, self.options.retain_s)
         self.buffer: FrameBuffer[SampledFrame] = FrameBuffer(self.options.buffer_frames, drop=self.spec.live)
+        self.signals = LiveSignals(self.options.signals, self.options.retain_s, self.options.signal_chunk_s,
+                                   on_error=lambda message: self._event("error", {"error": message})) \
+            if self.options.signals else None
         self.reader = StreamReader(self.spec, self.timeline, self.options.fps, self.options.timeout_s, self._stop,
-                                   self._event)
+                                   self._event, audio="speech" in self.options.signals)
         self.standing = [StandingQuestion(q, self.options.debounce) for q in self.options.alerts]
         self._answer_ids = answer_word_ids(vm.tokenizer) if self.standing else None
         self._alerts: queue.Queue[dict] = queue.Queue()
@@ -126,12 +135,19 @@ class LiveSession:
 
     # -- threads ------------------------------------------------------------------------------------------
     def _event(self, kind: str, details: dict) -> None:
+        if kind == "dropped":
+            self._dropped.set()  # the encoder ends the piece in progress once it has drained the buffer
+            if self.signals is not None:
+                self.signals.flush()  # the sound before a drop is a chunk of its own: quotable now, not after it
         self._on_event(kind, details)
 
     def _decode(self) -> None:
         try:
-            for frame in self.reader.frames():
-                self.buffer.put(frame)
+            for item in self.reader.frames():
+                if isinstance(item, SampledAudio):
+                    self.signals.add_audio(item.stream_s, item.samples)
+                else:
+                    self.buffer.put(item)
         except SourceError as e:
             self.error = str(e)
             self._event("error", {"error": self.error})
@@ -147,11 +163,16 @@ class LiveSession:
                 frames = self.buffer.take(self.vm.encoder.batch_size, timeout_s=0.5)
                 if frames:
                     self._encode_batch(frames)
+                elif self._dropped.is_set():  # the source dropped: what it gave so far is a piece of its own
+                    self._dropped.clear()
+                    self._flush_piece()
         except Exception as e:
             self.error = self.error or f"encoding failed ({type(e).__name__}: {e})"
             self._event("error", {"error": self.error})
             self._stop.set()
         finally:
+            if self.signals is not None:
+                self.signals.close()  # the last chunks' text belongs to the last piece
             self._flush_piece()
             self.ended.set()
             with self._progress:
@@ -169,6 +190,8 @@ class LiveSession:
             self.encoded += len(frames)
             self.latest_s = float(times[-1])
             self._progress.notify_all()
+        if self.signals is not None:
+            self.signals.add_frames(times, pixels)
         if self._on_piece is not None and self.options.piece_s:
             self._collect_piece(encoded, times, pixels)
         if self.standing:
@@ -275,6 +298,9 @@ class LiveSession:
         selected = select_frames(times, min(budget, inside) if inside else budget, windows=windows,
                                  relevance=relevance)
         tokens, frames = self.memory.load(seqs[selected])
+        context = self._context(times[selected])
+        if context:  # speech / on-screen text near the chosen frames, as timestamped lines before the question
+            input_ids = encode_question(vm.tokenizer, question, context).to(vm.model.device)
         fused = self._fuse(frames, times[selected], input_ids)
         with self._llm:  # the one answering path: VideoMini._generate -> answer.generate_with_evidence
             generated = vm._generate(input_ids, fused, tokens, max_new_tokens, False, on_token)
@@ -286,8 +312,16 @@ class LiveSession:
                         model=vm.model_id)
         if len(selected) < len(seqs):
             answer.notes.append(f"{len(seqs)} frames retained, {len(selected)} chosen for the question")
+        answer.context = context or None
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return LiveAnswer(answer, [self.timeline.wall_iso(e.time_s) for e in answer.evidence], resolved)
+
+    def _context(self, times_s: np.ndarray) -> str:
+        if self.signals is None:
+            return ""
+        from videomini.signal_answer import signal_context
+
+        return signal_context(self.signals.segments(), times_s)
 
     def alerts(self, timeout_s: float = 0.0) -> list[dict]:
         """Alert events not yet taken (waiting up to `timeout_s` for the first when there are none)."""
@@ -327,6 +361,9 @@ class LiveSession:
                 "connections": self.reader.connections, "gaps": [g.to_dict() for g in self.timeline.gaps],
                 "alerts": [{"question": s.question, "answer": "yes" if s.answer else "no", "p_yes": s.p_yes,
                             "evaluations": s.evaluations} for s in self.standing],
+                "signals": None if self.signals is None else {
+                    "segments": len(self.signals.segments()), "chunks": self.signals.chunks_done,
+                    "chunks_dropped": self.signals.dropped_chunks},
                 "resident_bytes": resident_bytes(), "ended": self.ended.is_set(), "error": self.error}
 
     def close(self, timeout_s: float = 30.0) -> None:

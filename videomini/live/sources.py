@@ -12,15 +12,18 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from videomini.errors import VideominiError
 from videomini.live.timeline import Timeline
+from videomini.config import FPS
 
 FRAME_SIDE = 336  # frames are kept at the encoder's input size (the reference squashes every frame to 336 x 336)
 NETWORK_SCHEMES = ("udp", "srt", "rtsp", "rtmp", "rtmps", "http", "https", "tcp")
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # waits between reconnect attempts; the last one repeats
+AUDIO_RATE = 16000  # Whisper's sampling rate
 GAP_MIN_S = 1.5  # a hole longer than 1.5 sampling intervals is recorded as a gap
 
 
-class SourceError(Exception):
+class SourceError(VideominiError):
     """A source that cannot be used: one line naming it and the reason."""
 
 
@@ -100,6 +103,14 @@ class SampledFrame:
     pixels: np.ndarray
 
 
+@dataclass
+class SampledAudio:
+    """Sound from `stream_s` on: mono float32 samples at AUDIO_RATE."""
+
+    stream_s: float
+    samples: np.ndarray
+
+
 class StreamReader:
     """Frames of a source at `fps` on the session's timeline, across reconnects.
 
@@ -107,18 +118,19 @@ class StreamReader:
     A realtime source's connection starts at the wall time it opened; a file decoded as fast as it goes starts
     where the previous pass ended. `events(kind, details)` hears connects, drops and gaps."""
 
-    def __init__(self, spec: SourceSpec, timeline: Timeline, fps: float = 1.0, timeout_s: float = 10.0,
-                 stop: threading.Event | None = None, events: Callable[[str, dict], None] | None = None):
+    def __init__(self, spec: SourceSpec, timeline: Timeline, fps: float = FPS, timeout_s: float = 10.0,
+                 stop: threading.Event | None = None, events: Callable[[str, dict], None] | None = None,
+                 audio: bool = False):
         if fps <= 0:
             raise ValueError(f"fps must be positive, not {fps}")
-        self.spec, self.timeline, self.fps, self.timeout_s = spec, timeline, fps, timeout_s
+        self.spec, self.timeline, self.fps, self.timeout_s, self.audio = spec, timeline, fps, timeout_s, audio
         self.stop = stop or threading.Event()
         self.events = events or (lambda kind, details: None)
         self.end_s = 0.0  # stream time just after the last frame taken
         self.connections = 0
         self.decoded = 0  # frames decoded (all of them, not only the sampled ones)
 
-    def frames(self) -> Iterator[SampledFrame]:
+    def frames(self) -> Iterator[SampledFrame | SampledAudio]:
         """Sampled frames until the source ends (a file without loop) or `stop` is set; SourceError when the
         source gives no frame within the timeout. A connection counts once it gives its first frame."""
         started = time.monotonic()
@@ -153,37 +165,54 @@ class StreamReader:
             elif self.spec.kind == "file" and self.connections == 0:
                 raise SourceError(f"{self.spec.url}: no frame could be decoded")
 
-    def _connection(self, container: Any) -> Iterator[SampledFrame]:
-        """One open container's frames: 1/fps sampling by pts, the connection placed on the timeline at its
-        first frame."""
+    def _connection(self, container: Any) -> Iterator[SampledFrame | SampledAudio]:
+        """One open container's frames (1/fps sampling by pts) and, with `audio`, its sound at 16 kHz mono; the
+        connection is placed on the timeline at its first video frame."""
         import av
 
-        streams = container.streams.video
-        if not streams:
+        if not container.streams.video:
             raise SourceError(f"{self.spec.url}: no video stream")
-        stream = streams[0]
+        stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        offset, first_pts, next_t, paced_from = None, None, 0.0, time.monotonic()
+        sound = container.streams.audio[0] if self.audio and container.streams.audio else None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE) if sound is not None else None
+        self._offset, self._first_pts, self._next_t, self._paced_from = None, None, 0.0, time.monotonic()
         try:
-            for frame in container.decode(stream):
-                if self.stop.is_set():
-                    return
-                self.decoded += 1
-                if frame.time is None:
-                    continue
-                if offset is None:
-                    offset, first_pts = self._place_connection(), frame.time
-                t = frame.time - first_pts
-                if t + 1e-6 < next_t:
-                    continue
-                if self.spec.kind == "file" and self.spec.realtime:  # the file's own pace
-                    self.stop.wait(max(0.0, paced_from + t - time.monotonic()))
-                pixels = frame.to_ndarray(format="rgb24", width=FRAME_SIDE, height=FRAME_SIDE)
-                next_t = (int(t * self.fps + 1e-6) + 1) / self.fps
-                self.end_s = offset + t + 1.0 / self.fps
-                yield SampledFrame(offset + t, pixels)
+            for packet in container.demux(*([stream] + ([sound] if sound is not None else []))):
+                for frame in packet.decode():
+                    if self.stop.is_set():
+                        return
+                    item = self._audio(frame, resampler) if packet.stream is sound else self._video(frame)
+                    if item is not None:
+                        yield item
         except (av.error.FFmpegError, OSError) as e:  # a drop mid-stream: the caller reconnects
             self.events("error", {"error": f"{self.spec.url}: {_reason(e)}"})
+
+    def _video(self, frame: Any) -> SampledFrame | None:
+        """The frame when it is the first at or after the next 1/fps mark, else None."""
+        self.decoded += 1
+        if frame.time is None:
+            return None
+        if self._offset is None:
+            self._offset, self._first_pts = self._place_connection(), frame.time
+        t = frame.time - self._first_pts
+        if t + 1e-6 < self._next_t:
+            return None
+        if self.spec.kind == "file" and self.spec.realtime:  # the file's own pace
+            self.stop.wait(max(0.0, self._paced_from + t - time.monotonic()))
+        pixels = frame.to_ndarray(format="rgb24", width=FRAME_SIDE, height=FRAME_SIDE)
+        self._next_t = (int(t * self.fps + 1e-6) + 1) / self.fps
+        self.end_s = self._offset + t + 1.0 / self.fps
+        return SampledFrame(self._offset + t, pixels)
+
+    def _audio(self, frame: Any, resampler: Any) -> SampledAudio | None:
+        """Sound on the stream clock (none before the connection's first video frame places it)."""
+        if self._offset is None or frame.time is None:
+            return None
+        samples = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        if not samples:
+            return None
+        return SampledAudio(self._offset + frame.time - self._first_pts, np.concatenate(samples).astype(np.float32))
 
     def _place_connection(self) -> float:
         """Where a new connection starts on the timeline; records the gap before it (realtime sources)."""

@@ -17,8 +17,8 @@
 from videomini.storage.catalog import ACTIONS, CATALOG, FORMAT_VERSION, STATUSES, PlanItem, fingerprint
 from videomini.storage.errors import LibraryBusy, LibraryError
 from videomini.storage.hits import Hit, Moment, TextHit, moments
-from videomini.storage.shards import SHARDS, VideoFrames
 from videomini.storage.manifest import MANIFEST, compaction_due
+from videomini.storage.shards import SHARDS, VideoFrames
 from videomini.storage.store import LibraryStore
 from videomini.storage.vector_index import FLAT_MAX_VECTORS, IndexSpec, build_index, index_spec_for
 

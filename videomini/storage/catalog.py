@@ -15,8 +15,9 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, repair_hint
 

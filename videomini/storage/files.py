@@ -12,8 +12,9 @@ import contextlib
 import os
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -11,9 +11,10 @@ Libraries written before the rename name their parts `seg-<n>.*` ("segments"); t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,8 +23,14 @@ from videomini.storage.files import atomic_write, durability_point
 from videomini.storage.index_snapshot import IDS_DTYPE, TEXT_IDS_DTYPE
 from videomini.storage.manifest import KINDS, PART_PREFIX
 from videomini.storage.shards import SHARDS
-from videomini.storage.vector_index import (ADD_CHUNK, IndexSpec, index_spec_for, new_index, training_positions,
-                                            write_index)
+from videomini.storage.vector_index import (
+    ADD_CHUNK,
+    IndexSpec,
+    index_spec_for,
+    new_index,
+    training_positions,
+    write_index,
+)
 
 
 class IndexSource(NamedTuple):

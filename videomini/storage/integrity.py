@@ -30,7 +30,7 @@ from videomini.storage.catalog import CATALOG, Catalog, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, storage_errors
 from videomini.storage.files import QUARANTINE, set_aside
 from videomini.storage.manifest import entry_problems
-from videomini.storage.shards import ShardStore, shard_name
+from videomini.storage.shards import METADATA_CHECKSUM, ShardStore, shard_name
 
 SQLITE_SIDE_FILES = ("-wal", "-shm")
 REINDEX_HINT = "re-run `videomini index` on it"
@@ -69,11 +69,12 @@ def inspect_shard(shards: ShardStore, row: Any) -> ShardFinding | None:
     except LibraryError as e:
         damage = str(e).split(";")[0]
         try:
-            metadata, shapes = shards.verify(row["shard"])  # its own tensor checksums, without the catalog's
+            metadata, shapes = shards.verify(row["shard"])  # its own checksums (tensors, metadata), not the catalog's
         except LibraryError:
             return ShardFinding(f"{damage} ({row['path']})", "quarantine")
-        if not _belongs(metadata, row):
-            return ShardFinding(f"{damage} ({row['path']})", "quarantine")
+        agrees = metadata.get("path") == row["path"] and shapes["timestamps_s"][0] == row["n_frames"]
+        if not _belongs(metadata, row) or not (METADATA_CHECKSUM in metadata or agrees):
+            return ShardFinding(f"{damage} ({row['path']})", "quarantine")  # the header's damage, not the record's
         return ShardFinding(f"{shard}: the catalog's recorded checksum of this shard is wrong; the shard verifies on "
                             f"its own ({row['path']})", "record", metadata, shapes["timestamps_s"][0])
     if not _belongs(metadata, row):

@@ -28,9 +28,19 @@ from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, rep
 from videomini.storage.files import checksum_file, set_aside
 from videomini.storage.index_parts import IndexSource, PartWriter
 from videomini.storage.index_snapshot import OpenPartIndex, Snapshot, video_runs
-from videomini.storage.manifest import (INDEX_FILE_PATTERNS, INDEX_FORMAT_VERSION, KINDS, MANIFEST, MAX_DELTAS,
-                                        compaction_due, index_files, part_files, read_manifest, summary,
-                                        write_manifest)
+from videomini.storage.manifest import (
+    INDEX_FILE_PATTERNS,
+    INDEX_FORMAT_VERSION,
+    KINDS,
+    MANIFEST,
+    MAX_DELTAS,
+    compaction_due,
+    index_files,
+    part_files,
+    read_manifest,
+    summary,
+    write_manifest,
+)
 from videomini.storage.vector_index import FLAT_MAX_VECTORS, read_index
 
 OPEN_RETRIES = 5  # a writer may publish and delete between a reader's manifest read and file open

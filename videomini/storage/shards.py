@@ -3,8 +3,8 @@
     shards/<id>-<fp12>.safetensors   embeddings fp32 (N, D), timestamps_s f64 (N,) and, when indexed with
                                      signals, segment_embeddings fp32 (S, E) and segment_times_s f64 (S, 2);
                                      metadata: format_version, video id, path, fingerprint, info (duration, model,
-                                     fps, timings, signals, text model), the segments' source and text, and the
-                                     checksum of each tensor's bytes
+                                     fps, timings, signals, text model), the segments' source and text, the
+                                     checksum of each tensor's bytes and the metadata's own checksum
 
 What a shard holds is what its readers read: the index build reads the embeddings and times, `ask --library` the
 times only (`read_times`), search the segments' texts. Frame tokens (fp16 (N, T, H)) are not stored by `index`:
@@ -39,6 +39,7 @@ FINGERPRINT_IN_NAME = 12  # hex digits of the fingerprint in a shard's file name
 VECTOR_TENSORS = ("embeddings", "timestamps_s", "segment_embeddings", "segment_times_s")
 FRAME_TENSORS = ("frame_tokens", "embeddings", "timestamps_s")  # frame_tokens only when stored
 HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on a header
+METADATA_CHECKSUM = "metadata_checksum"  # format 2: the metadata's own checksum (format 1 shards have none)
 
 
 @dataclass
@@ -58,6 +59,14 @@ class ShardContent:
 
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str]
+
+
+def metadata_checksum(metadata: dict[str, str]) -> str:
+    """The checksum of a shard's metadata (canonical JSON, without this checksum): with the tensors' own checksums it
+    lets a shard prove itself whole without the catalog, so repair can tell a wrong catalog record (the shard
+    verifies: repair the record) from a damaged header (it does not: quarantine the shard)."""
+    body = {k: v for k, v in metadata.items() if k != METADATA_CHECKSUM}
+    return checksum_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def shard_name(video_id: int, fp: str) -> str:
@@ -136,6 +145,7 @@ class ShardStore:
 
         metadata = dict(content.metadata, checksums=json.dumps({k: checksum_bytes(v)
                                                                  for k, v in content.tensors.items()}))
+        metadata[METADATA_CHECKSUM] = metadata_checksum(metadata)
         blob = save(content.tensors, metadata=metadata)
         self.folder.mkdir(exist_ok=True)
         digest = atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
@@ -180,10 +190,13 @@ class ShardStore:
             raise self.damaged(name, "header checksum mismatch")
         try:
             with safe_open(path, framework="np") as f:
-                version = (f.metadata() or {}).get("format_version", "1")
+                metadata = f.metadata() or {}
+                version = metadata.get("format_version", "1")  # first: a newer format may checksum otherwise
                 if version not in READABLE_SHARD_FORMATS:
                     raise LibraryError(f"{path}: shard format {version}, this videomini reads formats "
                                        f"{', '.join(READABLE_SHARD_FORMATS)}; upgrade videomini to read this library")
+                if METADATA_CHECKSUM in metadata and metadata_checksum(metadata) != metadata[METADATA_CHECKSUM]:
+                    raise self.damaged(name, "metadata checksum mismatch")
                 return read(f)
         except LibraryError:
             raise

@@ -23,24 +23,38 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
-
 
 from videomini.storage.catalog import CATALOG, Catalog, PlanItem, absolute, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint, storage_errors
 from videomini.storage.files import durability_point, remove_temp_files
 from videomini.storage.hits import moments
-from videomini.storage.integrity import (check_store, rebuild_catalog, rebuilt_catalog_line, repair_catalog,
-                                         repair_store, shard_problems)
+from videomini.storage.integrity import (
+    check_store,
+    rebuild_catalog,
+    rebuilt_catalog_line,
+    repair_catalog,
+    repair_store,
+    shard_problems,
+)
 from videomini.storage.lock import WriterLock
-from videomini.storage.shards import (SHARD_FORMAT_VERSION, SHARDS, ShardContent, ShardStore, VideoFrames,
-                                      frame_tensors, segment_tensors, shard_name)
-from videomini.storage.store_index import StoreIndex
 from videomini.storage.manifest import MANIFEST
 from videomini.storage.published_index import PublishedIndex
+from videomini.storage.shards import (
+    SHARD_FORMAT_VERSION,
+    SHARDS,
+    ShardContent,
+    ShardStore,
+    VideoFrames,
+    frame_tensors,
+    segment_tensors,
+    shard_name,
+)
+from videomini.storage.store_index import StoreIndex
 from videomini.storage.vector_index import FLAT_MAX_VECTORS
 
 
@@ -114,13 +128,13 @@ class LibraryStore(StoreIndex):
             self.catalog = Catalog(path, True)
 
     @classmethod
-    def create(cls, root: str | os.PathLike, **kwargs: Any) -> "LibraryStore":
+    def create(cls, root: str | os.PathLike, **kwargs: Any) -> LibraryStore:
         """Create (or open, if it exists) a library for writing."""
         return cls(root, create=True, **kwargs)
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, writer: bool = False, wait_s: float = 0.0,
-             **kwargs: Any) -> "LibraryStore":
+             **kwargs: Any) -> LibraryStore:
         return cls(root, writer=writer, wait_s=wait_s, **kwargs)
 
     @classmethod
@@ -149,7 +163,7 @@ class LibraryStore(StoreIndex):
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "LibraryStore":
+    def __enter__(self) -> LibraryStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from videomini.config import TOP_K
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint
 from videomini.storage.hits import Hit, TextHit
 from videomini.storage.index_parts import IndexSource
@@ -143,7 +144,7 @@ class StoreIndex:
         self._checked_videos |= wanted
 
     @guarded
-    def search_vectors(self, query: Any, top_k: int = 10, *, nprobe: int | None = None
+    def search_vectors(self, query: Any, top_k: int = TOP_K, *, nprobe: int | None = None
                        ) -> list[Hit] | list[list[Hit]]:
         """Nearest frames by cosine similarity. query (D,) -> list[Hit]; (Q, D) -> one list[Hit] per query."""
         q = to_numpy(query, np.float32)
@@ -174,7 +175,7 @@ class StoreIndex:
         return sample(snap, kind, n, seed) if snap is not None else np.zeros((0, 1), dtype=np.float32)
 
     @guarded
-    def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
+    def search_text(self, query: Any, top_k: int = TOP_K) -> list[TextHit]:
         """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
         q = to_numpy(query, np.float32).reshape(-1)
         snap = self.snapshot()

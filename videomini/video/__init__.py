@@ -21,7 +21,11 @@ from videomini.video.errors import BackendUnavailable, DecodeError, NotAVideo, N
 from videomini.video.info import VideoInfo, probe
 from videomini.video.prefetch import FrameBatches
 from videomini.video.reference import (
-    reference_n_frames, reference_timestamps, reference_video_frames, sample_uniform, uniform_frame_indices,
+    reference_n_frames,
+    reference_timestamps,
+    reference_video_frames,
+    sample_uniform,
+    uniform_frame_indices,
 )
 from videomini.video.sampling import BACKENDS, DECODE_MODES, SAMPLINGS, read_frames_at, sample_frames
 from videomini.video.source import open_container

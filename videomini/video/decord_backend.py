@@ -4,8 +4,8 @@ mis-decodes, and damaged files, which it cannot open."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

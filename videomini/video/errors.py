@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from videomini.errors import VideominiError
 
-class VideoError(Exception):
+
+class VideoError(VideominiError):  # exit 1, HTTP 400
     """A video could not be read. The message is one line: `<file>: <reason>`."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -17,6 +19,7 @@ class VideoError(Exception):
 
 class VideoNotFound(VideoError, FileNotFoundError):
     """The path does not exist."""
+    http_status = 404
 
 
 class NotAVideo(VideoError):

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 import tempfile
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -22,11 +22,13 @@ from videomini.video.timeline import END_SLACK_FRAMES, END_SLACK_MIN_S, FALLBACK
 def ffmpeg_binaries(path: Path) -> tuple[str, str]:
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
     if not ffmpeg or not ffprobe:
-        raise BackendUnavailable(path, "backend 'ffmpeg' needs the ffmpeg and ffprobe binaries (apt-get install ffmpeg)")
+        raise BackendUnavailable(path, "backend 'ffmpeg' needs the ffmpeg and ffprobe binaries "
+                                       "(apt-get install ffmpeg)")
     try:
         import ffmpeg as _  # noqa: F401  (ffmpeg-python)
     except ImportError:
-        raise BackendUnavailable(path, "backend 'ffmpeg' needs ffmpeg-python (pip install 'videomini[ffmpeg]')") from None
+        raise BackendUnavailable(path, "backend 'ffmpeg' needs ffmpeg-python "
+                                       "(pip install 'videomini[ffmpeg]')") from None
     return ffmpeg, ffprobe
 
 

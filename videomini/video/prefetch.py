@@ -8,7 +8,8 @@ import queue
 import threading
 import time
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class FrameBatches:
                 continue
         return False
 
-    def __iter__(self) -> "FrameBatches":
+    def __iter__(self) -> FrameBatches:
         return self
 
     def __next__(self) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +134,7 @@ class FrameBatches:
         if self._inline is not None:
             self._inline.close()
 
-    def __enter__(self) -> "FrameBatches":
+    def __enter__(self) -> FrameBatches:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,17 +9,27 @@ the frames that exist and one warning that says how far decoding got or where th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from videomini.errors import first_line
 from videomini.video import source
 from videomini.video.errors import DecodeError
-from videomini.video.source import cw_from_ccw, keyframe_interval_s, seek_gap_s as default_seek_gap_s, stream_origin
-from videomini.video.timeline import END_SLACK_FRAMES, END_SLACK_MIN_S, FALLBACK_FPS, OnScreen, Warn, resize_nearest
-from videomini.video.timeline import rotate, scaled_size
+from videomini.video.source import cw_from_ccw, keyframe_interval_s, stream_origin
+from videomini.video.source import seek_gap_s as default_seek_gap_s
+from videomini.video.timeline import (
+    END_SLACK_FRAMES,
+    END_SLACK_MIN_S,
+    FALLBACK_FPS,
+    OnScreen,
+    Warn,
+    resize_nearest,
+    rotate,
+    scaled_size,
+)
 
 
 class Damage:

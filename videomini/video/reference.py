@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from videomini.config import FPS
 from videomini.errors import first_line
 from videomini.video import source
 from videomini.video.errors import DecodeError
@@ -31,7 +32,7 @@ def uniform_frame_indices(n_frames_total: int, n: int) -> list[int]:
     return [(int(np.round(seg * i)) + int(np.round(seg * (i + 1)))) // 2 for i in range(n)]
 
 
-def reference_n_frames(n_frames_total: int, avg_fps: float, fps: float = 1.0) -> int:
+def reference_n_frames(n_frames_total: int, avg_fps: float, fps: float = FPS) -> int:
     """How many frames the reference takes: total // (avg_fps / fps), at most total, at least 1.
 
     (The reference computes `int(total // avg_fps)` at 1 fps and fails on videos shorter than 1 s; we take 1.)
@@ -64,7 +65,7 @@ def _count_frames_pyav(path: Path) -> tuple[int, float]:
     return len(times), avg
 
 
-def reference_timestamps(path: str | Path, fps: float = 1.0, max_frames: int | None = None) -> np.ndarray:
+def reference_timestamps(path: str | Path, fps: float = FPS, max_frames: int | None = None) -> np.ndarray:
     """Target times that make the streaming sampler return exactly the frames the official evaluation takes.
 
     N = `reference_n_frames` (capped by `max_frames`), frame indices = `uniform_frame_indices` (segment centres:
@@ -117,7 +118,7 @@ def sample_uniform(path: str | Path, n: int, max_side: int | None = None) -> tup
     return _pyav_frames_by_index(p, uniform_frame_indices(total, n), max_side)
 
 
-def reference_video_frames(path: str | Path, fps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def reference_video_frames(path: str | Path, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
     """Frames and frame indices exactly as the reference selects them (decord when installed, as it used).
 
     Returns `(frames (N,H,W,3) uint8 at the stored size, indices (N,) int64)`.

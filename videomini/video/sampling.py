@@ -5,11 +5,13 @@ raised before the first batch."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from videomini.config import BATCH_SIZE, FPS
 from videomini.video.decord_backend import decord_frames
 from videomini.video.ffmpeg_backend import ffmpeg_binaries, ffmpeg_frames
 from videomini.video.info import VideoInfo, probe
@@ -61,11 +63,11 @@ def _check_decode(decode: str, backend: str, size: tuple[int, int] | None) -> No
 
 def sample_frames(
     path: str | Path,
-    fps: float = 1.0,
+    fps: float = FPS,
     start_s: float | None = None,
     end_s: float | None = None,
     max_frames: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     backend: str = "auto",
     max_side: int | None = None,
     prefetch: int = 2,

@@ -7,10 +7,11 @@ clockwise (the legacy `rotate` tag, else the display matrix, which PyAV reports 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from videomini.video.errors import NoVideoStream, NotAVideo, VideoNotFound
+from videomini.video.errors import NotAVideo, NoVideoStream, VideoNotFound
 
 DEFAULT_SEEK_GAP_S = 10.0  # used when the keyframe interval is unknown
 MIN_SEEK_GAP_S = 2.0  # never seek for a target closer than this: decoding through is cheaper

@@ -7,7 +7,8 @@ several targets is returned once per target; targets before the first frame are 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
