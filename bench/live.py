@@ -126,7 +126,7 @@ def _searchable_delays(session, committed: list[tuple[float, dict]], piece_s: fl
         best.append(at - end)
         starts.append((start - session.timeline.start_utc.timestamp(), end + 1.0, at))
     for seg in (session.signals.segments() if session.signals is not None else []):
-        for start_s, end_wall, at in starts:
+        for start_s, _end_wall, at in starts:
             if start_s <= seg.start_s < start_s + piece_s:
                 spoken.append(at - session.timeline.wall(seg.end_s).timestamp())
     return {"pieces": len(committed), "piece_s": piece_s,

@@ -20,7 +20,8 @@ def serve(
                                              "indexed with). Loaded once, on the first request that needs it."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs "
                                                          "--token or --no-auth."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port; the log line says which)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535,
+                             help="Port (0: any free port; the log line says which)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="VIDEOMINI_TOKEN",
                                         help="Bearer token required on every route but the page's files."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve a non-loopback address without a token."),

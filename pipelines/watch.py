@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from videomini.errors import VideominiError
 from videomini.live import LiveSession, Piece, WatchOptions, watch
-from videomini.pipelines.video_commit import (EncodedVideo, IndexReport, VideoAssembly, commit_video,
-                                              default_text_embedder)
+from videomini.pipelines.video_commit import (
+    EncodedVideo,
+    IndexReport,
+    VideoAssembly,
+    commit_video,
+    default_text_embedder,
+)
 
 PIECES_FOLDER = "live"  # <library>/live/<session start UTC>/piece-NNNNNN-<piece start UTC>.mp4
 SIGNAL_WAIT_CHUNKS = 3  # a piece waits at most this many signal chunks for its speech / on-screen text

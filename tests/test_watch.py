@@ -260,8 +260,8 @@ def test_library_is_searchable_while_watching_and_survives_sigkill(checkpoint, t
 
 @pytest.mark.slow
 def test_narrated_udp_stream_speech_and_screen_text_quoted_and_searchable(vm, narrated, tmp_path):
-    from videomini.pipelines.watch import start_watch
     from videomini.live import WatchOptions, parse_source
+    from videomini.pipelines.watch import start_watch
     from videomini.search import search_library
 
     port = free_port()

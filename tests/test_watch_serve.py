@@ -55,7 +55,8 @@ def watch_server(checkpoint, tmp_path):
 
 def test_live_view_shows_the_stream_answers_and_standing_questions(watch_server, tmp_path):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it (apt-get install -y chromium)")
+        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it "
+                    "(apt-get install -y chromium)")
     from playwright import sync_api
 
     with sync_api.sync_playwright() as playwright:

@@ -9,12 +9,14 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from videomini.config import FPS
 from videomini.errors import VideominiError
 from videomini.live.alerts import StandingQuestion, answer_word_ids, yes_probability
 from videomini.live.intake import FrameBuffer
@@ -22,7 +24,6 @@ from videomini.live.memory import RollingMemory
 from videomini.live.signals import LiveSignals
 from videomini.live.sources import SampledAudio, SampledFrame, SourceError, SourceSpec, StreamReader, parse_source
 from videomini.live.timeline import Timeline
-from videomini.config import FPS
 
 EventFn = Callable[[str, dict], None]
 PieceFn = Callable[["Piece"], None]
@@ -373,7 +374,7 @@ class LiveSession:
             thread.join(timeout=timeout_s)
         self.memory.close(delete=self._own_archive)
 
-    def __enter__(self) -> "LiveSession":
+    def __enter__(self) -> LiveSession:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
 
 import numpy as np
 

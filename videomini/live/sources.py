@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from videomini.config import FPS
 from videomini.errors import VideominiError
 from videomini.live.timeline import Timeline
-from videomini.config import FPS
 
 FRAME_SIDE = 336  # frames are kept at the encoder's input size (the reference squashes every frame to 336 x 336)
 NETWORK_SCHEMES = ("udp", "srt", "rtsp", "rtmp", "rtmps", "http", "https", "tcp")
@@ -144,9 +145,10 @@ class StreamReader:
                 finally:
                     container.close()
             except SourceError as e:
-                if not self.spec.reconnects or self.connections == 0 and time.monotonic() - started >= self.timeout_s:
-                    raise SourceError(f"{e} — no connection within {self.timeout_s:g} s") if self.spec.reconnects \
-                        else e
+                if not self.spec.reconnects:
+                    raise
+                if self.connections == 0 and time.monotonic() - started >= self.timeout_s:
+                    raise SourceError(f"{e} — no connection within {self.timeout_s:g} s") from None
                 self.events("retry", {"error": str(e)})
                 self.stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
                 failures += 1

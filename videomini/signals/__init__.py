@@ -49,7 +49,7 @@ class TextSegment:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TextSegment":
+    def from_dict(cls, data: dict[str, Any]) -> TextSegment:
         words = data.get("words")
         return cls(
             start_s=float(data["start_s"]),
