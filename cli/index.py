@@ -44,6 +44,9 @@ def index(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
+    checked_index(fps, workers, timeout, wait)  # before any heavy import: a bad flag is answered at once
+    model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
+
     from rich.console import Console
 
     from videomini.config import IndexConfig
@@ -51,8 +54,6 @@ def index(
     from videomini.pipelines.local_engine import LocalEngine
     from videomini.pipelines.ray_engine import RayEngine
 
-    checked_index(fps, workers, timeout, wait)
-    model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
     console = Console(stderr=as_json)
     progress, on_event = _progress(console, quiet=as_json)
     config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps, decode=decode,

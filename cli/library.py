@@ -129,8 +129,9 @@ def _files_table(files: list[dict]):
     styles = {"done": "green", "failed": "red"}
     for row in files:
         duration = "" if row["duration_s"] is None else f"{row['duration_s']:.1f} s"
-        status = (row["status"] if row["status"] != "failed"
-                  else f"failed: {without_path(row['error'] or '', row['path'])}")
+        status = row["status"]
+        if status == "failed":  # the row names the file: its error without the path again
+            status = f"failed: {without_path(row['error'] or '', row['path'])}"
         table.add_row(escape(display_name(row["path"])), duration, f"{row['frames']:,}",
                       "+".join(row["signals"]) or "-", f"[{styles.get(row['status'], 'yellow')}]{escape(status)}")
     return table

@@ -27,9 +27,9 @@ def search(
     """Search an indexed library: frames (CLIP) and stored speech / on-screen text (sentence embeddings), each
     calibrated against the query's background and fused by evidence. Relevance runs from 0 (no signal rises
     above what unrelated content scores) through 0.5 (confident: marked *) towards 1."""
+    query = checked_search(query, top_k)  # before the heavy import: a bad query is answered at once
     from videomini.search import search_library
 
-    query = checked_search(query, top_k)
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:

@@ -88,6 +88,10 @@ def test_adding_frames_keeps_the_stored_text_and_refused_runs_leave_nothing(tmp_
     with LibraryStore(library) as store:
         row = store.video(sign)
         assert row["n_frames"] == 3 and store.segments(row["id"]) == text_before
+    # a later run without --model uses the model the library was indexed with: nothing to redo (the default
+    # model, not on this machine, would have made the file "changed" and failed to load)
+    again = index_videos(library, [sign])
+    assert again.indexed == [] and again.skipped == [(str(sign.resolve()), "unchanged")], again
     # a run refused for want of a model leaves no library folder behind
     missing = tmp_path / "no-such-model"
     with pytest.raises(IndexRunError, match="no-such-model"):

@@ -275,7 +275,10 @@ def test_narrated_udp_stream_speech_and_screen_text_quoted_and_searchable(vm, na
         # the sentence said at 9 s (joining a UDP stream misses its first second or two) transcribed while it plays
         assert session.signals.wait_until(12.0, timeout_s=60)
         answer = session.ask("What should I remember to do before I leave?")
-        events.wait("piece", count=3, timeout_s=60)  # the whole stream in pieces (the last ends at the drop)
+        events.wait("dropped", timeout_s=60)  # the publisher is done: the drop ends the last piece
+        with events.cond:  # every piece started is committed, with its text
+            events.cond.wait_for(lambda: len(events.of("piece")) >= session.pieces, timeout=60)
+        assert len(events.of("piece")) == session.pieces >= 2
         found = search_library(tmp_path / "library", "do not forget to give the kitten its food", top_k=3)
     finally:
         stop(publisher)

@@ -20,8 +20,9 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from videomini import limits
 from videomini.pipelines.serve.state import ServeError
-from videomini.pipelines.serve.wire import one_line, sse
+from videomini.pipelines.serve.wire import error_event, sse
 
 STATIC = Path(__file__).with_name("static")
 SUBSCRIBER_QUEUE = 256  # events waiting for one slow page; beyond this it misses the oldest
@@ -29,7 +30,7 @@ HUB_EVENTS = ("alert", "gap", "piece", "dropped", "connected", "ended")
 
 
 class LiveAskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=limits.QUESTION_MAX_CHARS)
     max_new_tokens: int = Field(128, ge=1, le=4096)
     stream: bool = False
 
@@ -89,6 +90,7 @@ def add_live_routes(app: FastAPI, session: Any, hub: LiveHub) -> None:
 
     @app.post("/api/live/ask", tags=["live"], summary="Ask about the stream while it plays")
     async def ask(body: LiveAskRequest):
+        body.question = limits.check_question(body.question)  # not blank, within the limits: 400 otherwise
         if not body.stream:
             return JSONResponse((await asyncio.to_thread(_ask, session, body, None)).to_dict())
         return StreamingResponse(_ask_events(session, body), media_type="text/event-stream",
@@ -105,12 +107,8 @@ def add_live_routes(app: FastAPI, session: Any, hub: LiveHub) -> None:
 
 
 def _ask(session: Any, body: LiveAskRequest, on_token: Any) -> Any:
-    from videomini.live import NothingSeenYet
-
-    try:
-        return session.ask(body.question, max_new_tokens=body.max_new_tokens, on_token=on_token)
-    except NothingSeenYet as e:
-        raise ServeError(409, str(e)) from None
+    """The session's answer; nothing seen yet (409) or a question over the limits (400) raise with their status."""
+    return session.ask(body.question, max_new_tokens=body.max_new_tokens, on_token=on_token)
 
 
 async def _ask_events(session: Any, body: LiveAskRequest) -> AsyncIterator[str]:
@@ -127,7 +125,5 @@ async def _ask_events(session: Any, body: LiveAskRequest) -> AsyncIterator[str]:
             getter.cancel()
     try:
         yield sse("answer", worker.result().to_dict())
-    except ServeError as e:
-        yield sse("error", {"error": one_line(e.message), "status": e.status})
-    except Exception as e:  # the stream has started: the reason goes in the stream
-        yield sse("error", {"error": one_line(f"{type(e).__name__}: {e}"), "status": 500})
+    except Exception as e:  # the stream has started: the reason and status go in the stream (wire.py)
+        yield sse("error", error_event(e))
