@@ -496,7 +496,7 @@ def build_corpus(folder: Path, split: str) -> tuple[list[Path], list[Query]]:
             meta.write_text(json.dumps([[line.start_s, line.end_s] for line in made.lines]))
         spans = json.loads(meta.read_text())
         paths.append(path)
-        for (start_s, _sentence, paraphrase, exact), (a, b) in zip(spec.lines, spans):
+        for (_start_s, _sentence, paraphrase, exact), (a, b) in zip(spec.lines, spans):
             if paraphrase:
                 queries.append(Query(paraphrase, "paraphrase", path.name, a, b))
             if exact:

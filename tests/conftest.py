@@ -127,10 +127,10 @@ def narrated(tmp_path_factory):
 def serve_library(tmp_path_factory, checkpoint, narrated):
     """A library for `videomini serve` tests: the narrated video (frames + speech + on-screen text) and a silent
     one with a caption, indexed with the tiny checkpoint. Returns (library folder, {name: NarratedVideo})."""
-    from narrated import Caption, make_narrated_video
-
     from videomini.ask import VideoMini
     from videomini.pipelines import index_videos
+
+    from narrated import Caption, make_narrated_video
 
     silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
                                  captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)

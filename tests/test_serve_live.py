@@ -31,7 +31,8 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it (apt-get install -y chromium)")
+        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it "
+                    "(apt-get install -y chromium)")
     from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class Background:
     n_total: int
 
     @classmethod
-    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> "Background":
+    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> Background:
         """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them)."""
         values = np.asarray(similarities, dtype=np.float64).reshape(-1)
         if values.size == 0:
@@ -102,7 +103,7 @@ class Hubness:
     sample_r: np.ndarray  # (S,) hubness of each sample vector (its own match excluded)
 
     @classmethod
-    def of_sample(cls, sample: np.ndarray) -> "Hubness":
+    def of_sample(cls, sample: np.ndarray) -> Hubness:
         sample = np.asarray(sample, dtype=np.float32)
         return cls(sample, cls._mean_top(sample @ sample.T))
 
@@ -212,7 +213,8 @@ def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Seq
     for run in runs(times_s, gap_s, videos):
         peak = max(run, key=lambda i: similarities[i])
         floor = similarities[peak] - NEAR_PEAK_Z * background.scale
-        near = [times_s[i] for i in run if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
+        near = [times_s[i] for i in run
+                if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
         out.append(Candidate(videos[peak], float(min(near)), float(max(near)) + frame_s, float(times_s[peak]),
                              float(similarities[peak]), "visual"))
     return out
