@@ -135,6 +135,9 @@ def test_chat_completion_about_a_library_video_has_evidence(client):
     assert out["object"] == "chat.completion" and out["choices"][0]["message"]["role"] == "assistant"
     assert out["choices"][0]["message"]["content"] == out["videomini"]["text"]
     assert out["evidence"] and all(0.0 <= e["time_s"] <= 4.0 for e in out["evidence"])
+    usage = out["usage"]  # what the LLM read (the question and one token per frame) and generated
+    assert usage["prompt_tokens"] > out["videomini"]["frames_used"] and 1 <= usage["completion_tokens"] <= 4
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and models["data"][0]["id"] == out["model"]
 
@@ -177,6 +180,7 @@ def test_chat_streams_openai_chunks_with_evidence_in_the_last(client):
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["evidence"]
     assert text.strip() == chunks[-1]["videomini"]["text"]
+    assert chunks[-1]["usage"]["completion_tokens"] == chunks[-1]["videomini"]["completion_tokens"] >= 1
 
 
 # ----------------------------------------------------------------------------------------------- load

@@ -58,6 +58,8 @@ class Answer:
     notes: list[str] = field(default_factory=list)
     generated_by: str = "llava-mini"  # or "signals": no generative model, quoted speech / on-screen text
     context: str | None = None  # timestamped signal lines that went into the prompt
+    prompt_tokens: int = 0  # LLM input positions (text + one token per frame); 0 when no model answered
+    completion_tokens: int = 0  # generated ids, the stop token included
 
     @property
     def times(self) -> list[float]:
@@ -249,6 +251,7 @@ class Generated:
     text: str
     frame_scores: np.ndarray  # (n_frames,) mean attention mass per frame (see `attention_to_frames`)
     token_ids: list[int] = field(default_factory=list)  # the generated ids (stop token included)
+    prompt_tokens: int = 0  # positions the LLM read before answering: the prompt with the frames in its slot
 
 
 def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
@@ -274,4 +277,5 @@ def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, 
                                  generator.result.get("cache"), inputs_embeds.shape[1],
                                  slice(slot, slot + frames * tokens_per_frame), tokens_per_frame)
     ids = generator.result.get("ids")
-    return Generated("".join(pieces).strip(), scores, [] if ids is None else ids[0].tolist())
+    return Generated("".join(pieces).strip(), scores, [] if ids is None else ids[0].tolist(),
+                     prompt_tokens=int(inputs_embeds.shape[1]))

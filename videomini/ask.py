@@ -261,7 +261,8 @@ class VideoMini:
             notes.append("when: " + ", ".join(format_time(e.time_s) for e in evidence[:3]))
         return Answer(question=question, text=generated.text, evidence=evidence, frames_used=len(times_s),
                       frames_total=len(times_s), frame_times_s=[round(float(t), 3) for t in times_s],
-                      model=self.model_id, notes=notes)
+                      model=self.model_id, notes=notes, prompt_tokens=generated.prompt_tokens,
+                      completion_tokens=len(generated.token_ids))
 
     def _generate(self, input_ids: torch.Tensor, fused: FusedText, frame_tokens: torch.Tensor,
                   max_new_tokens: int, do_sample: bool = False, on_token: TokenFn | None = None):
@@ -367,6 +368,7 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, fo
                   evidence=evidence,
                   frames_used=fused.count, frames_total=fused.count,
                   frame_times_s=[round(float(t), 3) for t in all_times], model=vm.model_id, notes=notes,
-                  context=context, timings_s={"retrieve_encode": round(encoded_at - started, 3),
+                  context=context, prompt_tokens=generated.prompt_tokens,
+                  completion_tokens=len(generated.token_ids), timings_s={"retrieve_encode": round(encoded_at - started, 3),
                                               "generate": round(time.perf_counter() - encoded_at, 3),
                                               "total": round(time.perf_counter() - started, 3)})

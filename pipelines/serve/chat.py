@@ -153,10 +153,16 @@ def frame_times(body: ChatRequest, n: int):
     return times
 
 
+def usage(answer: Any) -> dict:
+    """OpenAI's token accounting: what the LLM read (the prompt with one token per frame) and generated."""
+    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+
+
 def completion(answer: Any, completion_id: str, created: int) -> dict:
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": answer.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                         "finish_reason": "stop", "logprobs": None}],
+                         "finish_reason": "stop", "logprobs": None}], "usage": usage(answer),
             "evidence": [e.to_dict() for e in answer.evidence], "videomini": answer.to_dict()}
 
 
@@ -201,7 +207,7 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
                 return
             if not streamed and answer.text:  # answered from stored signals: no token stream, the text at once
                 yield chunk({"content": answer.text})
-            yield chunk({}, "stop", evidence=[e.to_dict() for e in answer.evidence], videomini=answer.to_dict())
+            yield chunk({}, "stop", usage=usage(answer), evidence=[e.to_dict() for e in answer.evidence], videomini=answer.to_dict())
             yield sse(None, "[DONE]")
 
         return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

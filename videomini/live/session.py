@@ -310,7 +310,8 @@ class LiveSession:
                                        video=self.spec.url)
         answer = Answer(question=question, text=generated.text, evidence=evidence, frames_used=len(selected),
                         frames_total=len(seqs), frame_times_s=[round(float(t), 3) for t in chosen_times],
-                        model=vm.model_id)
+                        model=vm.model_id, prompt_tokens=generated.prompt_tokens,
+                        completion_tokens=len(generated.token_ids))
         if len(selected) < len(seqs):
             answer.notes.append(f"{len(seqs)} frames retained, {len(selected)} chosen for the question")
         answer.context = context or None
