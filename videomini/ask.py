@@ -369,6 +369,7 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, fo
                   frames_used=fused.count, frames_total=fused.count,
                   frame_times_s=[round(float(t), 3) for t in all_times], model=vm.model_id, notes=notes,
                   context=context, prompt_tokens=generated.prompt_tokens,
-                  completion_tokens=len(generated.token_ids), timings_s={"retrieve_encode": round(encoded_at - started, 3),
-                                              "generate": round(time.perf_counter() - encoded_at, 3),
-                                              "total": round(time.perf_counter() - started, 3)})
+                  completion_tokens=len(generated.token_ids),
+                  timings_s={"retrieve_encode": round(encoded_at - started, 3),
+                             "generate": round(time.perf_counter() - encoded_at, 3),
+                             "total": round(time.perf_counter() - started, 3)})

@@ -207,7 +207,8 @@ def add_chat_routes(app: FastAPI, state: ServerState) -> None:
                 return
             if not streamed and answer.text:  # answered from stored signals: no token stream, the text at once
                 yield chunk({"content": answer.text})
-            yield chunk({}, "stop", usage=usage(answer), evidence=[e.to_dict() for e in answer.evidence], videomini=answer.to_dict())
+            yield chunk({}, "stop", usage=usage(answer), evidence=[e.to_dict() for e in answer.evidence],
+                        videomini=answer.to_dict())
             yield sse(None, "[DONE]")
 
         return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
