@@ -20,7 +20,7 @@ from videomini.library import LazyModel
 from videomini.loading import default_model_id
 from videomini.pipelines.decoder import DecodeJob
 from videomini.pipelines.indexing import (NO_PROJECTION, SIGNALS, Event, IndexError_, IndexReport, VideoAssembly,
-                                          commit_video, default_text_embedder, encode_batch, kept_frames_for,
+                                          commit_video, encode_batch, kept_frames_for, text_embedder_for,
                                           no_event)
 from videomini.pipelines.messages import FrameBatch
 
@@ -57,14 +57,17 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
                  recursive: bool = False, fps: float = 1.0, workers: int = 2, retry_failed: bool = False,
                  timeout_s: float = 120.0, batch_size: int = 16, wait_s: float = 0.0, engine: str = "local",
                  ray_address: str | None = None, signals: Iterable[str] = (), visual: bool = True,
-                 on_event: Event | None = None) -> IndexReport:
+                 on_event: Event | None = None, text_model: str | None = None,
+                 asr_model: str | None = None) -> IndexReport:
     """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or a
     LazyModel), else the model `model_id` (default: $VIDEOMINI_MODEL, else the reference checkpoint) loaded on
     `device` in `dtype` when the first file needs encoding. Returns what was indexed, skipped and failed; never
     raises for a bad file; raises IndexError_ (one line) when the run cannot proceed.
 
     signals ("speech", "ocr"): also store each video's timestamped speech / on-screen text with MiniLM
-    embeddings, searchable beside the frames. visual False: no vision model at all, signals only (a machine
+    embeddings, searchable beside the frames (`text_model`: a sentence-transformers folder or hub id instead of
+    the bundled MiniLM; `asr_model`: a Whisper size or CTranslate2 folder instead of the bundled tiny.en; both
+    recorded in the library). visual False: no vision model at all, signals only (a machine
     without the LLaVA-Mini weights); frames already stored for an unchanged file are kept.
 
     engine "local": decoder processes on this machine, the encoder on this process's device. engine "ray": the
@@ -74,6 +77,7 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     from videomini.storage import LibraryStore
 
     signals = _checked_signals(engine, signals, visual)
+    asr_model = checked_asr_model(asr_model) if "speech" in signals else asr_model
     started = time.perf_counter()
     emit = on_event or no_event
     report = IndexReport()
@@ -84,18 +88,22 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     try:
         todo = _plan(library, candidates, report, emit, retry_failed=retry_failed, model_id=run_model_id,
                      signals=signals)
-        text_embedder = default_text_embedder() if todo and (signals or any(i.signals for i in todo)) else None
+        text_embedder = (text_embedder_for(text_model) if todo and (signals or any(i.signals for i in todo))
+                         else None)
+        if todo and "speech" in signals:
+            library.record_models(asr_model=asr_model)
         try:
             if todo and engine == "ray":
                 from videomini.pipelines.ray_engine import run_ray
 
                 run_ray(library, todo, run_model_id, fps=fps, batch_size=batch_size, timeout_s=timeout_s,
-                        address=ray_address, report=report, emit=emit, signals=signals, text_embedder=text_embedder)
+                        address=ray_address, report=report, emit=emit, signals=signals, text_embedder=text_embedder,
+                        asr_model=asr_model)
             elif todo:
                 if visual and model is None:
                     model = LazyModel(_loader(run_model_id, device, dtype, batch_size, emit))
                 _run(library, todo, model if visual else None, fps, workers, timeout_s, batch_size, report, emit,
-                     signals, text_embedder)
+                     signals, text_embedder, asr_model)
         except CheckpointError as e:  # the run needs the vision model: say how to index without it
             hint = ("or index the signals only: --no-visual" if signals
                     else "or index speech and on-screen text only: --no-visual --signals speech,ocr")
@@ -172,7 +180,8 @@ def _model_id(model: Any) -> str | None:
 
 
 def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout_s: float, batch_size: int,
-         report: IndexReport, emit: Event, signals: list[str], text_embedder: Any) -> None:
+         report: IndexReport, emit: Event, signals: list[str], text_embedder: Any, asr_model: str | None = None
+         ) -> None:
     """Index the `todo` plan items with `model` (None: signals only), decoding up to `workers` videos ahead."""
     if model is not None:
         check_model(model)
@@ -183,7 +192,8 @@ def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout
             for ahead in range(position, min(position + max(1, workers), len(todo))):
                 if ahead not in jobs:
                     jobs[ahead] = DecodeJob(ctx, todo[ahead].path, fps, batch_size, timeout_s,
-                                            sorted(set(signals) | set(todo[ahead].signals)), model is not None)
+                                            sorted(set(signals) | set(todo[ahead].signals)), model is not None,
+                                            asr_model)
             job = jobs.pop(position)
             try:
                 _index_one(library, item, job, model, fps, report, emit, text_embedder)
@@ -208,3 +218,15 @@ def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, 
     result.seconds = time.perf_counter() - started  # wall time: decoding overlaps encoding
     commit_video(library, assembly, result, model_id=_model_id(model), fps=fps, report=report, emit=emit,
                  text_embedder=text_embedder)
+
+
+def checked_asr_model(asr_model: str | None) -> str:
+    """The speech model a run records and uses: `asr_model` (a Whisper size or CTranslate2 folder, checked before
+    any work starts), else the bundled tiny.en."""
+    from videomini.signals import SignalError
+    from videomini.signals.speech import DEFAULT_MODEL, resolve_model
+
+    try:
+        return str(resolve_model(asr_model)) if asr_model else DEFAULT_MODEL
+    except SignalError as e:
+        raise IndexError_(f"--asr-model: {e}") from None

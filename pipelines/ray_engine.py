@@ -47,14 +47,15 @@ TEMP_DIR_MAX = 107 - 65
 # -- stage 1: decode tasks ----------------------------------------------------------------------------------------
 
 
-def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float, frames: bool) -> Iterator[dict]:
+def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float, frames: bool,
+                 asr_model: str | None = None) -> Iterator[dict]:
     """Ray task: decode one video in an isolated child process (the local engine's DecodeJob) and yield its
     messages as rows. `frames` False (signals only): no batches."""
     import multiprocessing as mp
 
     video_id = int(video["video_id"])
     job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s,
-                    signals=json.loads(video["signals"]), frames=frames)
+                    signals=json.loads(video["signals"]), frames=frames, asr_model=asr_model)
     try:
         for message in job.messages():
             yield to_row(video_id, message)
@@ -111,7 +112,7 @@ class EncoderActor:
 
 def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
             address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (),
-            text_embedder: Any = None, encoders: int | None = None) -> None:
+            text_embedder: Any = None, encoders: int | None = None, asr_model: str | None = None) -> None:
     """Index the `todo` plan items on Ray with the model `model_id` (as recorded in the catalog; None: no vision
     model, signals only): a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's
     CPUs, started and shut down here. Results enter the library through `commit_video`, in this process only.
@@ -133,7 +134,7 @@ def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch
     ray, started_here, temp_dir = _start_ray(address)
     try:
         _run(ray, library, todo, model_id, load_id, fps, batch_size, timeout_s, sorted(set(signals)),
-             text_embedder, report, emit, encoders)
+             text_embedder, report, emit, encoders, asr_model)
     finally:
         if started_here:
             ray.shutdown()
@@ -205,13 +206,13 @@ def short_temp_dir() -> str:
 
 def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str | None, fps: float,
          batch_size: int, timeout_s: float, signals: list[str], text_embedder: Any, report: IndexReport,
-         emit: Event, encoders: int | None) -> None:
+         emit: Event, encoders: int | None, asr_model: str | None = None) -> None:
     driver = _Driver(library, model_id, fps, load_id is not None, text_embedder, report, emit)
     inputs = [driver.start(item, signals) for item in todo]
     with _quiet_ray_data():
         dataset = ray.data.from_items(inputs, override_num_blocks=len(inputs)).flat_map(
             decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s,
-                                     "frames": load_id is not None}, num_cpus=1)
+                                     "frames": load_id is not None, "asr_model": asr_model}, num_cpus=1)
         if load_id is not None:
             dataset = dataset.map_batches(
                 EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": batch_size}, batch_size=1,

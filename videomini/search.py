@@ -36,6 +36,7 @@ MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence o
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
 ITEM_MIN_SCALE = 0.01  # floor of one item's spread over the generic queries (cosine units)
+Z_MIN_SCALE = 1.0  # floor of a query's spread over items' z (units of the items' own spread: 1 by construction)
 
 # Queries about nothing in particular, in the forms users type (a thing, a scene, a question, a sentence heard):
 # what a stored item scores for these is what it scores for a query that is not about it. Fixed text, so its
@@ -68,13 +69,15 @@ class Background:
     n_total: int
 
     @classmethod
-    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> "Background":
-        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them)."""
+    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None,
+           min_scale: float = MIN_SCALE) -> "Background":
+        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them), the spread at
+        least `min_scale`."""
         values = np.asarray(similarities, dtype=np.float64).reshape(-1)
         if values.size == 0:
             return cls(0.0, 1.0, max(1, n_total or 1))
         center = float(np.median(values))
-        scale = max(MIN_SCALE, 1.4826 * float(np.median(np.abs(values - center))))
+        scale = max(min_scale, 1.4826 * float(np.median(np.abs(values - center))))
         return cls(center, scale, max(1, int(n_total or values.size)))
 
     @property
@@ -340,7 +343,8 @@ def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: f
     query_vector = text_tower.embed(query)[0].numpy()
     bank = query_bank(lambda texts: text_tower.embed(texts).numpy(), f"clip:{getattr(text_tower, 'name', '')}")
     sample = library.sample_vectors("frames", BACKGROUND_SAMPLE)
-    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample), library.manifest()["n_vectors"])
+    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample), library.manifest()["n_vectors"],
+                               Z_MIN_SCALE)
     hits = library.search_vectors(query_vector, top_k=depth)
     if not hits:
         lists["visual"], backgrounds["visual"] = [], background
@@ -362,7 +366,7 @@ def _text_lists(library: Any, query: str, text_embedder: Any, depth: int, signal
     bank = query_bank(text_embedder.encode, f"text:{getattr(text_embedder, 'name', '')}")
     sample = library.sample_vectors("text", BACKGROUND_SAMPLE)
     background = Background.of(bank.standardized(sample @ _unit(query_vector), sample),
-                               library.manifest()["text_n_vectors"])
+                               library.manifest()["text_n_vectors"], Z_MIN_SCALE)
     hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
     z = bank.standardized([h.score for h in hits], np.stack([h.vector for h in hits])) if hits else []
     for hit, similarity in zip(hits, z):
@@ -403,7 +407,7 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
     cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
     bank = query_bank(embedder.encode, f"text:{getattr(embedder, 'name', '')}")
     similarities = bank.standardized(cosines, vectors[1:])
-    background = Background.of(similarities)
+    background = Background.of(similarities, min_scale=Z_MIN_SCALE)
     lists: dict[str, list[Candidate]] = {}
     for seg, cosine, similarity in zip(segments, cosines, similarities):
         lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s,
