@@ -33,7 +33,7 @@ def measure(engine: str, videos: list[str], model: str, fps: float, batch_size: 
     """Child process: index `videos` into a fresh library with `engine`; report frames and wall time."""
     import shutil
 
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     ray_started = 0.0
     if engine == "ray-warm":

@@ -510,7 +510,7 @@ def build_corpus(folder: Path, split: str) -> tuple[list[Path], list[Query]]:
 def build_library(cache: Path, split: str) -> tuple[Path, Path, list[Query], dict]:
     """(library folder, checkpoint folder, queries, index report) of one split, built once in `cache`."""
     from videomini import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     root = cache / (f"retrieval-v{CORPUS_VERSION}" if split == "dev" else f"retrieval-{split}-v{CORPUS_VERSION}")
     checkpoint = root / "tiny-clip"

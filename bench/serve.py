@@ -42,7 +42,7 @@ def build_library(workdir: Path, n_videos: int, seconds: float) -> tuple[Path, P
     from narrated import Caption, make_narrated_video
 
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     checkpoint = make_tiny_checkpoint(workdir / "tiny", with_clip_text=True)
     videos = []

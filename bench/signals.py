@@ -87,7 +87,7 @@ def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, wo
     decoder process, as they do in a real `index` run, so their load time is part of the overhead measured."""
     from conftest import make_tiny_checkpoint
     from videomini import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
     from videomini.signals.text import default_embedder
 
     with console.status("index: building the tiny checkpoint"):

@@ -44,7 +44,7 @@ def index(
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     from rich.console import Console
 
-    from videomini.pipelines.index import IndexError_, index_videos
+    from videomini.pipelines.index_run import IndexRunError, index_videos
     from videomini.storage import LibraryError
 
     console = Console(stderr=as_json)
@@ -56,7 +56,7 @@ def index(
                                   wait_s=wait, engine=engine, ray_address=ray_address, on_event=on_event,
                                   visual=visual, signals=[name.strip() for name in signals.split(",") if name.strip()],
                                   text_model=text_model, asr_model=asr_model)
-    except (LibraryError, IndexError_) as e:
+    except (LibraryError, IndexRunError) as e:
         fail(str(e), 2)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -34,7 +34,7 @@ import numpy as np
 
 from videomini.errors import first_line
 from videomini.pipelines.decoder import DecodeJob
-from videomini.pipelines.indexing import (NO_PROJECTION, Event, IndexError_, IndexReport, VideoAssembly, commit_video,
+from videomini.pipelines.video_commit import (NO_PROJECTION, Event, IndexRunError, IndexReport, VideoAssembly, commit_video,
                                           encode_batch, kept_frames_for)
 from videomini.pipelines.messages import Failed, Fatal, FrameBatch, from_row, to_columns, to_row
 
@@ -150,7 +150,7 @@ def _check_projection(load_id: str, model_id: str) -> None:
     folder = resolve_checkpoint(load_id)
     tower = resolve_vision_tower(LlavaMiniConfig.from_dict(read_config(folder)).mm_vision_tower, folder)
     if not has_weights(tower, "visual_projection."):
-        raise IndexError_(NO_PROJECTION.format(model_id=model_id))
+        raise IndexRunError(NO_PROJECTION.format(model_id=model_id))
 
 
 def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
@@ -160,7 +160,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         import ray
         import ray.data  # noqa: F401  (ray without its data extra lacks pandas and friends)
     except ImportError:
-        raise IndexError_(RAY_MISSING) from None
+        raise IndexRunError(RAY_MISSING) from None
     if address:
         _probe(address)
     if ray.is_initialized():
@@ -177,7 +177,7 @@ def _start_ray(address: str | None) -> tuple[Any, bool, str | None]:
         if temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
         what = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
-        raise IndexError_(f"cannot {what}: {first_line(e, with_type=True)}") from None
+        raise IndexRunError(f"cannot {what}: {first_line(e, with_type=True)}") from None
     return ray, True, temp_dir
 
 
@@ -191,7 +191,7 @@ def _probe(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise IndexError_(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}): "
+        raise IndexRunError(f"cannot reach the Ray cluster at {address} ({e.strerror or type(e).__name__}): "
                           "start one with `ray start --head`, or leave out --ray-address for a local Ray") from None
 
 
@@ -223,7 +223,7 @@ def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str 
                 try:
                     row = next(rows, None)
                 except Exception as e:  # Ray itself failed (a lost node, a bug): one line; details in Ray's logs
-                    raise IndexError_(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
+                    raise IndexRunError(f"the Ray job failed: {first_line(_root_cause(e), with_type=True)}") from None
                 if row is None:
                     break
                 driver.receive(row)
@@ -235,7 +235,7 @@ def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str 
 @contextlib.contextmanager
 def _quiet_ray_data() -> Iterator[None]:
     """No progress bars or execution banners from Ray Data, and no log lines: failures reach the caller as
-    IndexError_, not as log spam."""
+    IndexRunError, not as log spam."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
@@ -279,7 +279,7 @@ class _Driver:
         overwrite their own batch and are otherwise harmless."""
         video_id, message = from_row(row)
         if isinstance(message, Fatal):  # the encoder cannot run at all: stop; the videos left stay `running`
-            raise IndexError_(message.error)
+            raise IndexRunError(message.error)
         assembly = self.videos.get(video_id)
         if assembly is None:  # already committed
             return

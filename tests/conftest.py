@@ -181,7 +181,7 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
     from narrated import Caption, make_narrated_video
 
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
                                  captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)

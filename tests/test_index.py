@@ -115,7 +115,7 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
     so search must return that video at that time, and `ask --library` must cite frames from that video."""
     import videomini.search as search_module
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     _, good = media
     library = tmp_path / "lib"

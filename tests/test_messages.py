@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from videomini.pipelines.indexing import VideoAssembly
+from videomini.pipelines.video_commit import VideoAssembly
 from videomini.pipelines.messages import (EncodedFrames, Failed, Fatal, FrameBatch, Finished, Probed, from_row,
                                           to_columns, to_row)
 

@@ -23,7 +23,7 @@ import ray
 from conftest import make_tiny_checkpoint
 from synth import make_numbered_video
 from videomini.storage import LibraryStore
-from videomini.pipelines.index import IndexError_, index_videos
+from videomini.pipelines.index_run import IndexRunError, index_videos
 from videomini.pipelines.ray_engine import short_temp_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's own settings
@@ -130,8 +130,8 @@ def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrate
     # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders. Ray runs
     # a 1-CPU task with OMP_NUM_THREADS=1, which moves Whisper's word times by a few hundredths of a second: the
     # local decoders (spawned children, inheriting this environment) get the same setting.
-    from videomini.pipelines.index import IndexReport
-    from videomini.pipelines.indexing import default_text_embedder
+    from videomini.pipelines.index_run import IndexReport
+    from videomini.pipelines.video_commit import default_text_embedder
     from videomini.pipelines.ray_engine import run_ray
 
     signals = ["ocr", "speech"]
@@ -167,7 +167,7 @@ def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media
     # with an address the driver leaves the model to the workers; their failure stops the run in one line
     address = local_ray.get_runtime_context().gcs_address
     missing = tmp_path / "no-such-model"
-    with pytest.raises(IndexError_) as caught:
+    with pytest.raises(IndexRunError) as caught:
         index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing), engine="ray",
                      ray_address=address)
     assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
@@ -177,18 +177,18 @@ def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media
 
 def test_ray_checkpoint_without_projection_fails_before_ray(tmp_path, media):
     tower_only = make_tiny_checkpoint(tmp_path / "tower-only")  # CLIPVisionModel: no visual_projection
-    with pytest.raises(IndexError_, match="no CLIP projection"):
+    with pytest.raises(IndexRunError, match="no CLIP projection"):
         index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(tower_only), engine="ray")
 
 
 def test_ray_not_installed_is_one_line(tmp_path, checkpoint, media, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    with pytest.raises(IndexError_, match=r"ray is not installed: pip install 'videomini\[ray\]'"):
+    with pytest.raises(IndexRunError, match=r"ray is not installed: pip install 'videomini\[ray\]'"):
         index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine="ray")
 
 
 def test_ray_unreachable_address_fails_fast(tmp_path, checkpoint, media):
-    with pytest.raises(IndexError_, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 "):
+    with pytest.raises(IndexRunError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 "):
         index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine="ray",
                      ray_address="127.0.0.1:1")
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.pipelines.index import index_videos
-from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Z_MIN_SCALE, Background, Candidate,
-                              Hubness, QueryBank, fuse, search_library, visual_candidates)
+from videomini.pipelines.index_run import index_videos
+from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Z_MIN_SCALE, Background,
+                              Candidate, Hubness, QueryBank, fuse, search_library, visual_candidates)
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0

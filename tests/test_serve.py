@@ -336,7 +336,7 @@ def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
     from narrated import Caption, make_narrated_video
 
     from videomini.ask import VideoMini
-    from videomini.pipelines.index import index_videos
+    from videomini.pipelines.index_run import index_videos
 
     first = make_narrated_video(tmp_path / "dock.mp4", duration_s=3.0, lines=[], with_audio=False,
                                 captions=[Caption(0.0, 3.0, "LOADING DOCK")])

@@ -59,7 +59,7 @@ def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, **
 
 def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: float) -> str | None:
     """Speech / on-screen text of the whole video as timestamped prompt lines, one window per sampled frame."""
-    from videomini.evidence import extract_signals, signal_context
+    from videomini.signal_answer import extract_signals, signal_context
     from videomini.video import probe
 
     duration_s = probe(path).duration_s
@@ -87,7 +87,7 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
                 raise
             _notice(on_notice, f"warning: {e}")
             _notice(on_notice, "warning: answering from speech and on-screen text instead (no generative model)")
-            from videomini.evidence import answer_from_signals
+            from videomini.signal_answer import answer_from_signals
 
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
@@ -114,7 +114,7 @@ def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[s
 
 
 def _from_signals(library_dir: str | os.PathLike, question: str, top_k: int) -> Answer:
-    from videomini.evidence import answer_library_from_signals
+    from videomini.signal_answer import answer_library_from_signals
 
     return answer_library_from_signals(library_dir, question, top_k=min(top_k, SIGNAL_ANSWER_MOMENTS))
 
@@ -124,7 +124,7 @@ def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question
     """The library search (CLIP over frames, MiniLM over stored speech / on-screen text, fused by rank) with
     the model's text tower, then LLaVA-Mini over the moments found, stored text near them quoted."""
     from videomini.search import search_library
-    from videomini.evidence import signal_context
+    from videomini.signal_answer import signal_context
     from videomini.storage import LibraryError
 
     if vm.text_tower is None:

@@ -85,7 +85,7 @@ class Library:
     def index(self, paths: Iterable[str | os.PathLike] | str | os.PathLike, *, signals: Iterable[str] = (),
               visual: bool = True, engine: str = "local", **options: Any) -> Any:
         """Index files and folders (incremental, resumable) with the engine registered as `engine`; see
-        `videomini.pipelines.index.index_videos` for the options (recursive, fps, workers, retry_failed,
+        `videomini.pipelines.index_run.index_videos` for the options (recursive, fps, workers, retry_failed,
         timeout_s, wait_s, ray_address, on_event)."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]

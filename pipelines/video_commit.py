@@ -27,7 +27,7 @@ def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexError_(Exception):
+class IndexRunError(Exception):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
 
 
@@ -186,11 +186,11 @@ def default_text_embedder() -> Any:
 
 def text_embedder_for(model: str | None) -> Any:
     """The sentence embedder of speech / on-screen text: `model` (a sentence-transformers folder or hub id), else
-    the bundled MiniLM; loaded once per process. IndexError_ (one line) when it cannot be loaded."""
+    the bundled MiniLM; loaded once per process. IndexRunError (one line) when it cannot be loaded."""
     from videomini.signals import SignalError
     from videomini.signals.text import TextEmbedder, default_embedder
 
     try:
         return TextEmbedder.shared(model) if model else default_embedder()
     except SignalError as e:
-        raise IndexError_(f"--text-model: {e}" if model else str(e)) from None
+        raise IndexRunError(f"--text-model: {e}" if model else str(e)) from None

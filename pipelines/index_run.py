@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterable
 from videomini.library import LazyModel
 from videomini.loading import default_model_id
 from videomini.pipelines.decoder import DecodeJob
-from videomini.pipelines.indexing import (NO_PROJECTION, SIGNALS, Event, IndexError_, IndexReport, VideoAssembly,
-                                          commit_video, encode_batch, kept_frames_for, text_embedder_for,
+from videomini.pipelines.video_commit import (NO_PROJECTION, SIGNALS, Event, IndexRunError, IndexReport, VideoAssembly,
+                                              commit_video, encode_batch, kept_frames_for, text_embedder_for,
                                           no_event)
 from videomini.pipelines.messages import FrameBatch
 
-__all__ = ["IndexError_", "IndexReport", "find_videos", "index_videos", "index_videos_ray"]
+__all__ = ["IndexRunError", "IndexReport", "find_videos", "index_videos", "index_videos_ray"]
 
 ENGINES = ("local", "ray")
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
@@ -62,7 +62,7 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
     """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or a
     LazyModel), else the model `model_id` (default: $VIDEOMINI_MODEL, else the reference checkpoint) loaded on
     `device` in `dtype` when the first file needs encoding. Returns what was indexed, skipped and failed; never
-    raises for a bad file; raises IndexError_ (one line) when the run cannot proceed.
+    raises for a bad file; raises IndexRunError (one line) when the run cannot proceed.
 
     signals ("speech", "ocr"): also store each video's timestamped speech / on-screen text with MiniLM
     embeddings, searchable beside the frames (`text_model`: a sentence-transformers folder or hub id instead of
@@ -107,7 +107,7 @@ def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLi
         except CheckpointError as e:  # the run needs the vision model: say how to index without it
             hint = ("or index the signals only: --no-visual" if signals
                     else "or index speech and on-screen text only: --no-visual --signals speech,ocr")
-            raise IndexError_(f"{e} ({hint})") from None
+            raise IndexRunError(f"{e} ({hint})") from None
         if report.indexed or library.index_needs_update():
             emit("index", {})
             library.update_index()
@@ -124,15 +124,15 @@ def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.Pa
 
 
 def _checked_signals(engine: str, signals: Iterable[str], visual: bool) -> list[str]:
-    """The run's signals, sorted; IndexError_ for an unknown engine or signal, or nothing to index."""
+    """The run's signals, sorted; IndexRunError for an unknown engine or signal, or nothing to index."""
     if engine not in ENGINES:
-        raise IndexError_(f"unknown engine {engine!r}: use 'local' or 'ray'")
+        raise IndexRunError(f"unknown engine {engine!r}: use 'local' or 'ray'")
     signals = sorted(set(signals))
     unknown = [name for name in signals if name not in SIGNALS]
     if unknown:
-        raise IndexError_(f"unknown signal {unknown[0]!r}: choose from {', '.join(SIGNALS)}")
+        raise IndexRunError(f"unknown signal {unknown[0]!r}: choose from {', '.join(SIGNALS)}")
     if not visual and not signals:
-        raise IndexError_("nothing to index: without the vision model (--no-visual) name --signals speech,ocr")
+        raise IndexRunError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr")
     return signals
 
 
@@ -169,7 +169,7 @@ def _loader(model_id: str, device: str | None, dtype: str | None, batch_size: in
 def check_model(model: Any) -> None:
     """Indexing needs frame embeddings to search: the vision tower must be a full CLIP with its projection."""
     if not hasattr(model.model.vision_tower, "visual_projection"):
-        raise IndexError_(NO_PROJECTION.format(model_id=_model_id(model)))
+        raise IndexRunError(NO_PROJECTION.format(model_id=_model_id(model)))
 
 
 def _model_id(model: Any) -> str | None:
@@ -229,4 +229,4 @@ def checked_asr_model(asr_model: str | None) -> str:
     try:
         return str(resolve_model(asr_model)) if asr_model else DEFAULT_MODEL
     except SignalError as e:
-        raise IndexError_(f"--asr-model: {e}") from None
+        raise IndexRunError(f"--asr-model: {e}") from None

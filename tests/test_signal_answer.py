@@ -8,7 +8,7 @@ import re
 import pytest
 
 from narrated import Caption, make_narrated_video
-from videomini.evidence import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
+from videomini.signal_answer import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
 from videomini.search import rank_segments
 from videomini.signals import TextSegment
 from videomini.signals.text import default_embedder
