@@ -16,7 +16,7 @@ import pytest
 from narrated import Caption, make_narrated_video
 from videomini.pipelines.index_run import index_videos
 from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Z_MIN_SCALE, Background,
-                              Candidate, Hubness, QueryBank, fuse, search_library, visual_candidates)
+                              Candidate, QueryBank, fuse, search_library, visual_candidates)
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
@@ -79,26 +79,19 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_hubness_takes_from_a_text_that_lies_near_many_others_not_from_a_distinct_one():
+def test_a_text_close_to_every_query_counts_for_less_than_a_distinct_one():
+    """A short caption ("GIFT SHOP") lies close to many queries; the same cosine to this query means less for it
+    than for a text that lies close to none (what the CSLS hubness correction did from the stored side)."""
     rng = np.random.default_rng(0)
-    hub_direction = unit(rng.normal(size=(1, 64)))[0]
-    crowd = unit(hub_direction + 0.6 * unit(rng.normal(size=(30, 64))))  # many texts around one point ("SALE" ...)
-    spread = unit(rng.normal(size=(200, 64)))  # the rest of the index, unrelated to each other
-    hubness = Hubness.of_sample(np.concatenate([crowd, spread]))
-    r = hubness.of(np.stack([crowd[0], spread[0]]))
-    assert r[0] > r[1] + 0.3  # the crowded text has close neighbours, the distinct one none
-    # the same cosine to the query counts for less on the hub: the distinct text ranks first after correction
-    corrected = Hubness.corrected([0.5, 0.5], r)
-    assert corrected[1] > corrected[0]
-    assert hubness.sample_r.shape == (230,) and np.all(hubness.sample_r < 1.0)  # no text counts itself
-
-
-def test_hubness_shifts_every_text_alike_when_none_is_a_hub():
-    vectors = np.eye(8, dtype=np.float32)  # orthogonal texts: every neighbour at cosine 0
-    hubness = Hubness.of_sample(vectors)
-    assert np.allclose(hubness.of(vectors), 0.0)
-    cosines = np.linspace(0.1, 0.8, 8)
-    assert np.argsort(Hubness.corrected(cosines, hubness.of(vectors))).tolist() == np.argsort(cosines).tolist()
+    common = unit(rng.normal(size=(1, 64)))  # sentence embeddings share a direction: queries lie near each other
+    generic = unit(common + 0.7 * unit(rng.normal(size=(len(GENERIC_QUERIES), 64))))
+    hub = unit(common + 0.3 * unit(rng.normal(size=(1, 64))))[0]
+    distinct = unit(rng.normal(size=(1, 64)))[0]
+    z = QueryBank(generic).standardized([0.5, 0.5], np.stack([hub, distinct]))
+    assert z[1] > z[0] + 1.0
+    flat = QueryBank(np.eye(8, dtype=np.float32)[:4])  # no text is close to any generic query: order unchanged
+    cosines = np.linspace(0.1, 0.8, 4)
+    assert np.argsort(flat.standardized(cosines, np.eye(8, dtype=np.float32)[4:])).tolist() == [0, 1, 2, 3]
 
 
 def test_a_moment_spans_the_hits_with_evidence_and_never_exceeds_the_cap():

@@ -2,16 +2,19 @@
 evidence-only answers.
 
 Each signal gives a ranked list: frames (the query's CLIP text embedding against the frames' CLIP image
-embeddings), speech and on-screen text (the query's MiniLM embedding against the segments'). Raw similarities do
-not compare across models, nor across queries of one model, so each is calibrated against the query's own
-background: its similarities to a random sample of the same index (median and MAD-based spread) give a z-score,
-and the hit's *evidence* is how far that z stands above the best z that pure noise would reach among all the
-index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near background
-(a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and cannot move
-the ranking. A moment joins the hits of different signals that overlap in one video and scores the sum of their
-evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that agree rank
-above either alone. Its span is that of the hits that carry evidence (the strongest alone when none does),
-at most `MAX_MOMENT_S` around its best evidence, `best_s`.
+embeddings), speech and on-screen text (the query's sentence embedding against the segments'). Raw similarities
+do not compare across models, across queries of one model, nor across items: a frame unlike the rest of its video
+(a drawn caption, a title card) lies far from the library's median for *any* query. So each is calibrated twice.
+Per item (`QueryBank`): the item's similarity to the query as a z against its similarities to a fixed bank of
+generic queries, so an item that stands out for every query does not stand out for this one. Per query
+(`Background`): those z over a random sample of the same index give the query's background (median and MAD-based
+spread, at least 1), and the hit's *evidence* is how far it stands above the best that pure noise would reach
+among all the index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near
+background (a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and
+cannot move the ranking. A moment joins the hits of different signals that overlap in one video and scores the
+sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that
+agree rank above either alone. Its span is that of the hits that carry evidence (the strongest alone when none
+does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence on a 0-1 scale.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ NOTHING_MATCHES = "nothing in the library matches this query: no moment stands o
 CANDIDATES_PER_RESULT = 8  # hits fetched from each index per moment returned
 BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its background
 MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
-HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
@@ -94,42 +96,6 @@ class Background:
 
 
 @dataclass(frozen=True)
-class Hubness:
-    """Cross-domain similarity local scaling (CSLS) for text: a stored text that lies close to many others (a short
-    caption, "GIFT SHOP") lies close to many queries too and wins on proximity, not meaning. Its hubness r is the
-    mean cosine to its k nearest stored texts (in the background sample), and a query's similarity to it counts
-    as cos - r/2 — CSLS's 2cos - r_query - r_text halved, with r_query constant within one query."""
-
-    sample: np.ndarray  # (S, D) unit vectors: the index's background sample
-    sample_r: np.ndarray  # (S,) hubness of each sample vector (its own match excluded)
-
-    @classmethod
-    def of_sample(cls, sample: np.ndarray) -> "Hubness":
-        sample = np.asarray(sample, dtype=np.float32)
-        return cls(sample, cls._mean_top(sample @ sample.T))
-
-    def of(self, vectors: np.ndarray) -> np.ndarray:
-        """Hubness of stored texts (N, D) -> (N,); a vector that is itself in the sample does not count itself."""
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.sample.shape[1])
-        return self._mean_top(vectors @ self.sample.T)
-
-    @staticmethod
-    def _mean_top(cosines: np.ndarray) -> np.ndarray:
-        """Mean of each row's `HUB_NEIGHBOURS` largest cosines, leaving out the text itself (or an exact copy)."""
-        if cosines.size == 0 or cosines.shape[1] < 2:
-            return np.zeros(cosines.shape[0])
-        others = np.where(cosines > 1.0 - 1e-5, -np.inf, cosines)
-        k = min(HUB_NEIGHBOURS, cosines.shape[1] - 1)
-        top = -np.partition(-others, k - 1, axis=1)[:, :k]  # the k largest, in any order: only their mean counts
-        finite = np.isfinite(top)
-        return np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
-
-    @staticmethod
-    def corrected(cosines: np.ndarray, r: np.ndarray) -> np.ndarray:
-        return np.asarray(cosines, dtype=np.float64) - 0.5 * np.asarray(r, dtype=np.float64)
-
-
-@dataclass(frozen=True)
 class QueryBank:
     """The item side of the calibration: `GENERIC_QUERIES` embedded by one model (B, D). An item whose
     similarity is high for every query (a frame unlike the rest of its video, a caption close to everything) has
@@ -170,7 +136,7 @@ class Candidate:
     similarity: float
     signal: str  # visual | speech | ocr
     text: str | None = None
-    cosine: float | None = None  # the raw cosine, where `similarity` is hubness-corrected (text)
+    cosine: float | None = None  # the raw cosine, where `similarity` is calibrated per item (QueryBank)
 
 
 @dataclass
