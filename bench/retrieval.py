@@ -522,7 +522,7 @@ def build_library(cache: Path, split: str) -> tuple[Path, Path, list[Query], dic
     library = root / f"library-x{EXTRACTION_VERSION}"  # a change to what the extractors store indexes it again
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     started = time.perf_counter()
-    report = index_videos(library, paths, vm, signals=("speech", "ocr"))
+    report = index_videos(library, paths, vm, signals=("speech", "ocr"), timeout_s=1800)  # a loaded machine is slow
     if report.failed:
         raise SystemExit(f"indexing failed: {report.failed}")
     return library, checkpoint, queries, {"corpus_s": round(made_s, 1), "index_s": round(time.perf_counter() - started, 1),

@@ -321,7 +321,7 @@ def meeting_library(tmp_path_factory, checkpoint, videos_dir):
                                [videos_dir / "bikes.mp4", videos_dir / "safari.mp4"])
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path_factory.mktemp("lib") / "meeting"
-    assert index_videos(library, [video.path], vm, signals=("speech", "ocr")).indexed
+    assert index_videos(library, [video.path], vm, signals=("speech", "ocr"), timeout_s=600).indexed
     return library, video, vm
 
 
