@@ -127,7 +127,8 @@ def silent(tmp_path_factory):
 def signals_library(tmp_path_factory, narrated, silent):
     """Indexed with no vision model at all (--no-visual), as on a machine without the LLaVA-Mini weights."""
     library = tmp_path_factory.mktemp("lib") / "signals"
-    report = index_videos(library, [narrated.path, silent.path], visual=False, signals=("speech", "ocr"))
+    report = index_videos(library, [narrated.path, silent.path], visual=False, signals=("speech", "ocr"),
+                          timeout_s=600)  # a loaded machine decodes slowly
     assert sorted(Path(p).name for p in report.indexed) == ["narrated.mp4", "silent.mp4"], report.failed
     return library
 
