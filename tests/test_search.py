@@ -15,8 +15,8 @@ import pytest
 
 from narrated import Caption, make_narrated_video
 from videomini.pipelines.index_run import index_videos
-from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Z_MIN_SCALE, Background,
-                              Candidate, QueryBank, fuse, search_library, visual_candidates)
+from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Background,
+                              Candidate, Hubness, QueryBank, fuse, measured_background, search_library, visual_candidates)
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
@@ -79,19 +79,26 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_a_text_close_to_every_query_counts_for_less_than_a_distinct_one():
-    """A short caption ("GIFT SHOP") lies close to many queries; the same cosine to this query means less for it
-    than for a text that lies close to none (what the CSLS hubness correction did from the stored side)."""
+def test_hubness_takes_from_a_text_that_lies_near_many_others_not_from_a_distinct_one():
     rng = np.random.default_rng(0)
-    common = unit(rng.normal(size=(1, 64)))  # sentence embeddings share a direction: queries lie near each other
-    generic = unit(common + 0.7 * unit(rng.normal(size=(len(GENERIC_QUERIES), 64))))
-    hub = unit(common + 0.3 * unit(rng.normal(size=(1, 64))))[0]
-    distinct = unit(rng.normal(size=(1, 64)))[0]
-    z = QueryBank(generic).standardized([0.5, 0.5], np.stack([hub, distinct]))
-    assert z[1] > z[0] + 1.0
-    flat = QueryBank(np.eye(8, dtype=np.float32)[:4])  # no text is close to any generic query: order unchanged
-    cosines = np.linspace(0.1, 0.8, 4)
-    assert np.argsort(flat.standardized(cosines, np.eye(8, dtype=np.float32)[4:])).tolist() == [0, 1, 2, 3]
+    hub_direction = unit(rng.normal(size=(1, 64)))[0]
+    crowd = unit(hub_direction + 0.6 * unit(rng.normal(size=(30, 64))))  # many texts around one point ("SALE" ...)
+    spread = unit(rng.normal(size=(200, 64)))  # the rest of the index, unrelated to each other
+    hubness = Hubness.of_sample(np.concatenate([crowd, spread]))
+    r = hubness.of(np.stack([crowd[0], spread[0]]))
+    assert r[0] > r[1] + 0.3  # the crowded text has close neighbours, the distinct one none
+    # the same cosine to the query counts for less on the hub: the distinct text ranks first after correction
+    corrected = Hubness.corrected([0.5, 0.5], r)
+    assert corrected[1] > corrected[0]
+    assert hubness.sample_r.shape == (230,) and np.all(hubness.sample_r < 1.0)  # no text counts itself
+
+
+def test_hubness_shifts_every_text_alike_when_none_is_a_hub():
+    vectors = np.eye(8, dtype=np.float32)  # orthogonal texts: every neighbour at cosine 0
+    hubness = Hubness.of_sample(vectors)
+    assert np.allclose(hubness.of(vectors), 0.0)
+    cosines = np.linspace(0.1, 0.8, 8)
+    assert np.argsort(Hubness.corrected(cosines, hubness.of(vectors))).tolist() == np.argsort(cosines).tolist()
 
 
 def test_a_moment_spans_the_hits_with_evidence_and_never_exceeds_the_cap():
@@ -294,7 +301,7 @@ def test_a_frame_that_stands_out_for_every_query_does_not_stand_out_for_this_one
     raw = frames @ queries[-1]
     assert Background.of(raw, 500).evidence(raw[:10].max()) > 5  # the query-only calibration: a confident noise hit
     z = bank.standardized(raw, frames)
-    background = Background.of(z, 500, Z_MIN_SCALE)
+    background = measured_background(z, bank.generic_z(frames), 500)
     assert max(background.evidence(v) for v in z) == 0.0
 
 
@@ -306,7 +313,7 @@ def test_an_informative_list_keeps_its_strong_hits():
     frames[7] = unit(queries[-1:] + 0.1 * rng.normal(size=(1, 256)))[0]  # cosine about 0.5 to the query  # the frame the query describes
     bank = QueryBank(queries[:-1])
     z = bank.standardized(frames @ queries[-1], frames)
-    background = Background.of(z, 500, Z_MIN_SCALE)
+    background = measured_background(z, bank.generic_z(frames), 500)
     assert int(np.argmax(z)) == 7 and background.evidence(z[7]) > 3 * CONFIDENT_EVIDENCE
     assert sorted(background.evidence(v) for v in z)[-2] == 0.0  # and only it
 

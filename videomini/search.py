@@ -38,7 +38,9 @@ MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence o
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
 ITEM_MIN_SCALE = 0.01  # floor of one item's spread over the generic queries (cosine units)
-Z_MIN_SCALE = 1.0  # floor of a query's spread over items' z (units of the items' own spread: 1 by construction)
+NULL_MIN_SCALE = 0.25  # floor of the generic queries' spread over items' z (a tower that embeds all text alike)
+HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
+MIN_CEILING = 1.0  # the best of several unrelated items lies at least one spread above their median
 
 # Queries about nothing in particular, in the forms users type (a thing, a scene, a question, a sentence heard):
 # what a stored item scores for these is what it scores for a query that is not about it. Fixed text, so its
@@ -69,6 +71,7 @@ class Background:
     center: float
     scale: float
     n_total: int
+    ceiling: float | None = None  # measured: what the best item reaches for queries not about it (QueryBank)
 
     @classmethod
     def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None,
@@ -84,8 +87,9 @@ class Background:
 
     @property
     def noise_ceiling(self) -> float:
-        """The z that the best of `n_total` pure-noise similarities reaches (expected maximum of N Gaussians)."""
-        return math.sqrt(2.0 * math.log(self.n_total)) if self.n_total > 1 else 0.0
+        """The z that the best of `n_total` unrelated similarities reaches: measured when `ceiling` is given, else
+        the expected maximum of N Gaussians."""
+        return self.ceiling if self.ceiling is not None else gaussian_max(self.n_total)
 
     def z(self, similarity: float) -> float:
         return (float(similarity) - self.center) / self.scale
@@ -93,6 +97,47 @@ class Background:
     def evidence(self, similarity: float) -> float:
         """How far a similarity stands above what noise reaches in this index; 0 when it does not."""
         return max(0.0, self.z(similarity) - self.noise_ceiling)
+
+
+@dataclass(frozen=True)
+class Hubness:
+    """Cross-domain similarity local scaling (CSLS) for text: a stored text that lies close to many others (a short
+    caption, "GIFT SHOP") lies close to many queries too and wins on proximity, not meaning. Its hubness r is the
+    mean cosine to its k nearest stored texts (in the background sample), and a query's similarity to it counts
+    as cos - r/2 — CSLS's 2cos - r_query - r_text halved, with r_query constant within one query."""
+
+    sample: np.ndarray  # (S, D) unit vectors: the index's background sample
+    sample_r: np.ndarray  # (S,) hubness of each sample vector (its own match excluded)
+
+    @classmethod
+    def of_sample(cls, sample: np.ndarray) -> "Hubness":
+        sample = np.asarray(sample, dtype=np.float32)
+        return cls(sample, cls._mean_top(sample @ sample.T))
+
+    def of(self, vectors: np.ndarray) -> np.ndarray:
+        """Hubness of stored texts (N, D) -> (N,); a vector that is itself in the sample does not count itself."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.sample.shape[1])
+        return self._mean_top(vectors @ self.sample.T)
+
+    @staticmethod
+    def _mean_top(cosines: np.ndarray) -> np.ndarray:
+        """Mean of each row's `HUB_NEIGHBOURS` largest cosines, leaving out the text itself (or an exact copy)."""
+        if cosines.size == 0 or cosines.shape[1] < 2:
+            return np.zeros(cosines.shape[0])
+        others = np.where(cosines > 1.0 - 1e-5, -np.inf, cosines)
+        k = min(HUB_NEIGHBOURS, cosines.shape[1] - 1)
+        top = -np.partition(-others, k - 1, axis=1)[:, :k]  # the k largest, in any order: only their mean counts
+        finite = np.isfinite(top)
+        return np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+
+    @staticmethod
+    def corrected(cosines: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return np.asarray(cosines, dtype=np.float64) - 0.5 * np.asarray(r, dtype=np.float64)
+
+
+def gaussian_max(n: int) -> float:
+    """sqrt(2 ln n): about where the largest of n standard Gaussians lies."""
+    return math.sqrt(2.0 * math.log(n)) if n > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -106,11 +151,38 @@ class QueryBank:
 
     def standardized(self, similarities: Sequence[float] | np.ndarray, items: np.ndarray) -> np.ndarray:
         """Each item's similarity to the query as a z against its similarities to the generic queries."""
+        center, scale, _ = self._item_stats(items)
+        return (np.asarray(similarities, dtype=np.float64).reshape(-1) - center) / scale
+
+    def _item_stats(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per item: median and 1.4826 x MAD of its similarities to the generic queries, and those (N, B)."""
         items = np.asarray(items, dtype=np.float32).reshape(-1, self.vectors.shape[1])
         bank = (items @ self.vectors.T).astype(np.float64)  # (N, B)
         center = np.median(bank, axis=1)
         scale = np.maximum(ITEM_MIN_SCALE, 1.4826 * np.median(np.abs(bank - center[:, None]), axis=1))
-        return (np.asarray(similarities, dtype=np.float64).reshape(-1) - center) / scale
+        return center, scale, bank
+
+    def generic_z(self, sample: np.ndarray) -> np.ndarray:
+        """(S, B): each generic query's per-item z over the sample items (what `standardized` gives a query)."""
+        center, scale, bank = self._item_stats(sample)
+        return (bank - center[:, None]) / scale[:, None]
+
+
+def measured_background(query_values: np.ndarray, generic_values: np.ndarray, n_total: int,
+                        min_scale: float = MIN_SCALE) -> Background:
+    """A query's background over a sample of the index, measured against queries not about it: centred on the
+    median of this query's values over the sample items, in the spread that the generic queries' values
+    (`generic_values`, (S, B), calibrated as the query's are) show across the same items, with the noise ceiling
+    they reach there -- the median over generic queries of their best item, plus the expected maximum's growth
+    from the S sampled items to all N."""
+    query_values = np.asarray(query_values, dtype=np.float64).reshape(-1)
+    if query_values.size == 0:
+        return Background(0.0, 1.0, max(1, n_total))
+    shifted = generic_values - np.median(generic_values, axis=0)
+    spread = max(min_scale, float(np.median(1.4826 * np.median(np.abs(shifted), axis=0))))
+    best = float(np.median(shifted.max(axis=0))) / spread  # what a query about none of them reaches
+    ceiling = max(MIN_CEILING, best + gaussian_max(max(n_total, query_values.size)) - gaussian_max(query_values.size))
+    return Background(float(np.median(query_values)), spread, max(1, n_total), ceiling=ceiling)
 
 
 _banks: dict[tuple[str, int], QueryBank] = {}
@@ -309,8 +381,8 @@ def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: f
     query_vector = text_tower.embed(query)[0].numpy()
     bank = query_bank(lambda texts: text_tower.embed(texts).numpy(), f"clip:{getattr(text_tower, 'name', '')}")
     sample = library.sample_vectors("frames", BACKGROUND_SAMPLE)
-    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample), library.manifest()["n_vectors"],
-                               Z_MIN_SCALE)
+    background = measured_background(bank.standardized(sample @ _unit(query_vector), sample),
+                                     bank.generic_z(sample), library.manifest()["n_vectors"], NULL_MIN_SCALE)
     hits = library.search_vectors(query_vector, top_k=depth)
     if not hits:
         lists["visual"], backgrounds["visual"] = [], background
@@ -327,15 +399,19 @@ def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: f
 
 def _text_lists(library: Any, query: str, text_embedder: Any, depth: int, signals: Sequence[str],
                 lists: dict, backgrounds: dict) -> None:
-    """The speech and on-screen text lists: sentence embeddings, calibrated per item and per query."""
+    """The speech and on-screen text lists: sentence embeddings, hubness-corrected per item (CSLS) and calibrated
+    per query against the generic queries (`measured_background`)."""
     query_vector = text_embedder.encode([query])[0]
     bank = query_bank(text_embedder.encode, f"text:{getattr(text_embedder, 'name', '')}")
-    sample = library.sample_vectors("text", BACKGROUND_SAMPLE)
-    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample),
-                               library.manifest()["text_n_vectors"], Z_MIN_SCALE)
+    hubness = Hubness.of_sample(library.sample_vectors("text", BACKGROUND_SAMPLE))
+    sample, half_r = hubness.sample, 0.5 * hubness.sample_r[:, None]
+    background = measured_background(Hubness.corrected(sample @ _unit(query_vector), hubness.sample_r),
+                                     sample.astype(np.float64) @ bank.vectors.T - half_r,
+                                     library.manifest()["text_n_vectors"])
     hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
-    z = bank.standardized([h.score for h in hits], np.stack([h.vector for h in hits])) if hits else []
-    for hit, similarity in zip(hits, z):
+    corrected = Hubness.corrected([h.score for h in hits], hubness.of(np.stack([h.vector for h in hits]))
+                                  ) if hits else []
+    for hit, similarity in zip(hits, corrected):
         lists.setdefault(hit.source, []).append(Candidate(
             hit.path, hit.start_s, hit.end_s, hit.start_s, float(similarity), hit.source, hit.text, cosine=hit.score))
         backgrounds[hit.source] = background
@@ -372,8 +448,10 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
     vectors = embedder.encode([query] + [seg.text for seg in segments])
     cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
     bank = query_bank(embedder.encode, f"text:{getattr(embedder, 'name', '')}")
-    similarities = bank.standardized(cosines, vectors[1:])
-    background = Background.of(similarities, min_scale=Z_MIN_SCALE)
+    hubness = Hubness.of_sample(vectors[1:])
+    similarities = Hubness.corrected(cosines, hubness.sample_r)
+    background = measured_background(similarities, vectors[1:].astype(np.float64) @ bank.vectors.T
+                                     - 0.5 * hubness.sample_r[:, None], len(segments))
     lists: dict[str, list[Candidate]] = {}
     for seg, cosine, similarity in zip(segments, cosines, similarities):
         lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s,
