@@ -7,8 +7,14 @@
    pipeline decodes in a prefetch thread while the encoder computes; goal: wall <= 1.15 x the slower stage).
 3. Peak RSS (ru_maxrss) of the whole `ask` for short vs long 640x360 videos at 1 fps, each in a fresh subprocess
    (goal: flat). Uses the golden tiny checkpoint by default, so that an hour of video finishes in about a minute.
+4. `--floor`: the wall time of `videomini ask` (a fresh process: start-up, decode, encode, answer; golden tiny
+   checkpoint, 1 fps) over the decode floor, `ffmpeg -threads N -i v.mp4 -f null -` with the same N decoder
+   threads, per video length, in `--decode exact` and `fast`; the time from process start to the first decoded
+   frame; and how far fast mode's frames moved from exact mode's (the frame times each reports). The videos are
+   640x360 30 fps H.264 testsrc encoded with x264's veryfast preset (B-frames, as in real files; GOP 10 s).
 
     python bench/ask.py [--quick] [--minutes 6 60] [--rss-model golden|bench|PATH] [--json out.json]
+    python bench/ask.py --floor [--minutes 6 60] [--json out.json]
 """
 
 from __future__ import annotations
@@ -74,15 +80,17 @@ def build_bench_checkpoint(folder: Path, image_size: int = 336, vision_layers: i
     return folder
 
 
-def testsrc_video(cache: Path, minutes: float) -> Path:
-    """A cached 640x360 30 fps H.264 testsrc video of `minutes` (shared with bench/decode.py's cache)."""
+def testsrc_video(cache: Path, minutes: float, preset: str = "ultrafast") -> Path:
+    """A cached 640x360 30 fps H.264 testsrc video of `minutes` (shared with bench/decode.py's cache); x264's
+    ultrafast preset has no B-frames, veryfast has them."""
     sys.path.insert(0, str(REPO))
     from tests.synth import make_testsrc_video
 
-    path = cache / f"testsrc_640x360_{minutes:g}min.mp4"
+    suffix = "" if preset == "ultrafast" else f"_{preset}"
+    path = cache / f"testsrc_640x360_{minutes:g}min{suffix}.mp4"
     if not path.exists():
         print(f"generating {path} ...", file=sys.stderr, flush=True)
-        make_testsrc_video(path, minutes * 60, size=(640, 360), fps=30)
+        make_testsrc_video(path, minutes * 60, size=(640, 360), fps=30, preset=preset)
     return path
 
 
@@ -126,14 +134,14 @@ def bench_batching(model, tokenizer, processor, frames, batch_sizes: list[int], 
 def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> dict:
     """decode alone, encode alone (pre-decoded frames), and ask's decode+encode wall time on the same video."""
 
-    from videomini.encoder import FrameEncoder
     from videomini.ask import VideoMini
+    from videomini.encoder import FrameEncoder
     from videomini.prompting import encode_question
     from videomini.video import sample_frames
 
     start = time.perf_counter()
     frame_batches, time_batches = [], []
-    with sample_frames(video, fps=1, batch_size=batch_size) as batches:
+    with sample_frames(video, fps=1, batch_size=batch_size, size=FrameEncoder.frame_size) as batches:  # as ask
         for frames, timestamps_s in batches:
             frame_batches.append(frames)
             time_batches.append(timestamps_s)
@@ -151,8 +159,10 @@ def bench_overlap(model, tokenizer, processor, video: Path, batch_size: int) -> 
 
     answer = VideoMini(model, tokenizer, processor, batch_size=batch_size).ask(video, QUESTION, max_new_tokens=1)
     wall_s = answer.timings_s["decode_encode"]
+    hidden_s = decode_s + encode_s - wall_s  # what overlapping saved over running the stages one after the other
     return {"video": video.name, "frames": n_frames, "batch_size": batch_size, "decode_s": round(decode_s, 3),
             "encode_s": round(encode_s, 3), "decode_encode_wall_s": round(wall_s, 3),
+            "hidden_s": round(hidden_s, 3), "hidden_of_shorter_stage": round(hidden_s / min(decode_s, encode_s), 3),
             "wall_over_slower": round(wall_s / max(decode_s, encode_s), 3),
             "wall_over_sum": round(wall_s / (decode_s + encode_s), 3), "frames_asked": answer.frames_total}
 
@@ -207,6 +217,97 @@ def bench_rss(checkpoint: Path, videos: dict[float, Path], batch_size: int) -> l
 
 
 # -------------------------------------------------------------------------------------------------------------
+# 4. ask's wall time over the decode floor, exact and fast decoding, time to the first frame
+# -------------------------------------------------------------------------------------------------------------
+
+def ask_child(checkpoint: str, video: str, decode: str, out: str) -> None:
+    """Child process: `videomini ask` in-process, noting when the first decoded batch reached the encoder (from
+    this process's start) and every frame time used."""
+    import psutil
+
+    born = psutil.Process().create_time()
+    from videomini.video import prefetch
+
+    first, times = [], []
+    next_batch = prefetch.FrameBatches.__next__
+
+    def noting(self):
+        frames, stamps = next_batch(self)
+        first.append(first[0] if first else time.time() - born)
+        times.extend(float(t) for t in stamps)
+        return frames, stamps
+
+    prefetch.FrameBatches.__next__ = noting
+    from videomini.cli.main import main as cli
+
+    sys.argv = ["videomini", "ask", video, QUESTION, "--model", checkpoint, "--device", "cpu", "--decode", decode,
+                "--max-new-tokens", "1", "--json"]
+    try:
+        cli()
+    except SystemExit as done:
+        if done.code:
+            raise
+    Path(out).write_text(json.dumps({"first_frame_s": first[0] if first else None, "times": times}))
+
+
+def decode_floor(video: Path, threads: int) -> float:
+    """Seconds `ffmpeg -threads N -i video -f null -` takes: decoding every frame, nothing else."""
+    start = time.perf_counter()
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-threads", str(threads), "-i", str(video), "-f", "null", "-"],
+                   check=True)
+    return time.perf_counter() - start
+
+
+def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
+    """Per video: the floor, then ask in exact and fast mode (fresh processes), and fast mode's frame moves."""
+    import numpy as np
+
+    from videomini.video.pyav_backend import decoder_threads
+
+    threads, rows = decoder_threads(), []
+    for minutes, video in videos.items():
+        floor_s = decode_floor(video, threads)
+        row: dict = {"minutes": minutes, "threads": threads, "floor_s": round(floor_s, 2)}
+        times = {}
+        for decode in ("exact", "fast"):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                start = time.perf_counter()
+                subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), decode, out.name],
+                               check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                wall = time.perf_counter() - start
+                child = json.loads(Path(out.name).read_text())
+            times[decode] = np.asarray(child["times"])
+            row[decode] = {"wall_s": round(wall, 2), "over_floor": round(wall / floor_s, 3),
+                           "first_frame_s": round(child["first_frame_s"], 2), "frames": len(child["times"])}
+            print(f"  {minutes:g} min {decode}: {wall:.1f} s = {wall / floor_s:.2f}x the floor ({floor_s:.1f} s), "
+                  f"first frame at {child['first_frame_s']:.2f} s", file=sys.stderr, flush=True)
+        n = min(len(times["exact"]), len(times["fast"]))
+        moved = np.abs(times["exact"][:n] - times["fast"][:n])
+        row["fast_moved_ms"] = {"mean": round(float(moved.mean()) * 1000, 1),
+                                "max": round(float(moved.max()) * 1000, 1),
+                                "frames_moved": int((moved > 1e-6).sum()), "frames": n}
+        rows.append(row)
+    return rows
+
+
+def print_floor(console, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    threads = rows[0]["threads"] if rows else "?"
+    table = Table(title=f"videomini ask (golden tiny checkpoint, 1 fps) over the decode floor: ffmpeg -threads "
+                        f"{threads} -f null, 640x360 30 fps H.264")
+    for col in ("video", "floor s", "exact s", "exact / floor", "fast s", "fast / floor", "first frame s (exact)",
+                "fast: frames moved", "mean / max move ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        e, f, m = r["exact"], r["fast"], r["fast_moved_ms"]
+        table.add_row(f"{r['minutes']:g} min", f"{r['floor_s']:.1f}", f"{e['wall_s']:.1f}", f"{e['over_floor']:.2f}",
+                      f"{f['wall_s']:.1f}", f"{f['over_floor']:.2f}", f"{e['first_frame_s']:.2f}",
+                      f"{m['frames_moved']} / {m['frames']}", f"{m['mean']:.0f} / {m['max']:.0f}")
+    console.print(table)
+
+
+# -------------------------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,7 +325,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videomini-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--floor", action="store_true", help="only part 4: ask's wall over the decode floor")
     parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
+    parser.add_argument("--ask-child", nargs=4, help=argparse.SUPPRESS)
     return parser
 
 
@@ -289,10 +392,12 @@ def print_encoder(console, config_text: str, batching: list[dict], overlap: dict
     console.print(f"best: batch {best['batch_size']} = {best['speedup_vs_batch1']:.2f}× batch 1 ({verdict})")
     table = Table(title=f"decode/encode overlap: {overlap['video']}, {overlap['frames']} frames at 1 fps, "
                         f"batch {overlap['batch_size']}")
-    for col in ("decode alone s", "encode alone s", "ask decode+encode s", "wall / slower", "wall / sum"):
+    for col in ("decode alone s", "encode alone s", "ask decode+encode s", "wall / slower", "wall / sum",
+                "hidden s (of shorter)"):
         table.add_column(col, justify="right")
     table.add_row(f"{overlap['decode_s']:.2f}", f"{overlap['encode_s']:.2f}", f"{overlap['decode_encode_wall_s']:.2f}",
-                  f"{overlap['wall_over_slower']:.3f}", f"{overlap['wall_over_sum']:.3f}")
+                  f"{overlap['wall_over_slower']:.3f}", f"{overlap['wall_over_sum']:.3f}",
+                  f"{overlap['hidden_s']:.2f} ({overlap['hidden_of_shorter_stage']:.0%})")
     console.print(table)
     ok = overlap["wall_over_slower"] <= 1.15
     console.print(f"wall / slower stage = {overlap['wall_over_slower']:.3f} "
@@ -319,11 +424,23 @@ def main() -> None:
     if args.child:
         print(json.dumps(rss_child(args.child[0], args.child[1], args.batch_size)))
         return
+    if args.ask_child:
+        ask_child(*args.ask_child)
+        return
     from rich.console import Console
 
     console = Console()
     args.cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if args.floor:
+        minutes = args.minutes or ([1] if args.quick else [6, 60])
+        rows = bench_floor(GOLDEN_CHECKPOINT, {m: testsrc_video(args.cache, m, "veryfast") for m in minutes})
+        print_floor(console, rows)
+        if args.json:
+            args.json.write_text(json.dumps({"floor": rows, "bench_s": round(time.perf_counter() - started, 1)},
+                                            indent=2))
+            console.print(f"wrote {args.json}")
+        return
     checkpoint = args.cache / f"bench_llavamini_{args.image_size}px_{args.vision_layers}l"
     rss_checkpoint, rss, rss_ratio = run_rss(args, checkpoint, console)
     results: dict = {"rss": rss, "rss_ratio_long_over_short": rss_ratio}

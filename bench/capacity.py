@@ -123,6 +123,7 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
     import torch
 
     from videomini.answer import Generator, attention_to_frames
+    from videomini.generation import new_cache
     from videomini.model import image_slot
     from videomini.planner import tensor_bytes
 
@@ -141,7 +142,7 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
             return ""
 
     if kv_cache:  # load the quantized cache's library (quanto: 22 MB of RSS, HQQ: 12 MB) before measuring
-        warm = model.new_cache(kv_cache)
+        warm = new_cache(model, kv_cache)
         tiny = torch.zeros(1, model.llm.config.num_key_value_heads, 200, model.llm.config.head_dim,
                            dtype=torch.bfloat16)
         warm.update(tiny, tiny, 0)
@@ -162,7 +163,8 @@ def run_one(frames: int, chunk: int, kv_cache: str | None, quantize: str | None)
     return {"frames": frames, "chunk": chunk, "kv_cache": kv_cache or "bf16", "weights": quantize or "bf16",
             "weights_bytes": weights, "peak_above_weights_bytes": rss.peak - rss.before,
             "activation_bytes": rss.peak - rss.before - cache_bytes - embedding_bytes,
-            "kv_bytes_per_token_measured": round(cache_bytes / positions, 2), "seconds": round(time.perf_counter() - started, 1)}
+            "kv_bytes_per_token_measured": round(cache_bytes / positions, 2),
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def predicted(row: dict) -> dict:

@@ -33,7 +33,9 @@ def measure(engine: str, videos: list[str], model: str, fps: float, batch_size: 
     """Child process: index `videos` into a fresh library with `engine`; report frames and wall time."""
     import shutil
 
-    from videomini.pipelines.index_run import index_videos
+    from videomini.pipelines import index_videos
+    from videomini.pipelines.local_engine import LocalEngine
+    from videomini.pipelines.ray_engine import RayEngine
 
     ray_started = 0.0
     if engine == "ray-warm":
@@ -52,7 +54,7 @@ def measure(engine: str, videos: list[str], model: str, fps: float, batch_size: 
     try:
         start = time.perf_counter()
         report = index_videos(library, videos, model_id=model, fps=fps, batch_size=batch_size,
-                              engine="local" if engine == "local" else "ray")
+                              engine=LocalEngine() if engine == "local" else RayEngine())
         seconds = time.perf_counter() - start
     finally:
         shutil.rmtree(library, ignore_errors=True)

@@ -28,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 
 from videomini.loading import DEFAULT_MODEL_ID, KNOWN_CONFIGS, KNOWN_VISION_CONFIGS
-from videomini.planner import plan_memory
 from videomini.model import LlavaMini, LlavaMiniConfig
+from videomini.planner import plan_memory
 
 
 def count(fn) -> int:

@@ -1,7 +1,9 @@
 """What verifying a library's files costs: checksum throughput, an index file's first open (checksum + memory-mapped
-read) and a shard read with and without its checksums.
+read) and a shard read with and without its checksums; and what a shard holds: its bytes per frame with the fp16
+frame tokens format 1 stored and without them (what `index` writes now), and `ask --library`'s read of a shard's
+frame times against the whole-shard read it replaced.
 
-Index files are verified whole the first time a process opens them (a search process pays it once per segment;
+Index files are verified whole the first time a process opens them (a search process pays it once per part;
 `videomini library DIR --check` pays it for every file); a shard read verifies its header and the tensors it reads.
 
     python bench/integrity.py                       # a 200k-frame index, a one-hour shard
@@ -57,7 +59,7 @@ def index_open(frames: int, dim: int, folder: Path, repeats: int) -> list[dict]:
     rng = np.random.default_rng(1)
     for start in range(0, frames, 65536):
         index.add(rng.standard_normal((min(65536, frames - start), dim), dtype=np.float32))
-    path = folder / "seg.frames.faiss"
+    path = folder / "part.frames.faiss"
     digest = write_index(index, path)
     assert checksum_file(path) == digest.checksum
     size_mb = path.stat().st_size / 1e6
@@ -69,8 +71,9 @@ def index_open(frames: int, dim: int, folder: Path, repeats: int) -> list[dict]:
 
 
 def shard_read(frames: int, dim: int, token_dim: int, folder: Path, repeats: int) -> list[dict]:
-    """A one-video shard: the index build's read (embeddings + timestamps) and answer's read (all frames),
-    verified against the shard's checksums and not."""
+    """A one-video shard as format 1 wrote it (with frame tokens): the index build's read (embeddings +
+    timestamps), the whole-shard read `ask --library` made for its timestamps, and the times-only read it makes
+    now, verified against the shard's checksums and not."""
     rng = np.random.default_rng(2)
     store = ShardStore(folder / "shards")
     tensors = {"frame_tokens": rng.standard_normal((frames, 1, token_dim)).astype(np.float16),
@@ -81,14 +84,36 @@ def shard_read(frames: int, dim: int, token_dim: int, folder: Path, repeats: int
     size_mb = (folder / "shards" / "1-x.safetensors").stat().st_size / 1e6
     rows = []
     for what, read, keys in (("vectors", store.read_vectors, ("embeddings", "timestamps_s")),
-                             ("frames", store.read_frames, tuple(tensors))):
-        plain = best_of(repeats, lambda: unverified_read(folder / "shards" / "1-x.safetensors", keys))
-        checked = best_of(repeats, lambda: read("1-x.safetensors", header))
+                             ("frames (ask --library before)", store.read_frames, tuple(tensors)),
+                             ("times (ask --library now)", store.read_times, ("timestamps_s",))):
+        plain = best_of(repeats, lambda keys=keys: unverified_read(folder / "shards" / "1-x.safetensors", keys))
+        checked = best_of(repeats, lambda read=read: read("1-x.safetensors", header))
         rows.append({"what": f"shard of {frames:,} frames: read {what}, unverified", "size_mb": size_mb,
                      "seconds": plain, "gb_per_s": None})
         rows.append({"what": f"shard: read {what}, verified", "size_mb": size_mb, "seconds": checked,
                      "gb_per_s": None})
     return rows
+
+
+def shard_bytes(frames: int, dim: int, token_dim: int, folder: Path) -> list[dict]:
+    """Bytes per frame of a shard with frame tokens (format 1) and without (what `index` writes), and what the
+    difference comes to over a million frames."""
+    rng = np.random.default_rng(3)
+    store = ShardStore(folder / "sizes")
+    vectors = {"embeddings": rng.standard_normal((frames, dim)).astype(np.float32),
+               "timestamps_s": np.arange(frames, dtype=np.float64)}
+    sizes = {}
+    for name, tensors in (("with", {"frame_tokens": rng.standard_normal((frames, 1, token_dim)).astype(np.float16),
+                                    **vectors}), ("without", vectors)):
+        store.write(f"{name}.safetensors", ShardContent(tensors, {"video_id": "1"}))
+        sizes[name] = (folder / "sizes" / f"{name}.safetensors").stat().st_size / frames
+    saved_gb = (sizes["with"] - sizes["without"]) * 1e6 / 1e9
+    return [{"what": f"shard bytes/frame, with 1 x {token_dim} fp16 frame tokens (format 1)", "size_mb": None,
+             "seconds": None, "gb_per_s": None, "bytes_per_frame": sizes["with"]},
+            {"what": "shard bytes/frame, without (what index writes now)", "size_mb": None, "seconds": None,
+             "gb_per_s": None, "bytes_per_frame": sizes["without"]},
+            {"what": "disk saved per million frames (GB)", "size_mb": None, "seconds": None, "gb_per_s": None,
+             "bytes_per_frame": None, "saved_gb_per_million_frames": saved_gb}]
 
 
 def unverified_read(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -110,12 +135,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = hash_throughput(args.repeats) + index_open(args.frames, args.dim, Path(tmp), args.repeats)
         rows += shard_read(args.shard_frames, args.dim, args.token_dim, Path(tmp), args.repeats)
-    table = Table(title=f"verification cost (best of {args.repeats}; shared machine, noisy)")
-    for column in ("what", "MB", "seconds", "GB/s"):
+        rows += shard_bytes(args.shard_frames, args.dim, args.token_dim, Path(tmp))
+    table = Table(title=f"verification cost and shard contents (best of {args.repeats}; shared machine, noisy)")
+    for column in ("what", "MB", "seconds", "GB/s", "bytes/frame or GB"):
         table.add_column(column, justify="left" if column == "what" else "right")
     for r in rows:
-        table.add_row(r["what"], f"{r['size_mb']:.0f}", f"{r['seconds']:.3f}",
-                      "" if r["gb_per_s"] is None else f"{r['gb_per_s']:.2f}")
+        figure = r.get("bytes_per_frame") or r.get("saved_gb_per_million_frames")
+        table.add_row(r["what"], "" if r["size_mb"] is None else f"{r['size_mb']:.0f}",
+                      "" if r["seconds"] is None else f"{r['seconds']:.4f}",
+                      "" if r["gb_per_s"] is None else f"{r['gb_per_s']:.2f}",
+                      "" if figure is None else f"{figure:,.1f}")
     Console().print(table)
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)},

@@ -505,7 +505,7 @@ def build_corpus(folder: Path, split: str) -> tuple[list[Path], list[Query]]:
             meta.write_text(json.dumps([[line.start_s, line.end_s] for line in made.lines]))
         spans = json.loads(meta.read_text())
         paths.append(path)
-        for (start_s, _sentence, paraphrase, exact), (a, b) in zip(spec.lines, spans):
+        for (_start_s, _sentence, paraphrase, exact), (a, b) in zip(spec.lines, spans):
             if paraphrase:
                 queries.append(Query(paraphrase, "paraphrase", path.name, a, b))
             if exact:
@@ -519,7 +519,7 @@ def build_corpus(folder: Path, split: str) -> tuple[list[Path], list[Query]]:
 def build_library(cache: Path, split: str) -> tuple[Path, Path, list[Query], dict]:
     """(library folder, checkpoint folder, queries, index report) of one split, built once in `cache`."""
     from videomini import VideoMini
-    from videomini.pipelines.index_run import index_videos
+    from videomini.pipelines import index_videos
 
     root = cache / (f"retrieval-v{CORPUS_VERSION}" if split == "dev" else f"retrieval-{split}-v{CORPUS_VERSION}")
     checkpoint = root / "tiny-clip"

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from videomini.storage import FLAT_MAX_VECTORS, LibraryStore
-from videomini.storage.segments import segment_files
+from videomini.storage.manifest import index_files
 
 LATENT = 64
 
@@ -117,7 +117,7 @@ def run_size(n: int, args: argparse.Namespace, console: Console) -> list[dict]:
         manifest = lib.compact_index()
         build_s = time.perf_counter() - t0
         shard_bytes = folder_bytes(list(lib.shards_dir.iterdir()))
-        base = manifest["segments"][0]["frames"]
+        base = manifest["parts"][0]["frames"]
         index_bytes = folder_bytes([lib.root / base["index_file"]])
         ids_bytes = folder_bytes([lib.root / base["ids_file"]])
         console.log(f"{n:,} frames: shards written in {write_s:.1f} s, {manifest['factory']} built in {build_s:.1f} s")
@@ -186,7 +186,7 @@ def search_worker(root: str, queries_path: str, warmup: int) -> None:
         t = time.perf_counter()
         snap = lib.snapshot()
         open_s = time.perf_counter() - t
-        for name in sorted(segment_files(snap.manifest)):
+        for name in sorted(index_files(snap.manifest)):
             with open(Path(root) / name, "rb") as f:  # a warm page cache: a search service's steady state
                 while f.read(1 << 24):
                     pass
@@ -200,7 +200,7 @@ def search_worker(root: str, queries_path: str, warmup: int) -> None:
             found.append([[h.video_id, h.frame_idx] for h in hits])
         status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
         kib = {k: int(status[k].split()[0]) for k in ("RssAnon", "RssFile", "VmHWM")}
-        print(json.dumps({"latencies": latencies, "found": found, "open_s": open_s, "segments": len(snap.frames),
+        print(json.dumps({"latencies": latencies, "found": found, "open_s": open_s, "parts": len(snap.frames),
                           "rss_anon_mb": kib["RssAnon"] / 1024, "rss_file_mb": kib["RssFile"] / 1024}))
 
 
@@ -212,7 +212,7 @@ def measure_search(lib: LibraryStore, queries: np.ndarray, truth: list[set], arg
     got = json.loads(out.stdout)
     p50, p99 = percentiles_ms(got["latencies"])
     recall = float(np.mean([len({tuple(h) for h in f} & t) / 10 for f, t in zip(got["found"], truth)]))
-    return {"search_p50_ms": p50, "search_p99_ms": p99, "recall_at_10": recall, "segments": got["segments"],
+    return {"search_p50_ms": p50, "search_p99_ms": p99, "recall_at_10": recall, "parts": got["parts"],
             "open_s": got["open_s"], "rss_anon_mb": got["rss_anon_mb"], "rss_file_mb": got["rss_file_mb"]}
 
 
@@ -313,12 +313,12 @@ def report_updates(result: dict, args: argparse.Namespace, console: Console) -> 
     table = Table(title=f"videomini library updates: {result['base_frames']:,}-frame {result['factory']} base, "
                         f"{result['adds']} adds of {result['add_frames']} frames, {result['removals']} removals "
                         f"({os.cpu_count()} cores, faiss {faiss.__version__})")
-    for col in ("after", "segments", "search p50 ms", "search p99 ms", "recall@10", "search RSS anon MB",
+    for col in ("after", "index parts", "search p50 ms", "search p99 ms", "recall@10", "search RSS anon MB",
                 "mapped MB"):
         table.add_column(col, justify="left" if col == "after" else "right")
     for label, key in (("adds + removals", "after_adds"), ("compaction", "after_compaction")):
         r = result[key]
-        table.add_row(label, str(r["segments"]), f"{r['search_p50_ms']:.2f}", f"{r['search_p99_ms']:.2f}",
+        table.add_row(label, str(r["parts"]), f"{r['search_p50_ms']:.2f}", f"{r['search_p99_ms']:.2f}",
                       f"{r['recall_at_10']:.3f}", f"{r['rss_anon_mb']:.0f}", f"{r['rss_file_mb']:.0f}")
     console.print(table)
     console.print(f"publish an add: p50 {result['publish_p50_ms']:.0f} ms, p99 {result['publish_p99_ms']:.0f} ms; "

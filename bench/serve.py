@@ -38,11 +38,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_library(workdir: Path, n_videos: int, seconds: float) -> tuple[Path, Path]:
     """(library folder, checkpoint folder): generated captioned videos indexed with frames and on-screen text."""
     sys.path.insert(0, str(REPO / "tests"))
+    from videomini.ask import VideoMini
+    from videomini.pipelines import index_videos
+
     from conftest import make_tiny_checkpoint
     from narrated import Caption, make_narrated_video
-
-    from videomini.ask import VideoMini
-    from videomini.pipelines.index_run import index_videos
 
     checkpoint = make_tiny_checkpoint(workdir / "tiny", with_clip_text=True)
     videos = []

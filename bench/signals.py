@@ -85,10 +85,11 @@ def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, wo
     """Index `video` into a fresh library per configuration and time it (the fastest of `repeats` runs).
     The tiny vision model and MiniLM load once, before any timing; Whisper and RapidOCR load inside each run's
     decoder process, as they do in a real `index` run, so their load time is part of the overhead measured."""
-    from conftest import make_tiny_checkpoint
     from videomini import VideoMini
-    from videomini.pipelines.index_run import index_videos
+    from videomini.pipelines import index_videos
     from videomini.signals.text import default_embedder
+
+    from conftest import make_tiny_checkpoint
 
     with console.status("index: building the tiny checkpoint"):
         checkpoint = make_tiny_checkpoint(workdir / "tiny-checkpoint", with_clip_text=True)
@@ -101,8 +102,8 @@ def _index_throughput(video: Path, length_s: float, fps: float, repeats: int, wo
             library_dir = workdir / f"library-{len(configs)}-{k}"
             with console.status(f"index {name} (run {k + 1}/{repeats})"):
                 load_before = os.getloadavg()[0]
-                report, wall_s = _timed(lambda: index_videos(library_dir, [video], model, fps=fps,
-                                                             signals=signals, visual=visual))
+                report, wall_s = _timed(lambda library_dir=library_dir, signals=signals, visual=visual: index_videos(
+                    library_dir, [video], model, fps=fps, signals=signals, visual=visual))
             if report.failed:
                 console.print(f"[red]index {name} failed:[/red] {report.failed[0][1]}")
             runs.append({"wall_s": wall_s, "frames": report.frames, "segments": report.segments,
@@ -146,9 +147,9 @@ def main(
     json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     from videomini.signals.ocr import frame_texts, load_ocr, merge_frame_texts
-    from videomini.video import sample_frames
     from videomini.signals.speech import load_whisper, transcribe
     from videomini.signals.text import MINILM, TextEmbedder
+    from videomini.video import sample_frames
 
     console = Console()
     tmp = tempfile.TemporaryDirectory(prefix="videomini-bench-signals-")

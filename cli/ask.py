@@ -9,8 +9,9 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import absolute_model, checked_ask, fail
 from videomini.cli.main import app
+from videomini.config import FPS, MAX_NEW_TOKENS, TOP_K
 
 
 def evidence_table(answer, title: str = "evidence"):
@@ -36,23 +37,28 @@ def ask(
     targets: list[str] = typer.Argument(..., metavar="VIDEO QUESTION",
                                         help="A video or image and a question (with --library: the question only)."),
     library: Optional[Path] = typer.Option(None, "--library", help="Answer over an indexed library instead."),
-    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL",
-                                        help="Checkpoint folder or hub id (default ICTNLP/llava-mini-llama-3.1-8b)."),
-    fps: float = typer.Option(1.0, "--fps", help="Frames sampled per second of video."),
+    model: Optional[str] = typer.Option(None, "--model", envvar="VIDEOMINI_MODEL", metavar="ID_OR_PATH",
+                                        help="Checkpoint folder or hub id; default: the hub id "
+                                             "ICTNLP/llava-mini-llama-3.1-8b"),
+    fps: float = typer.Option(FPS, "--fps", help="Frames sampled per second of video."),
     sampling: str = typer.Option("fps", "--sampling", help="fps: the frame on screen at 0, 1/fps, 2/fps ... s; "
                                                            "reference: the official LLaVA-Mini evaluation's frames "
                                                            "(the centre of each of N equal segments)."),
+    decode: str = typer.Option("exact", "--decode", help="exact: decode every frame (the rule and the reference's "
+                                                         "pixels); fast: skip frames nobody samples (B-frames; "
+                                                         "keyframes only when sampling sparser than them)."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Cap on frames given to the LLM."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype",
+                                        help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on CPU)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="Quantize the LLM's weights: int8 (CUDA: "
                                            "bitsandbytes, CPU: torchao) or nf4 (CUDA)."),
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantize the KV cache: int8 or int4 (for "
                                            "the frame tokens of very long videos)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, "--max-new-tokens", help="Longest answer, in tokens."),
     fusion: str = typer.Option("all", "--fusion", help="all: fuse the question with every frame; selected: only "
                                                        "with the frames given to the LLM."),
-    top_k: int = typer.Option(10, "--top-k", help="With --library: moments retrieved."),
+    top_k: int = typer.Option(TOP_K, "--top-k", help="With --library: moments retrieved."),
     signals: str = typer.Option("", "--signals", help="Comma-separated: speech, ocr — extracted and quoted into "
                                                        "the prompt as timestamped lines."),
     fallback: bool = typer.Option(True, "--fallback/--no-fallback",
@@ -62,13 +68,7 @@ def ask(
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the answer when complete, not as generated."),
 ) -> None:
     """Ask a question about a video (or image) and get an answer with the timestamps of its evidence."""
-    from rich.console import Console
-
-    from videomini.loading import CheckpointError
-    from videomini import ask_policy as job
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
-    from videomini.video import VideoError
+    from videomini.config import AskConfig
 
     if library is not None and len(targets) != 1:
         fail("with --library give one argument: the question")
@@ -76,8 +76,15 @@ def ask(
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
     if library is None and not Path(targets[0]).exists():
         fail(f"{targets[0]}: no such file")
-    if sampling not in ("fps", "reference"):
-        fail(f"--sampling must be fps or reference, not {sampling!r}")
+    targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model(model)
+    config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
+                       sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
+                       fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
+                       fallback=fallback)
+    # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
+    from rich.console import Console
+
+    from videomini import ask_policy as job
     console = Console(stderr=as_json)
     stream = not (no_stream or as_json)
     progress, on_progress, on_token = _live_output(console, stream, quiet=as_json and not sys.stderr.isatty())
@@ -85,21 +92,13 @@ def ask(
     def on_notice(message: str) -> None:
         print(message, file=sys.stderr)
 
-    try:
-        with progress:
-            if library is not None:
-                answer = job.ask_library(library, targets[0], model=model, device=device, dtype=dtype,
-                                         quantize=quantize, kv_cache=kv_cache, top_k=top_k,
-                                         max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
-                                         on_token=on_token, on_progress=on_progress, on_notice=on_notice)
-            else:
-                wanted = tuple(s.strip() for s in signals.split(",") if s.strip())
-                answer = job.ask_video(Path(targets[0]), targets[1], model=model, device=device, dtype=dtype,
-                                       quantize=quantize, kv_cache=kv_cache, signals=wanted, fallback=fallback, fps=fps, max_frames=max_frames,
-                                       max_new_tokens=max_new_tokens, fusion=fusion, on_progress=on_progress,
-                                       on_token=on_token, on_notice=on_notice, sampling=sampling)
-    except (CheckpointError, LibraryError, VideoError, SignalError, ValueError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    with progress:
+        if library is not None:
+            answer = job.ask_library(library, targets[0], config, on_token=on_token, on_progress=on_progress,
+                                     on_notice=on_notice)
+        else:
+            answer = job.ask_video(Path(targets[0]), targets[1], config, on_progress=on_progress,
+                                   on_token=on_token, on_notice=on_notice)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
 
 
@@ -143,5 +142,5 @@ def print_answer(answer, console, as_json: bool, streamed: bool) -> None:
     else:
         console.print(f"[dim]{answer.frames_used} of {answer.frames_total} frames · {answer.model} · "
                       f"{answer.timings_s.get('total', 0):.1f} s[/dim]")
-    if answer.evidence:
+    if answer.evidence and answer.generated_by != "signals":  # a signals answer quotes its moments, times included
         console.print(evidence_table(answer))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from videomini.cli.common import fail
 from videomini.cli.main import app
 
 
@@ -17,12 +16,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the probe as JSON."),
 ) -> None:
     """Show a video's duration, frame rate, frame count, size (after rotation), rotation and codecs."""
-    from videomini.video import VideoError, probe
+    from videomini.video import probe
 
-    try:
-        result = probe(video)
-    except VideoError as e:
-        fail(str(e))
+    result = probe(video)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from videomini import __version__
+from videomini.cli.common import CommandGroup
 
 app = typer.Typer(
     name="videomini",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CommandGroup,  # a VideominiError from any command: one line, its exit code (cli/common.py)
 )
 
 
@@ -35,7 +37,8 @@ def quiet_libraries() -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show third-party libraries' warnings and log messages."),
 ) -> None:
@@ -45,6 +48,9 @@ def _root(
 
 
 def _register() -> None:
+    from videomini.cli.help import plain_help
+
+    plain_help()
     # Each module of this package adds its commands to `app` (`@app.command()`); importing them all here
     # makes `videomini --help` list every subcommand. Modules import heavy libraries lazily, inside commands.
     import importlib
@@ -61,17 +67,11 @@ _register()
 
 
 def main() -> None:
-    """The console script. A storage error no command caught still ends as one line, never a traceback."""
-    from videomini.cli.common import fail
-    from videomini.storage import LibraryError
+    """The console script (expected failures end as one line: CommandGroup)."""
+    from videomini import backends
 
-    try:
-        app()
-    except LibraryError as e:
-        try:
-            fail(str(e))
-        except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
+    backends.defer()  # quantization libraries load only for --quantize / --kv-cache (videomini/backends.py)
+    app()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import typer
 
 from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.config import FPS
 from videomini.errors import first_line
+from videomini.limits import check_fps
 
 _PLANNED_WITHOUT_GPU = "24GB"
 
@@ -38,15 +40,14 @@ def plan(
     kv_cache: Optional[str] = typer.Option(None, "--kv-cache", help="Quantized KV cache: int8 or int4."),
     prompt_tokens: int = typer.Option(1024, "--prompt-tokens", help="Tokens reserved for the prompt."),
     answer_tokens: int = typer.Option(512, "--answer-tokens", help="Tokens reserved for the answer."),
-    fps: float = typer.Option(1.0, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
+    fps: float = typer.Option(FPS, "--fps", help="Sampling rate, to express the frame budget as hours of video."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as one JSON object."),
 ) -> None:
     """Weights per part, KV bytes per frame, frames that fit in memory and in the context: the frame budget."""
     notes: list[str] = []
     try:
         memory = _device_memory(gpu_mem, device, notes)
-        if fps <= 0:
-            raise ValueError(f"--fps: must be positive, got {fps}")
+        check_fps(fps)  # finite, within videomini/limits.py's range
         result = _plan(model, memory, quantize or dtype, kv_cache, prompt_tokens, answer_tokens,
                        device or "cuda")
     except (ValueError, OSError) as e:

@@ -9,15 +9,16 @@ from typing import Any, Optional
 
 import typer
 
-from videomini.cli.common import fail
+from videomini.cli.common import checked_search, fail
 from videomini.cli.main import app
+from videomini.config import TOP_K
 
 
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain language."),
     library: Path = typer.Option(..., "--library", help="Library folder."),
-    top_k: int = typer.Option(10, "--top-k", help="Moments to return."),
+    top_k: int = typer.Option(TOP_K, "--top-k", help="Moments to return."),
     thumbnails: Optional[Path] = typer.Option(None, "--thumbnails", help="Write each moment's best frame here."),
     signal: list[str] = typer.Option([], "--signal", help="Search only these: visual, speech, ocr (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Moments as JSON: full paths, each signal's cosine and z."),
@@ -26,22 +27,15 @@ def search(
     """Search an indexed library: frames (CLIP) and stored speech / on-screen text (sentence embeddings), each
     calibrated against the query's background and fused by evidence. Relevance runs from 0 (no signal rises
     above what unrelated content scores) through 0.5 (confident: marked *) towards 1."""
-    from videomini.loading import CheckpointError
+    query = checked_search(query, top_k)  # before the heavy import: a bad query is answered at once
     from videomini.search import search_library
-    from videomini.signals import SignalError
-    from videomini.storage import LibraryError
 
     wanted = tuple(signal) or ("visual", "speech", "ocr")
     unknown = sorted(set(wanted) - {"visual", "speech", "ocr"})
     if unknown:
         fail(f"unknown signal {unknown[0]!r}: choose from visual, speech, ocr", 2)
-    if not 1 <= top_k <= 1000:
-        fail(f"--top-k: {top_k} is outside 1..1000", 2)
     notes: list[str] = []
-    try:
-        results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
-    except (LibraryError, CheckpointError, SignalError) as e:
-        fail(str(e), 2 if isinstance(e, CheckpointError) else 1)
+    results = search_library(library, query, top_k=top_k, thumbnails_dir=thumbnails, signals=wanted, notes=notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if as_json:

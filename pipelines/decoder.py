@@ -11,22 +11,24 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
 from videomini.errors import first_line
-from videomini.pipelines.messages import Failed, FrameBatch, Finished, Message, Probed
+from videomini.pipelines.messages import Failed, Finished, FrameBatch, Message, Probed
 
 QUEUE_BATCHES = 4  # decoded batches buffered per worker: bounds memory whatever the video's length
 ORPHAN_CHECK_S = 1.0  # how often a blocked worker checks whether the indexer that started it is still alive
 
 
 def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[str] = (),
-                    frames: bool = True, asr_model: str | None = None) -> Iterator[Message]:
+                    frames: bool = True, decode: str = "exact", asr_model: str | None = None) -> Iterator[Message]:
     """Probe and decode one video into messages: Probed, FrameBatch..., Finished -- or Failed instead. Never
-    raises: a bad file is a message. `frames=False` (no vision model this run) sends no batches.
+    raises: a bad file is a message. `frames=False` (no vision model this run) sends no batches; `decode`
+    "fast" lets the decoder skip frames nobody samples (`videomini.video.sample_frames`).
 
     Signals run here, beside decoding and away from the encoder's device: on-screen text (RapidOCR) reads the
     frames this pass decodes anyway, speech (Whisper tiny.en) the audio track. A signal that fails is a warning,
@@ -41,7 +43,7 @@ def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[st
         readings: list[tuple[str, float]] = []
         read_times: list[float] = []
         ocr_error = yield from _decode_frames(path, fps, batch_size, "ocr" in signals, frames, finished,
-                                              readings, read_times)
+                                              readings, read_times, decode)
         if signals:
             _extract_signals(path, fps, signals, ocr_error, readings, read_times, finished, asr_model)
         finished.decode_s = time.perf_counter() - started
@@ -53,7 +55,7 @@ def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[st
 
 
 def _decode_frames(path: str, fps: float, batch_size: int, ocr: bool, frames: bool, finished: Finished,
-                   readings: list, read_times: list) -> Iterator[FrameBatch]:
+                   readings: list, read_times: list, decode: str = "exact") -> Iterator[FrameBatch]:
     """Yield the frame batches (when `frames`), OCR them (when `ocr`), and record the decoder's warnings and
     the batch count in `finished`. Returns the OCR's error line, if it could not run."""
     import warnings
@@ -64,7 +66,7 @@ def _decode_frames(path: str, fps: float, batch_size: int, ocr: bool, frames: bo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if frames or ocr:
-            with sample_frames(path, fps=fps, batch_size=batch_size, prefetch=0) as batches:
+            with sample_frames(path, fps=fps, batch_size=batch_size, prefetch=0, decode=decode) as batches:
                 for batch, times in batches:
                     if ocr and ocr_error is None:
                         ocr_error = _read_on_screen_text(batch, times, readings, read_times)
@@ -113,7 +115,7 @@ def _read_on_screen_text(batch: np.ndarray, times: Any, readings: list, read_tim
 
 
 def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int, signals: tuple = (),
-                   frames: bool = True, asr_model: str | None = None) -> None:
+                   frames: bool = True, decode: str = "exact", asr_model: str | None = None) -> None:
     """Runs in a spawned process: decode_messages() into a bounded queue."""
 
     def put(message: Message) -> None:
@@ -127,7 +129,7 @@ def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid:
                 if os.getppid() != parent_pid:
                     os._exit(0)
 
-    for message in decode_messages(path, fps, batch_size, signals, frames, asr_model):
+    for message in decode_messages(path, fps, batch_size, signals, frames, decode, asr_model):
         put(message)
     # At exit the queue's feeder thread flushes what is buffered into the pipe, which blocks while nobody reads:
     # wait for it, but give up the moment the indexer is gone.
@@ -144,12 +146,13 @@ class DecodeJob:
     """One video decoding in its own process, read through a bounded queue with a hang timeout."""
 
     def __init__(self, ctx: Any, path: Path, fps: float, batch_size: int, timeout_s: float,
-                 signals: Iterable[str] = (), frames: bool = True, asr_model: str | None = None):
+                 signals: Iterable[str] = (), frames: bool = True, decode: str = "exact", asr_model: str | None = None):
         self.path, self.timeout_s = path, timeout_s
         self.waited_s = 0.0  # seconds since the last message, while the worker is alive
         self.queue = ctx.Queue(maxsize=QUEUE_BATCHES)
         self.process = ctx.Process(target=_decode_worker, args=(str(path), fps, batch_size, self.queue, os.getpid(),
-                                                                tuple(signals), frames, asr_model), daemon=True)
+                                                                tuple(signals), frames, decode, asr_model),
+                                   daemon=True)
         self.process.start()
 
     def messages(self) -> Iterator[Message]:

@@ -1,37 +1,36 @@
 """`index`: video files -> a library (SQLite catalog, per-video shards, FAISS index), incremental and crash-safe.
 
-This module decides the run (which files, which model, loaded only when a file needs encoding, which engine)
-and is the local engine. Decoding runs in worker processes (videomini.pipelines.decoder), one per video: a
-decoder that crashes or hangs fails only that file. Up to `workers` videos decode ahead while the device encodes
-the current one. A video is recorded `done` only after its shard is durable; the FAISS index is rebuilt from the
-done shards at the end and replaced atomically, so a kill at any point leaves the library consistent, and a re-run
-skips unchanged files, resumes the rest and rebuilds the same index.
+The run every engine shares: which files (new, changed, resumed, retried; the rest skipped), which model
+(loaded only when some file needs encoding), and the FAISS index rebuilt from the done shards at the end and
+replaced atomically. Where the per-video work runs is the engine's job (`Engine.run`): `LocalEngine` (decoder
+processes on this machine, videomini.pipelines.local_engine) or `RayEngine` (Ray Data). A video is recorded
+`done` only after its shard is durable, so a kill at any point leaves the library consistent, and a re-run skips
+unchanged files, resumes the rest and rebuilds the same index.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import dataclasses
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from videomini.library import LazyModel
-from videomini.loading import default_model_id
-from videomini.pipelines.decoder import DecodeJob
-from videomini.pipelines.video_commit import (NO_PROJECTION, SIGNALS, Event, IndexRunError, IndexReport, VideoAssembly,
-                                              commit_video, encode_batch, kept_frames_for, text_embedder_for,
-                                          no_event)
-from videomini.pipelines.messages import FrameBatch
+from videomini.config import Event, IndexConfig
+from videomini.loading import LazyModel, default_model_id
+from videomini.pipelines.video_commit import IndexReport, IndexRunError, no_event, text_embedder_for
 
-__all__ = ["IndexRunError", "IndexReport", "find_videos", "index_videos", "index_videos_ray"]
+__all__ = ["Engine", "IndexJob", "IndexRunError", "IndexReport", "find_videos"]
 
-ENGINES = ("local", "ray")
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv",
                     ".wmv", ".3gp", ".ogv"}
 
 
-def find_videos(paths: Iterable[str | os.PathLike], recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+def find_videos(paths: Iterable[str | os.PathLike],
+                recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Files named on the command line are taken as they are (probing decides); folders are scanned for video
     extensions (recursively on request). Returns (candidates in a stable order, missing paths with a reason)."""
     found: list[Path] = []
@@ -52,88 +51,117 @@ def find_videos(paths: Iterable[str | os.PathLike], recursive: bool = False) -> 
 # -- the run ------------------------------------------------------------------------------------------------------
 
 
-def index_videos(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
-                 *, model_id: str | None = None, device: str | None = None, dtype: str | None = None,
-                 recursive: bool = False, fps: float = 1.0, workers: int = 2, retry_failed: bool = False,
-                 timeout_s: float = 120.0, batch_size: int = 16, wait_s: float = 0.0, engine: str = "local",
-                 ray_address: str | None = None, signals: Iterable[str] = (), visual: bool = True,
-                 on_event: Event | None = None, text_model: str | None = None,
-                 asr_model: str | None = None) -> IndexReport:
-    """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or a
-    LazyModel), else the model `model_id` (default: $VIDEOMINI_MODEL, else the reference checkpoint) loaded on
-    `device` in `dtype` when the first file needs encoding. Returns what was indexed, skipped and failed; never
-    raises for a bad file; raises IndexRunError (one line) when the run cannot proceed.
+@dataclass
+class IndexJob:
+    """What an engine is handed: the plan items to index now and everything needed to commit them."""
 
-    signals ("speech", "ocr"): also store each video's timestamped speech / on-screen text with MiniLM
-    embeddings, searchable beside the frames (`text_model`: a sentence-transformers folder or hub id instead of
-    the bundled MiniLM; `asr_model`: a Whisper size or CTranslate2 folder instead of the bundled tiny.en; both
-    recorded in the library). visual False: no vision model at all, signals only (a machine
-    without the LLaVA-Mini weights); frames already stored for an unchanged file are kept.
+    library: Any  # the LibraryStore, open for writing; engines commit through video_commit.commit_video only
+    todo: list  # plan items (path, fingerprint, action, signals), in order
+    model: Any  # a VideoMini or LazyModel in this process (None: signals only); Ray loads its own instead
+    model_id: str | None  # the model's id, recorded in the catalog; engines that load elsewhere load it by this
+    config: IndexConfig
+    report: IndexReport
+    emit: Event
+    text_embedder: Any  # MiniLM for speech / on-screen text (None: no signals in this run)
 
-    engine "local": decoder processes on this machine, the encoder on this process's device. engine "ray": the
-    same per-video work on Ray Data (videomini.pipelines.ray_engine); this process stays the only writer.
-    Progress goes to `on_event(kind, details)`: plan, loading, video, info, frames, done, failed, index."""
+
+class Engine:
+    """Where an index run's per-video work runs; subclasses implement `run`. Implements the `IndexEngine`
+    contract of `Library.index(engine=...)` (videomini.config)."""
+
+    def index(self, library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
+              config: IndexConfig | None = None, on_event: Event | None = None) -> IndexReport:
+        """Index `paths` into the library at `library_dir` (created when absent) with `model` (a VideoMini, or a
+        LazyModel), else the model `config.model_id` (default: $VIDEOMINI_MODEL, else the reference checkpoint)
+        loaded when the first file needs encoding. Returns what was indexed, skipped and failed; never raises for
+        a bad file; raises IndexRunError (one line) when the run cannot proceed. Progress goes to
+        `on_event(kind, details)`: plan, loading, video, info, frames, done, failed, index."""
+        return run_index(self, library_dir, paths, model, config or IndexConfig(), on_event or no_event)
+
+    def run(self, job: IndexJob) -> None:
+        """Index every item of `job.todo`, each committed with `video_commit.commit_video`."""
+        raise NotImplementedError
+
+
+def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any,
+              config: IndexConfig, emit: Event) -> IndexReport:
+    """The run around the engine: plan, the engine's work, the index update."""
     from videomini.loading import CheckpointError
     from videomini.storage import LibraryStore
 
-    signals = _checked_signals(engine, signals, visual)
-    asr_model = checked_asr_model(asr_model) if "speech" in signals else asr_model
     started = time.perf_counter()
-    emit = on_event or no_event
+    if "speech" in config.signals:  # checked before any work
+        config = dataclasses.replace(config, asr_model=checked_asr_model(config.asr_model))
     report = IndexReport()
-    candidates, missing = find_videos(paths, recursive)
+    candidates, missing = find_videos(paths, config.recursive)
     report.failed += [(str(path), f"{path}: {reason}") for path, reason in missing]
-    run_model_id = (model_id or _model_id(model) or default_model_id()) if visual else None
-    library = LibraryStore(library_dir, create=True, wait_s=wait_s)
+    model_id = (config.model_id or _model_id(model) or _indexed_model_id(library_dir) or default_model_id()
+                if config.visual else None)
+    if (config.visual and model is None and config.model_id is None and config.signals
+            and not _vision_model_here(model_id, config.signals, report)):
+        config, model_id = dataclasses.replace(config, visual=False), None
+    if config.visual and model is None:
+        model = LazyModel(_loader(model_id, config, emit), model_id)
+    created = not Path(library_dir).expanduser().exists()
+    library = LibraryStore(library_dir, create=True, wait_s=config.wait_s)
     try:
-        todo = _plan(library, candidates, report, emit, retry_failed=retry_failed, model_id=run_model_id,
-                     signals=signals)
-        text_embedder = (text_embedder_for(text_model) if todo and (signals or any(i.signals for i in todo))
-                         else None)
-        if todo and "speech" in signals:
-            library.record_models(asr_model=asr_model)
+        todo = _plan(library, candidates, report, emit, retry_failed=config.retry_failed, model_id=model_id,
+                     signals=list(config.signals))
+        wants_text = todo and (config.signals or any(item.signals for item in todo))
+        model = model if config.visual else None
+        job = IndexJob(library, todo, model, _model_id(model), config, report, emit,
+                       text_embedder_for(config.text_model) if wants_text else None)
+        if todo and "speech" in config.signals:
+            library.record_models(asr_model=config.asr_model)
         try:
-            if todo and engine == "ray":
-                from videomini.pipelines.ray_engine import run_ray
-
-                run_ray(library, todo, run_model_id, fps=fps, batch_size=batch_size, timeout_s=timeout_s,
-                        address=ray_address, report=report, emit=emit, signals=signals, text_embedder=text_embedder,
-                        asr_model=asr_model)
-            elif todo:
-                if visual and model is None:
-                    model = LazyModel(_loader(run_model_id, device, dtype, batch_size, emit))
-                _run(library, todo, model if visual else None, fps, workers, timeout_s, batch_size, report, emit,
-                     signals, text_embedder, asr_model)
+            if todo:
+                engine.run(job)
         except CheckpointError as e:  # the run needs the vision model: say how to index without it
-            hint = ("or index the signals only: --no-visual" if signals
+            hint = ("or index the signals only: --no-visual" if config.signals
                     else "or index speech and on-screen text only: --no-visual --signals speech,ocr")
             raise IndexRunError(f"{e} ({hint})") from None
         if report.indexed or library.index_needs_update():
             emit("index", {})
             library.update_index()
+    except Exception:
+        library.close()
+        if created and not report.indexed:  # a refused run leaves no half-made library behind
+            shutil.rmtree(Path(library_dir).expanduser(), ignore_errors=True)
+        raise
     finally:
         library.close()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def index_videos_ray(library_dir: str | os.PathLike, paths: Iterable[str | os.PathLike], model: Any = None,
-                     **options: Any) -> IndexReport:
-    """The "ray" entry point of the `videomini.engines` group: `index_videos` on Ray."""
-    return index_videos(library_dir, paths, model, engine="ray", **options)
+def _indexed_model_id(library_dir: str | os.PathLike) -> str | None:
+    """The model an existing library was indexed with (a re-run adds frames with the same one), else None."""
+    from videomini.storage import CATALOG, LibraryError, LibraryStore
+
+    if not (Path(library_dir).expanduser() / CATALOG).is_file():
+        return None
+    try:
+        with LibraryStore(library_dir) as store:
+            return store.indexed_model_id()
+    except LibraryError:  # no frames indexed yet, or several models: the default, as for a new library
+        return None
 
 
-def _checked_signals(engine: str, signals: Iterable[str], visual: bool) -> list[str]:
-    """The run's signals, sorted; IndexRunError for an unknown engine or signal, or nothing to index."""
-    if engine not in ENGINES:
-        raise IndexRunError(f"unknown engine {engine!r}: use 'local' or 'ray'")
-    signals = sorted(set(signals))
-    unknown = [name for name in signals if name not in SIGNALS]
-    if unknown:
-        raise IndexRunError(f"unknown signal {unknown[0]!r}: choose from {', '.join(SIGNALS)}")
-    if not visual and not signals:
-        raise IndexRunError("nothing to index: without the vision model (--no-visual) name --signals speech,ocr")
-    return signals
+def _vision_model_here(model_id: str, signals: Iterable[str], report: IndexReport) -> bool:
+    """Whether the default (or the library's) vision model is on this machine: a folder, or in the Hugging Face
+    cache. A run that also stores speech / on-screen text goes on without it, with one warning line; a model
+    named with --model is never replaced (its absence is an error when the first file needs it)."""
+    from videomini.loading import CheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint(model_id)
+        return True
+    except CheckpointError:
+        names = " and ".join(label for name, label in (("speech", "speech"), ("ocr", "on-screen text"))
+                             if name in signals)
+        report.warnings.append(f"frames are not indexed: the vision model {model_id} is not on this machine, only "
+                               f"{names} (index again with --model CHECKPOINT to add the frames)")
+        return False
 
 
 def _plan(library: Any, candidates: list[Path], report: IndexReport, emit: Event, **options: Any) -> list:
@@ -151,7 +179,7 @@ def _plan(library: Any, candidates: list[Path], report: IndexReport, emit: Event
     return todo
 
 
-def _loader(model_id: str, device: str | None, dtype: str | None, batch_size: int, emit: Event) -> Callable[[], Any]:
+def _loader(model_id: str, config: IndexConfig, emit: Event) -> Callable[[], Any]:
     """Loads the model on first call (announcing it: loading takes a while), then returns the same one."""
     loaded: list = []
 
@@ -160,73 +188,27 @@ def _loader(model_id: str, device: str | None, dtype: str | None, batch_size: in
             from videomini.ask import VideoMini
 
             emit("loading", {"model_id": model_id})
-            loaded.append(VideoMini.from_pretrained(model_id, device=device, dtype=dtype, batch_size=batch_size))
+            loaded.append(VideoMini.from_pretrained(model_id, device=config.device, dtype=config.dtype,
+                                                    batch_size=config.batch_size))
         return loaded[0]
 
     return load
 
 
-def check_model(model: Any) -> None:
-    """Indexing needs frame embeddings to search: the vision tower must be a full CLIP with its projection."""
-    if not hasattr(model.model.vision_tower, "visual_projection"):
-        raise IndexRunError(NO_PROJECTION.format(model_id=_model_id(model)))
-
-
 def _model_id(model: Any) -> str | None:
+    """The id a model was loaded from (a LazyModel knows it without loading)."""
     return None if model is None else str(model.model_id)
-
-
-# -- the local engine ---------------------------------------------------------------------------------------------
-
-
-def _run(library: Any, todo: list, model: Any, fps: float, workers: int, timeout_s: float, batch_size: int,
-         report: IndexReport, emit: Event, signals: list[str], text_embedder: Any, asr_model: str | None = None
-         ) -> None:
-    """Index the `todo` plan items with `model` (None: signals only), decoding up to `workers` videos ahead."""
-    if model is not None:
-        check_model(model)
-    ctx = mp.get_context("spawn")
-    jobs: dict[int, DecodeJob] = {}
-    try:
-        for position, item in enumerate(todo):
-            for ahead in range(position, min(position + max(1, workers), len(todo))):
-                if ahead not in jobs:
-                    jobs[ahead] = DecodeJob(ctx, todo[ahead].path, fps, batch_size, timeout_s,
-                                            sorted(set(signals) | set(todo[ahead].signals)), model is not None,
-                                            asr_model)
-            job = jobs.pop(position)
-            try:
-                _index_one(library, item, job, model, fps, report, emit, text_embedder)
-            finally:
-                job.close()
-    finally:
-        for job in jobs.values():
-            job.close()
-
-
-def _index_one(library: Any, item: Any, job: DecodeJob, model: Any, fps: float, report: IndexReport,
-               emit: Event, text_embedder: Any) -> None:
-    """Encode one video's batches as they arrive from its decoder, then commit it."""
-    kept = kept_frames_for(library, item, model is not None)
-    video_id = library.mark_running(item.path, item.fingerprint, model_id=_model_id(model), fps=fps)
-    emit("video", {"path": str(item.path), "action": item.action})
-    assembly = VideoAssembly(item, video_id, kept)
-    started = time.perf_counter()
-    for message in job.messages():
-        assembly.add(encode_batch(model.encoder, message) if isinstance(message, FrameBatch) else message, fps, emit)
-    result = assembly.result(visual=model is not None)
-    result.seconds = time.perf_counter() - started  # wall time: decoding overlaps encoding
-    commit_video(library, assembly, result, model_id=_model_id(model), fps=fps, report=report, emit=emit,
-                 text_embedder=text_embedder)
 
 
 def checked_asr_model(asr_model: str | None) -> str:
     """The speech model a run records and uses: `asr_model` (a Whisper size or CTranslate2 folder, checked before
     any work starts), else the bundled tiny.en."""
     from videomini.signals import SignalError
-    from videomini.signals.speech import DEFAULT_MODEL, resolve_model
+    from videomini.signals.speech import BUNDLED_NAMES, DEFAULT_MODEL, resolve_model
 
+    if not asr_model or asr_model in BUNDLED_NAMES:
+        return DEFAULT_MODEL
     try:
-        return str(resolve_model(asr_model)) if asr_model else DEFAULT_MODEL
+        return str(resolve_model(asr_model))
     except SignalError as e:
         raise IndexRunError(f"--asr-model: {e}") from None

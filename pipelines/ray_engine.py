@@ -26,17 +26,27 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
+from videomini.config import Event
 from videomini.errors import first_line
 from videomini.pipelines.decoder import DecodeJob
-from videomini.pipelines.video_commit import (NO_PROJECTION, Event, IndexRunError, IndexReport, VideoAssembly, commit_video,
-                                          encode_batch, kept_frames_for)
+from videomini.pipelines.index_run import Engine, IndexJob
 from videomini.pipelines.messages import Failed, Fatal, FrameBatch, from_row, to_columns, to_row
+from videomini.pipelines.video_commit import (
+    NO_PROJECTION,
+    IndexReport,
+    IndexRunError,
+    VideoAssembly,
+    commit_video,
+    encode_batch,
+    kept_frames_for,
+)
 
 RAY_MISSING = "ray is not installed: pip install 'videomini[ray]'"
 # Ray puts unix sockets at <temp dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store (65 bytes after the
@@ -48,14 +58,14 @@ TEMP_DIR_MAX = 107 - 65
 
 
 def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float, frames: bool,
-                 asr_model: str | None = None) -> Iterator[dict]:
+                 decode: str = "exact", asr_model: str | None = None) -> Iterator[dict]:
     """Ray task: decode one video in an isolated child process (the local engine's DecodeJob) and yield its
     messages as rows. `frames` False (signals only): no batches."""
     import multiprocessing as mp
 
     video_id = int(video["video_id"])
     job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s,
-                    signals=json.loads(video["signals"]), frames=frames, asr_model=asr_model)
+                    signals=json.loads(video["signals"]), frames=frames, decode=decode, asr_model=asr_model)
     try:
         for message in job.messages():
             yield to_row(video_id, message)
@@ -71,12 +81,11 @@ class EncoderActor:
     (`FrameEncoder.encode`); the other rows pass through."""
 
     def __init__(self, model_id: str, batch_size: int):
+        import ray
         import torch
 
-        import ray
-
-        from videomini.loading import CheckpointError, load_model
         from videomini.ask import VideoMini
+        from videomini.loading import CheckpointError, load_model
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
@@ -110,35 +119,40 @@ class EncoderActor:
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 
-def run_ray(library: Any, todo: list, model_id: str | None, *, fps: float, batch_size: int, timeout_s: float,
-            address: str | None, report: IndexReport, emit: Event, signals: Iterable[str] = (),
-            text_embedder: Any = None, encoders: int | None = None, asr_model: str | None = None) -> None:
-    """Index the `todo` plan items on Ray with the model `model_id` (as recorded in the catalog; None: no vision
-    model, signals only): a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's
-    CPUs, started and shut down here. Results enter the library through `commit_video`, in this process only.
-    `signals`, `text_embedder`: as the local engine's. `encoders`: encoder actors (default: one per GPU; one on a
-    CPU-only cluster, using half of a node's CPUs)."""
-    from videomini.loading import CheckpointError
+@dataclass
+class RayEngine(Engine):
+    """`--engine ray`: a running cluster at `address` (or $RAY_ADDRESS), else a local Ray on this machine's CPUs,
+    started and shut down by each run. `encoders`: encoder actors (default: one per GPU; one on a CPU-only
+    cluster, using half of a node's CPUs)."""
 
-    load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
-    if model_id is not None and Path(model_id).expanduser().exists():
-        load_id = str(Path(model_id).expanduser().resolve())
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if load_id is not None:
+    address: str | None = None
+    encoders: int | None = None
+
+    def run(self, job: IndexJob) -> None:
+        """Index the job's plan items on Ray with the model `job.model_id` (as recorded in the catalog; None: no
+        vision model, signals only). The model object is not used here: the actors load their own. Results
+        enter the library through `commit_video`, in this process only."""
+        from videomini.loading import CheckpointError
+
+        model_id = job.model_id
+        load_id = model_id  # as the workers load it: a local folder by its absolute path (their cwd is not ours)
+        if model_id is not None and Path(model_id).expanduser().exists():
+            load_id = str(Path(model_id).expanduser().resolve())
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if load_id is not None:
+            try:
+                _check_projection(load_id, model_id)
+            except CheckpointError:
+                if address is None:
+                    raise  # same machine, same files: the actors could not load it either
+                # on a cluster the workers may have the model when this machine does not: the actors check it
+        ray, started_here, temp_dir = _start_ray(address)
         try:
-            _check_projection(load_id, model_id)
-        except CheckpointError:
-            if address is None:
-                raise  # same machine, same files: the actors could not load it either
-            # on a cluster the workers may have the model when this machine does not: the actors check it
-    ray, started_here, temp_dir = _start_ray(address)
-    try:
-        _run(ray, library, todo, model_id, load_id, fps, batch_size, timeout_s, sorted(set(signals)),
-             text_embedder, report, emit, encoders, asr_model)
-    finally:
-        if started_here:
-            ray.shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            _run(ray, job, load_id, self.encoders)
+        finally:
+            if started_here:
+                ray.shutdown()
+                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _check_projection(load_id: str, model_id: str) -> None:
@@ -204,19 +218,20 @@ def short_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="vmray-", dir=base)
 
 
-def _run(ray: Any, library: Any, todo: list, model_id: str | None, load_id: str | None, fps: float,
-         batch_size: int, timeout_s: float, signals: list[str], text_embedder: Any, report: IndexReport,
-         emit: Event, encoders: int | None, asr_model: str | None = None) -> None:
-    driver = _Driver(library, model_id, fps, load_id is not None, text_embedder, report, emit)
-    inputs = [driver.start(item, signals) for item in todo]
+def _run(ray: Any, job: IndexJob, load_id: str | None, encoders: int | None) -> None:
+    config = job.config
+    driver = _Driver(job.library, job.model_id, config.fps, load_id is not None, job.text_embedder, job.report,
+                     job.emit)
+    inputs = [driver.start(item, list(config.signals)) for item in job.todo]
     with _quiet_ray_data():
         dataset = ray.data.from_items(inputs, override_num_blocks=len(inputs)).flat_map(
-            decode_video, fn_kwargs={"fps": fps, "batch_size": batch_size, "timeout_s": timeout_s,
-                                     "frames": load_id is not None, "asr_model": asr_model}, num_cpus=1)
+            decode_video, fn_kwargs={"fps": config.fps, "batch_size": config.batch_size,
+                                     "timeout_s": config.timeout_s, "frames": load_id is not None,
+                                     "decode": config.decode, "asr_model": config.asr_model}, num_cpus=1)
         if load_id is not None:
             dataset = dataset.map_batches(
-                EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": batch_size}, batch_size=1,
-                batch_format="numpy", **_encoder_resources(ray, encoders))
+                EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": config.batch_size},
+                batch_size=1, batch_format="numpy", **_encoder_resources(ray, encoders))
         rows = iter(dataset.iter_rows())
         try:
             while True:

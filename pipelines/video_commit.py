@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from videomini.pipelines.messages import EncodedFrames, Failed, FrameBatch, Finished, Message, Probed
+from videomini.config import Event
+from videomini.errors import VideominiError
+from videomini.pipelines.messages import EncodedFrames, Failed, Finished, FrameBatch, Message, Probed
 
-SIGNALS = ("speech", "ocr")
 NO_PROJECTION = ("{model_id}: its vision tower has no CLIP projection, so frames get no embeddings to search; "
                  "use a checkpoint whose mm_vision_tower is a full CLIP")
-
-Event = Callable[[str, dict], None]  # (kind, details) for progress displays
-
 
 def no_event(kind: str, details: dict) -> None:
     """The progress callback when nobody listens."""
 
 
-class IndexRunError(Exception):
+class IndexRunError(VideominiError):
     """The whole run cannot proceed (e.g. the model gives no embeddings); one line naming the cause."""
+    exit_code, http_status = 2, 503
 
 
 @dataclass
@@ -63,8 +62,7 @@ class EncodedVideo:
     """One video's decoded-and-encoded result, ready for the library (or the reason it failed)."""
 
     path: str
-    frame_tokens: np.ndarray | None = None  # fp16 (N, T, H)
-    embeddings: np.ndarray | None = None  # fp32 (N, D)
+    embeddings: np.ndarray | None = None  # fp32 (N, D); frame tokens are not kept (no reader: storage/shards.py)
     timestamps_s: np.ndarray | None = None  # f64 (N,)
     duration_s: float | None = None
     error: str | None = None
@@ -82,6 +80,7 @@ class VideoAssembly:
     item: Any  # PlanItem
     video_id: int
     kept: Any = None  # the frames a signals-only run keeps (kept_frames_for)
+    kept_text: Any = None  # the (signals, segments) a run adding frames keeps (kept_text_for)
     info: dict | None = None
     batches: dict[int, EncodedFrames] = field(default_factory=dict)  # by seq; a repeated batch overwrites itself
     finished: Finished | None = None
@@ -129,7 +128,6 @@ class VideoAssembly:
         elif not visual and not result.signals:
             result.error = f"{self.path}: no signal could be extracted (see the warnings)"
         elif batches:
-            result.frame_tokens = np.concatenate([batch.frame_tokens for batch in batches])
             result.embeddings = np.concatenate([batch.embeddings for batch in batches])
             result.timestamps_s = np.concatenate([batch.timestamps_s for batch in batches])
         return result
@@ -146,6 +144,18 @@ def kept_frames_for(library: Any, item: Any, visual: bool) -> Any:
     return library.load_frames(row["id"]), row["model_id"]
 
 
+def kept_text_for(library: Any, item: Any, visual: bool) -> tuple[list[str], list[dict]] | None:
+    """A run that adds frames to a video indexed before (same file) keeps its stored speech and on-screen text:
+    they do not depend on the vision model, and transcribing again costs more than the frames. Call before
+    `mark_running`, which forgets the shard."""
+    if not visual or item.action != "changed" or not item.signals:
+        return None
+    row = library.video(item.path)
+    if not row or row["status"] != "done" or row["fingerprint"] != item.fingerprint:
+        return None
+    return list(item.signals), library.segments(row["id"])
+
+
 def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *, model_id: str | None, fps: float,
                  report: IndexReport, emit: Event = no_event, text_embedder: Any = None) -> None:
     """Record one video's result: its shard made durable, then `done`; or `failed` with the reason.
@@ -156,18 +166,20 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
         report.failed.append((result.path, result.error))
         emit("failed", {"path": result.path, "error": result.error})
         return
-    if result.frame_tokens is None and assembly.kept is not None:
+    if assembly.kept_text is not None:
+        kept_signals, kept_segments = assembly.kept_text
+        result.signals = sorted(set(result.signals) | set(kept_signals))
+        result.segments = kept_segments + result.segments
+    if result.timestamps_s is None and assembly.kept is not None:
         frames, model_id = assembly.kept
-        result.frame_tokens, result.embeddings, result.timestamps_s = (frames.frame_tokens, frames.embeddings,
-                                                                       frames.timestamps_s)
-    if result.frame_tokens is None:  # signals only
-        result.frame_tokens, result.embeddings = np.zeros((0, 1, 1), np.float16), np.zeros((0, 1), np.float32)
-        result.timestamps_s = np.zeros(0)
+        result.embeddings, result.timestamps_s = frames.embeddings, frames.timestamps_s
+    if result.timestamps_s is None:  # signals only
+        result.embeddings, result.timestamps_s = np.zeros((0, 1), np.float32), np.zeros(0)
     segment_embeddings = None
     if result.signals:
         text_embedder = text_embedder or default_text_embedder()
         segment_embeddings = text_embedder.encode([seg["text"] for seg in result.segments])
-    library.write_shard(assembly.video_id, result.frame_tokens, result.embeddings, result.timestamps_s,
+    library.write_shard(assembly.video_id, None, result.embeddings, result.timestamps_s,
                         duration_s=result.duration_s, model_id=model_id if len(result.timestamps_s) else None,
                         fps=fps, timings={"decode_encode_s": round(result.seconds, 3)}, signals=result.signals,
                         segments=result.segments, segment_embeddings=segment_embeddings,

@@ -29,6 +29,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a CUDA device: without one they are deselected (reported as such, never
+    skipped); scripts/gpu_check.sh runs them on a GPU machine."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    config.hook.pytest_deselected(items=marked)
+    items[:] = [item for item in items if not item.get_closest_marker("cuda")]
+
+
 @pytest.fixture(autouse=True)
 def _library_logging_restored():
     """The CLI hides library log notices for the whole process (`logging.disable`, a one-line warning format);
@@ -63,74 +77,9 @@ def videos_dir() -> Path:
 # Models: the golden tiny checkpoint, and tiny random checkpoints in the official format built in the tests
 # -------------------------------------------------------------------------------------------------------------
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def tiny_llm_config(**overrides):
-    """A Llama config shaped like the golden one (hidden 64, 2 layers, 4 heads, 2 KV heads, vocab 408)."""
-    from transformers import LlamaConfig
-
-    cfg = dict(vocab_size=408, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=131072, rms_norm_eps=1e-5, bos_token_id=400,
-               eos_token_id=[401, 405, 404], tie_word_embeddings=False, rope_theta=500000.0,
-               rope_scaling={"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                             "original_max_position_embeddings": 8192, "rope_type": "llama3"})
-    cfg.update(overrides)
-    return LlamaConfig(**cfg)
-
-
-def make_tiny_checkpoint(folder: Path, *, compressor_size: int = 1, prefusion_layer_num: int = 2,
-                         resolution_ratio: int = 1, projector: str = "mlp2x_gelu", image_size: int = 56,
-                         with_clip_text: bool = False, seed: int = 0, max_shard_size: str | int = "5GB") -> Path:
-    """Build a random LLaVA-Mini (tiny CLIP tower, tiny Llama) and save it in the official format with the golden
-    tokenizer. `with_clip_text` saves a full CLIP (vision + text towers + projections) as the vision tower, so the
-    same pass yields CLIP image embeddings and the question can be embedded by the text tower."""
-    import shutil
-
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPVisionConfig, CLIPVisionModel
-
-    from videomini.loading import save_pretrained
-    from videomini.model import LlavaMiniConfig, build_model
-
-    torch.manual_seed(seed)
-    vision = dict(hidden_size=1024, intermediate_size=64, num_hidden_layers=2, num_attention_heads=8,
-                  image_size=image_size, patch_size=14, projection_dim=32, hidden_act="quick_gelu")
-    folder = Path(folder)
-    tower_dir = folder / "clip"
-    if with_clip_text:
-        text = dict(vocab_size=408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                    num_attention_heads=4, max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
-                    bos_token_id=400, eos_token_id=401, pad_token_id=401)
-        clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
-        clip.save_pretrained(str(tower_dir))
-        from transformers import CLIPVisionModelWithProjection
-
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()  # the text tower's keys are expected to go unused here
-        tower = CLIPVisionModelWithProjection.from_pretrained(str(tower_dir))
-        hf_logging.set_verbosity_warning()
-        for name in TOKENIZER_FILES:  # the text tower's tokenizer (the real CLIP folder has its own)
-            shutil.copy(GOLDEN / "llavamini_tiny" / name, tower_dir / name)
-    else:
-        tower = CLIPVisionModel(CLIPVisionConfig(**vision))
-        tower.save_pretrained(str(tower_dir))
-    CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                          image_mean=[0.48145466, 0.4578275, 0.40821073],
-                          image_std=[0.26862954, 0.26130258, 0.27577711]).save_pretrained(str(tower_dir))
-    mm = LlavaMiniConfig(mm_vision_tower="clip", compressor_size=compressor_size,
-                         prefusion_layer_num=prefusion_layer_num, resolution_ratio=resolution_ratio,
-                         mm_projector_type=projector, tokenizer_model_max_length=4096)
-    model = build_model(mm, tiny_llm_config(), vision_tower=tower)
-    with torch.no_grad():  # random but non-trivial norms and biases, so that every weight matters
-        for name, p in model.named_parameters():
-            if not name.startswith("vision_tower.") and p.dim() == 1 and "pos_embed" not in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    save_pretrained(model, folder, max_shard_size=max_shard_size, save_vision_tower=False)
-    for name in TOKENIZER_FILES:
-        shutil.copy(GOLDEN / "llavamini_tiny" / name, folder / name)
-    return folder
+# The tiny checkpoint builder is the library's own (`python -m videomini.tiny_checkpoint DIR`, in the README);
+# tests import it from here as before.
+from videomini.tiny_checkpoint import TOKENIZER_FILES, make_tiny_checkpoint, tiny_llm_config  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -178,10 +127,10 @@ def narrated(tmp_path_factory):
 def serve_library(tmp_path_factory, checkpoint, narrated):
     """A library for `videomini serve` tests: the narrated video (frames + speech + on-screen text) and a silent
     one with a caption, indexed with the tiny checkpoint. Returns (library folder, {name: NarratedVideo})."""
-    from narrated import Caption, make_narrated_video
-
     from videomini.ask import VideoMini
-    from videomini.pipelines.index_run import index_videos
+    from videomini.pipelines import index_videos
+
+    from narrated import Caption, make_narrated_video
 
     silent = make_narrated_video(tmp_path_factory.mktemp("media") / "silent.mp4", duration_s=4.0, lines=[],
                                  captions=[Caption(1.0, 3.0, "LOADING DOCK")], with_audio=False)
@@ -191,6 +140,13 @@ def serve_library(tmp_path_factory, checkpoint, narrated):
                           signals=("speech", "ocr"))
     assert len(report.indexed) == 2, report.failed
     return library, {"narrated.mp4": narrated, "silent.mp4": silent}
+
+
+def assert_close(actual, expected, atol):
+    """Same shape, and no element further than `atol` (the message says by how much)."""
+    diff = (actual.float() - expected.float()).abs().max().item()
+    assert actual.shape == expected.shape and diff <= atol, \
+        f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np

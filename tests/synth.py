@@ -13,9 +13,9 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -219,7 +219,8 @@ def make_testsrc_video(path: str | Path, seconds: float, size: tuple[int, int] =
     tmp = path.with_name(path.stem + ".part" + path.suffix)
     width, height = size
     subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={width}x{height}:rate={fps}:duration={seconds}",
+        [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc=size={width}x{height}:rate={fps}:duration={seconds}",
          "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-g", str(fps * 10), str(tmp)],
         check=True,
     )

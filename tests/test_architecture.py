@@ -1,5 +1,6 @@
 """The rooms of the code base (ARCHITECTURE.md) hold: data flows cli → pipelines → videomini only, no module
-imports another that (directly or not) imports it back, and every function fits on a screen."""
+imports another that (directly or not) imports it back, nothing in pipelines/ reaches back into the facade that
+loads it through entry points, and every function fits on a screen."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def test_pipelines_never_import_the_cli(graph):
     assert {m: t for m, t in inward.items() if t} == {}
 
 
-def test_no_import_cycles(graph):
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     # A package's __init__ re-exporting its own submodules is not a cycle of the data flow: leave out the edges
     # from a package to its children.
     edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
@@ -87,7 +88,32 @@ def test_no_import_cycles(graph):
     for module in sorted(edges):
         if module not in state:
             visit(module, [module])
-    assert cycles == []
+    return cycles
+
+
+def test_no_import_cycles(graph):
+    assert _cycles(graph) == []
+
+
+def _entry_point_loads(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The run-time edges no import statement shows: each module that loads the `videomini.engines` entry points
+    (a facade, e.g. videomini.library) → the modules registered there (as installed from pyproject.toml)."""
+    from importlib.metadata import entry_points
+
+    targets = {ep.value.split(":")[0] for ep in entry_points(group="videomini.engines")}
+    assert targets, "no videomini.engines entry points installed: pip install -e ."
+    facades = {name for name, path in _modules().items() if "entry_points(" in path.read_text()}
+    return {facade: {t for t in targets if t in graph} for facade in facades}
+
+
+def test_pipelines_never_import_the_facade_that_loads_them(graph):
+    loads = _entry_point_loads(graph)
+    assert "videomini.library" in loads
+    back = {m: sorted(t for t in targets if t in loads)
+            for m, targets in graph.items() if m.startswith("videomini.pipelines")}
+    assert {m: t for m, t in back.items() if t} == {}
+    with_loads = {m: graph[m] | loads.get(m, set()) for m in graph}
+    assert _cycles(with_loads) == []  # nor through anything else: loading an engine never loops back
 
 
 def test_every_function_fits_on_a_screen():
@@ -100,3 +126,13 @@ def test_every_function_fits_on_a_screen():
                     if lines > MAX_FUNCTION_LINES:
                         long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+MAX_LIBRARY_FILE_LINES = 500
+
+
+def test_every_library_file_holds_one_job():
+    """A file under videomini/ over 500 lines does several jobs: split it into a package (as videomini/video/)."""
+    over = sorted(f"{path.relative_to(REPO)} ({lines} lines)" for path in (REPO / "videomini").rglob("*.py")
+                  if (lines := len(path.read_text().splitlines())) > MAX_LIBRARY_FILE_LINES)
+    assert over == []

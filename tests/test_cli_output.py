@@ -9,8 +9,9 @@ import sys
 
 from typer.testing import CliRunner
 
-import synth
 from videomini.cli.main import app
+
+import synth
 
 
 def _videomini(*args: str) -> subprocess.CompletedProcess:

@@ -21,13 +21,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth import make_numbered_video
 from videomini.cli.main import app
 from videomini.library import Library
+from videomini.pipelines.local_engine import LocalEngine
 from videomini.storage import LibraryError, LibraryStore
 from videomini.storage import catalog as catalog_module
 from videomini.storage import lock as lock_module
 from videomini.storage import shards as shards_module
+
+from synth import make_numbered_video
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def pristine(tmp_path_factory, checkpoint):
     videos = [make_numbered_video(root / "one.mp4", seconds=4, fps=5),
               make_numbered_video(root / "two.mp4", seconds=3, fps=5)]
     library = root / "lib"
-    report = Library(library, model=str(checkpoint)).index(videos, workers=1)
+    report = Library(library, model=str(checkpoint)).index(videos, engine=LocalEngine(workers=1))
     assert len(report.indexed) == 2 and not report.failed
     return library, [Path(v).resolve() for v in videos], str(checkpoint)
 
@@ -87,9 +89,9 @@ def state(library: Path) -> tuple:
 
 
 def base_faiss_file(library: Path) -> Path:
-    """The published base segment's FAISS file of frame embeddings."""
+    """The published base part's FAISS file of frame embeddings."""
     manifest = json.loads((library / "index.json").read_text())
-    return library / manifest["segments"][0]["frames"]["index_file"]
+    return library / manifest["parts"][0]["frames"]["index_file"]
 
 
 def tensor_offset(shard: Path, name: str) -> int:
@@ -110,6 +112,16 @@ def test_pristine_library_checks_ok(lib):
     result = cli("library", str(library), "--check")
     assert result.exit_code == 0 and "ok" in result.stdout, result.output
     assert Library(library).check() == []
+
+
+def test_index_stores_what_the_readers_read(lib):
+    """No frame tokens (an answer re-decodes its frames to fuse the question): embeddings and times only."""
+    from safetensors import safe_open
+
+    library, _, _ = lib
+    for shard in (library / "shards").glob("*.safetensors"):
+        with safe_open(shard, framework="np") as f:
+            assert set(f.keys()) == {"embeddings", "timestamps_s"} and f.metadata()["format_version"] == "2"
 
 
 def test_deleted_index_file_is_reported_then_rebuilt_by_index(lib):
@@ -297,3 +309,194 @@ def test_library_made_before_checksums_still_reads_checks_and_gains_them(lib):
     with LibraryStore(library) as store:
         assert all(v["checksum"] for v in store.videos())
     assert Library(library).check() == [] and search(library) == results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 23: repair never destroys what it cannot rebuild; the manifest is verified and rebuildable
+# ---------------------------------------------------------------------------------------------------------
+
+
+def shard_bytes(library: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (library / "shards").glob("*.safetensors")}
+
+
+def sql(library: Path, statement: str, *args) -> None:
+    db = sqlite3.connect(library / "catalog.sqlite")
+    db.execute(statement, args)
+    db.commit()
+    db.close()
+
+
+def test_wrong_recorded_checksum_repairs_the_record_not_the_shard(lib, tmp_path):
+    library, videos, _ = lib
+    before, results, shards = state(library), search(library), shard_bytes(library)
+    with LibraryStore(library) as store:
+        row = store.video(videos[0])
+    sql(library, "UPDATE videos SET checksum = 'crc32:00000000' WHERE id = ?", row["id"])
+    check = cli("library", str(library), "--check")
+    assert check.exit_code == 1 and "recorded checksum of this shard is wrong" in check.stdout, check.output
+    moved = tmp_path / "elsewhere.mp4"
+    os.replace(videos[0], moved)  # its video file gone: a deleted shard could never be rebuilt
+    try:
+        repair = cli("library", str(library), "--repair")
+    finally:
+        os.replace(moved, videos[0])
+    assert repair.exit_code == 0 and "repaired the catalog's record" in repair.stdout, repair.output
+    assert shard_bytes(library) == shards and not (library / "quarantine").exists()
+    assert state(library) == before and search(library) == results and Library(library).check() == []
+
+
+def test_damaged_shard_goes_to_quarantine_never_deleted(lib, tmp_path):
+    library, videos, _ = lib
+    with LibraryStore(library) as store:
+        shard = library / "shards" / store.video(videos[1])["shard"]
+    flip_byte(shard, tensor_offset(shard, "timestamps_s") + 3)
+    damaged = shard.read_bytes()
+    moved = tmp_path / "gone.mp4"
+    os.replace(videos[1], moved)
+    try:
+        repair = cli("library", str(library), "--repair")
+    finally:
+        os.replace(moved, videos[1])
+    assert repair.exit_code == 0 and "quarantine" in repair.stdout and "video file is gone" in repair.stdout
+    assert "1 damaged file(s) repair moved aside" in repair.stderr
+    kept = [p for p in (library / "quarantine").iterdir() if not p.name.endswith(".why.txt")]
+    assert [p.read_bytes() for p in kept] == [damaged] and not shard.exists()
+    assert "shard damaged" in next((library / "quarantine").glob("*.why.txt")).read_text()
+    assert Library(library).check() == []  # the other video answers as before
+
+
+def edit_manifest(library: Path, change) -> None:
+    path = library / "index.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest, indent=1))
+
+
+def swap_paths(manifest: dict) -> None:
+    from videomini.storage.manifest import manifest_checksum
+
+    one, two = manifest["videos"].values()
+    one["path"], two["path"] = two["path"], one["path"]
+    manifest["checksum"] = manifest_checksum(manifest)  # as a writer with a bug would publish it
+
+
+PATH_DAMAGE = {
+    "changed path": lambda m: m["videos"]["1"].update(path="/nowhere/else.mp4"),
+    "swapped paths, checksum recomputed": swap_paths,
+}
+
+
+@pytest.mark.parametrize("damage", PATH_DAMAGE.values(), ids=PATH_DAMAGE.keys())
+def test_a_changed_path_in_the_manifest_is_damage_everywhere(lib, damage):
+    library, videos, model = lib
+    before, results = state(library), search(library)
+    edit_manifest(library, damage)
+    assert_one_line_error(cli("search", "a number", "--library", str(library), "--signal", "visual"),
+                          "index.json", "--repair")
+    check = cli("library", str(library), "--check")
+    assert check.exit_code == 1 and "index.json" in check.stdout, check.output
+    repair = cli("library", str(library), "--repair")
+    assert repair.exit_code == 0 and "rebuilt the search index" in repair.stdout, repair.output
+    assert state(library) == before and search(library) == results and Library(library).check() == []
+
+
+def flipped_digit(raw: bytes, at: int) -> bytes:
+    """One digit changed (still valid JSON: only the checksum notices)."""
+    return raw[:at] + bytes([ord("0") + (raw[at] - ord("0") + 1) % 10]) + raw[at + 1:]
+
+
+MANIFEST_DAMAGE = {
+    "garbage": lambda raw: b"\x00garbage\xff",
+    "truncated": lambda raw: raw[: len(raw) // 2],
+    "flipped byte": lambda raw: flipped_digit(raw, raw.index(b'"n_frames": ') + len(b'"n_frames": ')),
+    "empty object": lambda raw: b"{}",
+}
+
+
+@pytest.mark.parametrize("damage", MANIFEST_DAMAGE.values(), ids=MANIFEST_DAMAGE.keys())
+def test_damaged_manifest_is_one_line_then_rebuilt_by_repair(lib, damage):
+    library, videos, model = lib
+    before, results = state(library), search(library)
+    manifest = library / "index.json"
+    manifest.write_bytes(damage(manifest.read_bytes()))
+    for args in (("search", "a number", "--library", str(library)), ("library", str(library), "--check")):
+        result = cli(*args)
+        assert result.exit_code != 0 and "index.json" in result.output and "KeyError" not in result.output
+    stats = json.loads(cli("library", str(library), "--json").stdout)
+    assert any("index.json" in p for p in stats["problems"])
+    repair = cli("library", str(library), "--repair")
+    assert repair.exit_code == 0 and "index manifest damaged" in repair.stdout, repair.output
+    assert any(p.name.startswith("index.json.") for p in (library / "quarantine").iterdir())
+    assert state(library) == before and search(library) == results and Library(library).check() == []
+
+
+def test_index_rebuilds_a_damaged_manifest(lib):
+    library, videos, model = lib
+    before, results = state(library), search(library)
+    (library / "index.json").write_bytes(b"{}")
+    result = index(library, videos, model)
+    assert result.exit_code == 0, result.output
+    assert state(library) == before and search(library) == results and Library(library).check() == []
+
+
+def test_deleted_manifest_is_damage_with_a_repair_hint(lib):
+    library, videos, model = lib
+    before, results = state(library), search(library)
+    (library / "index.json").unlink()
+    assert_one_line_error(cli("search", "a number", "--library", str(library)), "index manifest missing",
+                          "--repair")
+    assert cli("library", str(library), "--check").exit_code == 1
+    assert cli("library", str(library), "--repair").exit_code == 0
+    assert state(library) == before and search(library) == results
+
+
+def test_empty_catalog_is_one_line_with_the_recovery(lib):
+    library, videos, model = lib
+    before = state(library)
+    (library / "catalog.sqlite").write_bytes(b"")
+    for args in (("library", str(library)), ("search", "a number", "--library", str(library))):
+        result = cli(*args)
+        assert_one_line_error(result, "catalog", "--repair")
+        assert "no such table" not in result.output
+    assert cli("library", str(library), "--repair").exit_code == 0
+    assert state(library) == before
+
+
+def test_changed_path_byte_in_a_catalog_row_is_repaired_from_the_shard(lib):
+    library, videos, model = lib
+    before, results = state(library), search(library)
+    catalog = library / "catalog.sqlite"
+    raw = bytearray(catalog.read_bytes())
+    name = videos[0].name.encode()
+    at = raw.index(name)  # the first copy SQLite stored: the row's or its UNIQUE index entry's
+    raw[at] ^= 0x01
+    catalog.write_bytes(bytes(raw))
+    check = cli("library", str(library), "--check")
+    assert check.exit_code == 1, check.output
+    assert_one_line_error(index(library, videos, model), "catalog", "--repair")  # never carries on silently
+    repair = cli("library", str(library), "--repair")
+    assert repair.exit_code == 0, repair.output
+    assert state(library) == before and search(library) == results and Library(library).check() == []
+
+
+LIBRARY_FILES = {"catalog": "catalog.sqlite", "manifest": "index.json", "index file": "part-*.frames.faiss",
+                 "index ids": "part-*.frames.ids.npy", "shard": "shards/*.safetensors"}
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9], ids=["at 30%", "at 60%", "at 90%"])
+@pytest.mark.parametrize("name", LIBRARY_FILES.values(), ids=LIBRARY_FILES.keys())
+def test_repair_after_any_single_file_damage_keeps_every_good_shard_and_the_answers(lib, name, where):
+    """Issue 23's promise: one file damaged anywhere, --repair leaves every shard whose own checksums verify in
+    place (byte for byte) and the library answering as before (a damaged shard's video after re-indexing)."""
+    library, videos, model = lib
+    before, results, shards = state(library), search(library), shard_bytes(library)
+    target = sorted(library.glob(name))[0]
+    flip_byte(target, int(target.stat().st_size * where))
+    repair = cli("library", str(library), "--repair")
+    assert repair.exit_code == 0, repair.output
+    intact = {n: b for n, b in shards.items() if (library / "shards" / n) != target}
+    assert {n: b for n, b in shard_bytes(library).items() if n in intact} == intact
+    if target.parent.name == "shards" and not target.exists():  # it failed its own checks: re-index its video
+        assert index(library, videos, model).exit_code == 0
+    assert state(library) == before and search(library) == results and Library(library).check() == []

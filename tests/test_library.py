@@ -159,6 +159,38 @@ def test_shard_write_is_atomic_and_roundtrips(tmp_path, monkeypatch):
         np.testing.assert_allclose(stored.frame_tokens.astype(np.float32), tokens.astype(np.float32), atol=0.02)
 
 
+def test_shard_holds_what_its_readers_read_and_its_format(tmp_path):
+    from safetensors import safe_open
+
+    from videomini.storage.shards import SHARD_FORMAT_VERSION
+
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        _, emb, ts = frames(3)
+        vid = add_video(lib, make_video(tmp_path, "a.mp4"), None, emb, ts)  # what `index` writes: no frame tokens
+        shard = lib.shards_dir / lib.video(vid)["shard"]
+        with safe_open(shard, framework="np") as f:
+            assert set(f.keys()) == {"embeddings", "timestamps_s"}
+            assert f.metadata()["format_version"] == SHARD_FORMAT_VERSION == "2"
+        np.testing.assert_array_equal(lib.frame_times(vid), ts)  # ask --library's read: the times alone
+        assert lib.load_frames(vid).frame_tokens is None
+        lib.update_index()
+        assert len(lib.search_vectors(emb[0], top_k=1)) == 1
+
+
+def test_shard_of_a_newer_format_is_one_line(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with LibraryStore.create(tmp_path / "lib") as lib:
+        vid = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
+        shard = lib.shards_dir / lib.video(vid)["shard"]
+        with safe_open(shard, framework="np") as f:
+            metadata = dict(f.metadata(), format_version="9")
+        save_file(load_file(shard), shard, metadata=metadata)
+        with pytest.raises(LibraryError, match="shard format 9, this videomini reads formats 1, 2; upgrade"):
+            lib.shards.read_times(shard.name)
+
+
 def test_write_shard_rejects_bad_input(tmp_path):
     a, b = make_video(tmp_path, "a.mp4"), make_video(tmp_path, "b.mp4", seed=1)
     with LibraryStore.create(tmp_path / "lib") as lib:
@@ -284,10 +316,79 @@ def test_stats_reports_counts_hours_bytes_and_failures(tmp_path):
     assert stats["videos"] == 3 and stats["status"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     assert stats["frames"] == 3600 and stats["hours"] == pytest.approx(1.0)
     assert stats["failures"] == [{"path": str(tmp_path / "bad.mp4"), "error": "zero-byte file"}]
-    data = [*(tmp_path / "lib" / "shards").iterdir(), *(tmp_path / "lib").glob("seg-*")]
+    data = [*(tmp_path / "lib" / "shards").iterdir(), *(tmp_path / "lib").glob("part-*")]
     assert stats["bytes_on_disk"] > sum(f.stat().st_size for f in data) > 3600 * (H * 2 + D * 4 * 2 + 8)
     assert stats["index"]["n_vectors"] == 3600 and stats["index_current"] is True
     json.dumps(stats)
+
+
+def test_a_format_2_library_reads_then_grows_in_format_3(tmp_path):
+    """Libraries written before the rename (manifest "segments", files seg-<n>.*, no manifest checksum) read as
+    they are; the next update adds a part-<n> delta beside the old files and publishes a checksummed manifest."""
+    from videomini.storage.manifest import INDEX_FORMAT_VERSION
+
+    root = tmp_path / "lib"
+    with LibraryStore.create(root) as lib:
+        first = add_video(lib, make_video(tmp_path, "a.mp4"), *frames(1))
+        lib.update_index()
+    manifest = json.loads((root / "index.json").read_text())
+    for part in manifest["parts"]:  # written as format 2 was: seg- ids and files, "segments", no checksum
+        part["id"] = part["id"].replace("part-", "seg-")
+        for kind in ("frames", "text"):
+            if part.get(kind):
+                for key in ("index_file", "ids_file"):
+                    old = part[kind][key].replace("part-", "seg-")
+                    os.replace(root / part[kind][key], root / old)
+                    part[kind]["files"][old] = part[kind]["files"].pop(part[kind][key])
+                    part[kind][key] = old
+    old_format = {k: v for k, v in manifest.items() if k not in ("parts", "n_parts", "checksum")}
+    old_format.update(format_version=2, segments=manifest["parts"], n_segments=manifest["n_parts"],
+                      videos={k: {**{n: x for n, x in v.items() if n != "part"},
+                                  "segment": v["part"].replace("part-", "seg-")}
+                              for k, v in manifest["videos"].items()})
+    (root / "index.json").write_text(json.dumps(old_format))
+    query = frames(1)[1][2]
+    with LibraryStore(root) as lib:
+        assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
+    with LibraryStore(root, writer=True) as lib:
+        second = add_video(lib, make_video(tmp_path, "b.mp4", seed=1), *frames(2))
+        grown = lib.update_index()
+    published = json.loads((root / "index.json").read_text())
+    assert published["format_version"] == INDEX_FORMAT_VERSION and "checksum" in published
+    assert [p["id"][:5] for p in grown["parts"]] == ["seg-0", "part-"]
+    with LibraryStore(root) as lib:
+        assert lib.search_vectors(frames(2)[1][4], top_k=1)[0].video_id == second
+        assert lib.search_vectors(query, top_k=1)[0].video_id == first and LibraryStore.check(root) == []
+
+
+def test_repair_fixes_records_from_their_shards_and_quarantines_damaged_shards(tmp_path):
+    """Fast lane of tests/test_integrity.py: synthetic shards, each repair as the user sees it."""
+    root = tmp_path / "lib"
+    with LibraryStore.create(root) as lib:
+        ids = [add_video(lib, make_video(tmp_path, f"{n}.mp4", seed=n), *frames(n)) for n in range(3)]
+        lib.update_index()
+        shards = {i: lib.shards_dir / lib.video(i)["shard"] for i in ids}
+    db = sqlite3.connect(root / "catalog.sqlite")
+    db.execute("UPDATE videos SET checksum = 'crc32:00000000', n_frames = 5 WHERE id = ?", (ids[0],))
+    db.commit()
+    db.close()
+    damaged = bytearray(shards[ids[1]].read_bytes())
+    damaged[-3] ^= 0xFF  # the last tensor's bytes
+    shards[ids[1]].write_bytes(bytes(damaged))
+    intact = shards[ids[0]].read_bytes()
+    problems = LibraryStore.check(root)
+    assert any("recorded checksum of this shard is wrong" in p for p in problems)
+    assert any(shards[ids[1]].name in p and "shard damaged" in p for p in problems)
+    done = LibraryStore.repair(root)
+    assert any("repaired the catalog's record from the shard" in line for line in done)
+    assert any("moved to" in line and "quarantine" in line for line in done)
+    assert shards[ids[0]].read_bytes() == intact and not shards[ids[1]].exists()
+    (kept,) = [p for p in (root / "quarantine").iterdir() if not p.name.endswith(".why.txt")]
+    assert kept.read_bytes() == bytes(damaged)
+    assert LibraryStore.check(root) == []
+    with LibraryStore(root) as lib:
+        assert lib.video(ids[0])["n_frames"] == 6 and lib.video(ids[1])["status"] == "pending"
+        assert lib.search_vectors(frames(0)[1][2], top_k=1)[0].video_id == ids[0]
 
 
 # ----------------------------------------------------------------------------------------------- concurrency
@@ -334,8 +435,8 @@ def test_reader_sees_published_generations_only(tmp_path):
         assert hits[0].video_id == 2 and hits[0].frame_idx == 2 and len(hits) == 12
         add_video(lib, paths[2], *frames(2))
         lib.update_index()
-        names = sorted(p.name for p in lib.root.glob("seg-*"))
-        assert names == [f"seg-00000{g}.frames.{ext}" for g in (1, 2, 3) for ext in ("faiss", "ids.npy")]
+        names = sorted(p.name for p in lib.root.glob("part-*"))
+        assert names == [f"part-00000{g}.frames.{ext}" for g in (1, 2, 3) for ext in ("faiss", "ids.npy")]
 
 
 def test_open_for_writing_recovers_from_a_crash(tmp_path):
@@ -448,7 +549,7 @@ if crash_at:
 
     sigkill_at(crash_at.split(":")[0], int(crash_at.split(":")[1]))
 with LibraryStore.open(root, writer=True) as lib:
-    for item in lib.plan(files):  # each new video published as its own delta segment
+    for item in lib.plan(files):  # each new video published as its own delta part
         if item.action == "unchanged":
             continue
         seed = int(Path(item.path).stem[1:])
@@ -466,7 +567,8 @@ with LibraryStore.open(root, writer=True) as lib:
 N_ADDED = 3
 
 
-def run_updater(root: Path, remove: Path, files: list[Path], crash_at: str | None = None) -> subprocess.CompletedProcess:
+def run_updater(root: Path, remove: Path, files: list[Path],
+                crash_at: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", UPDATER, str(Path(__file__).parent), crash_at or "", str(root),
                            str(remove), *map(str, files)], capture_output=True, text=True, timeout=120)
 
@@ -506,25 +608,25 @@ def test_adds_and_removals_without_rebuild_equal_a_full_rebuild_on_flat(tmp_path
         for path in paths[:8]:
             add_video(lib, path, *frames(int(path.stem[1:]), n=20))
         lib.update_index()
-        for path in paths[8:]:  # one delta segment each
+        for path in paths[8:]:  # one delta part each
             add_video(lib, path, *frames(int(path.stem[1:]), n=20))
             lib.update_index()
         paths[2].write_bytes(paths[2].read_bytes() + b"edited")  # changed: new rows in a delta, old ones dead
         add_video(lib, paths[2], *frames(99, n=20))
         lib.update_index()
         manifest = lib.remove([paths[5]]) and lib.manifest()
-        assert manifest["n_segments"] == 6 and manifest["n_deleted"] == 40 and manifest["n_vectors"] == 220
-        assert {s["kind"] for s in manifest["segments"][1:]} == {"delta"}
+        assert manifest["n_parts"] == 6 and manifest["n_deleted"] == 40 and manifest["n_vectors"] == 220
+        assert {s["kind"] for s in manifest["parts"][1:]} == {"delta"}
     shutil.copytree(root, tmp_path / "rebuilt")
     with LibraryStore.open(tmp_path / "rebuilt", writer=True) as rebuilt:
-        assert rebuilt.compact_index()["n_segments"] == 1
+        assert rebuilt.compact_index()["n_parts"] == 1
     queries = np.random.default_rng(1).standard_normal((30, D)).astype(np.float32)
-    with LibraryStore(root) as segmented, LibraryStore(tmp_path / "rebuilt") as rebuilt:
-        for got, want in zip(segmented.search_vectors(queries, top_k=25), rebuilt.search_vectors(queries, top_k=25)):
+    with LibraryStore(root) as parted, LibraryStore(tmp_path / "rebuilt") as rebuilt:
+        for got, want in zip(parted.search_vectors(queries, top_k=25), rebuilt.search_vectors(queries, top_k=25)):
             assert [(h.video_id, h.frame_idx) for h in got] == [(h.video_id, h.frame_idx) for h in want]
             np.testing.assert_allclose([h.score for h in got], [h.score for h in want], rtol=1e-6)
-        assert {h.video_id for h in segmented.search_vectors(queries[0], top_k=1000)} == set(range(1, 13)) - {6}
-        for a, b in zip(segmented.indexed_vectors(), rebuilt.indexed_vectors()):
+        assert {h.video_id for h in parted.search_vectors(queries[0], top_k=1000)} == set(range(1, 13)) - {6}
+        for a, b in zip(parted.indexed_vectors(), rebuilt.indexed_vectors()):
             np.testing.assert_array_equal(a, b)
 
 
@@ -537,7 +639,7 @@ def test_an_interrupted_compaction_is_finished_by_the_next_update(tmp_path, monk
             add_video(lib, path, *frames(i, n=10))
         lib.update_index()
 
-        def interrupt(point: str) -> None:  # the writer dies once the compacted segment's files are written
+        def interrupt(point: str) -> None:  # the writer dies once the compacted part's files are written
             if point == "index_files_written":
                 raise SystemExit("killed")
 
@@ -546,13 +648,13 @@ def test_an_interrupted_compaction_is_finished_by_the_next_update(tmp_path, monk
             lib.remove(paths[:2])  # half the rows dead: the removal publishes, then compaction is due
         monkeypatch.setattr(files, "crash_hook", None)
         published = lib.manifest()
-        assert published["n_deleted"] == 20 and published["n_segments"] == 1  # the deletion, not the compaction
+        assert published["n_deleted"] == 20 and published["n_parts"] == 1  # the deletion, not the compaction
     with LibraryStore.open(tmp_path / "lib", writer=True) as lib:
         assert lib.index_is_current() and lib.index_needs_update()
         manifest = lib.update_index()
         assert manifest["n_deleted"] == 0 and manifest["n_vectors"] == 20 and not lib.index_needs_update()
-        assert sorted(p.name for p in lib.root.glob("seg-*")) == sorted(
-            set(manifest["previous_files"]) | {s["frames"][k] for s in manifest["segments"]
+        assert sorted(p.name for p in lib.root.glob("part-*")) == sorted(
+            set(manifest["previous_files"]) | {s["frames"][k] for s in manifest["parts"]
                                                for k in ("index_file", "ids_file")})
 
 
@@ -566,11 +668,11 @@ def test_library_cli_compacts(tmp_path):
         for i, path in enumerate(paths):
             add_video(lib, path, *frames(i, n=10))
             lib.update_index()
-        assert lib.manifest()["n_segments"] == 3
+        assert lib.manifest()["n_parts"] == 3
     out = CliRunner().invoke(app, ["library", str(tmp_path / "lib"), "--compact", "--json"])
     assert out.exit_code == 0, out.output
     index = json.loads(out.stdout)["index"]
-    assert (index["n_segments"], index["n_vectors"], index["n_deleted"]) == (1, 30, 0)
+    assert (index["n_parts"], index["n_vectors"], index["n_deleted"]) == (1, 30, 0)
 
 
 def test_deltas_on_an_ivf_base_keep_recall(tmp_path):
@@ -587,15 +689,15 @@ def test_deltas_on_an_ivf_base_keep_recall(tmp_path):
     with LibraryStore.create(tmp_path / "lib", flat_max=200) as lib:
         for path in paths[:12]:
             add_video(lib, path, *clustered(100))
-        base = lib.update_index()["segments"][0]["frames"]
+        base = lib.update_index()["parts"][0]["frames"]
         assert base["factory"].startswith("IVF")
         add_video(lib, paths[12], *clustered(250))
         add_video(lib, paths[13], *clustered(40))
         lib.update_index()
         lib.remove([paths[0]])
         manifest = lib.manifest()
-        delta = manifest["segments"][1]["frames"]
-        assert manifest["n_segments"] == 2 and delta["factory"] == base["factory"] and manifest["n_deleted"] == 100
+        delta = manifest["parts"][1]["frames"]
+        assert manifest["n_parts"] == 2 and delta["factory"] == base["factory"] and manifest["n_deleted"] == 100
         ids, vectors = lib.indexed_vectors()
         assert len(ids) == 1390 and 1 not in set(ids["video_id"])
         queries = clustered(50)[1]

@@ -30,6 +30,8 @@ import pytest
 
 from videomini.pipelines.serve.process import serve_process
 
+pytestmark = pytest.mark.slow  # lmms-eval in its own 1.6 GB virtualenv against a live server
+
 ROOT = Path(__file__).resolve().parent.parent
 TASK_DIR = ROOT / "tests" / "lmms_eval_task"
 FRAMES = 4

@@ -8,8 +8,10 @@ import shutil
 import pytest
 import torch
 
-from conftest import make_tiny_checkpoint
+from videomini.generation import generate
 from videomini.loading import CheckpointError, load_model, save_pretrained
+
+from conftest import make_tiny_checkpoint
 
 
 def test_golden_checkpoint_loads_in_official_format(golden_model, golden_dir):
@@ -143,8 +145,8 @@ def test_int8_weights_keep_the_reference_greedy_ids(golden_dir, golden_cases):
         ids, pixel_values = tensors[f"{case}.input_ids"], tensors[f"{case}.pixel_values"]
         with torch.inference_mode():
             embeds = model.encode_inputs(ids, pixel_values)
-        out = model.generate(inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
-        ref = exact.generate(inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
+        out = generate(model, inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
+        ref = generate(exact, inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True)
         assert torch.equal(out.sequences, tensors[f"{case}.generated_ids"])
         assert max((a - b).abs().max().item() for a, b in zip(out.logits, ref.logits)) <= 0.1
 

@@ -6,20 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_checkpoint
+from videomini.generation import generate
 from videomini.model import prefusion_layout
 from videomini.prompting import build_prompt, encode_question
+
+from conftest import assert_close, make_tiny_checkpoint
 
 CASES = ["image", "image_q2", "video"]
 
 
 def _frames(pixel_values: torch.Tensor) -> torch.Tensor:
     return pixel_values[0] if pixel_values.dim() == 6 else pixel_values  # (T, parts, 3, H, W)
-
-
-def assert_close(actual, expected, atol):
-    diff = (actual.float() - expected.float()).abs().max().item()
-    assert actual.shape == expected.shape and diff <= atol, f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -82,7 +79,7 @@ def test_llm_input_and_logits_match_reference(golden_model, golden_cases, case):
 def test_greedy_generation_matches_reference(golden_model, golden_cases, case):
     model = golden_model.model
     tensors, _ = golden_cases
-    new_ids = model.generate(input_ids=tensors[f"{case}.input_ids"], pixel_values=tensors[f"{case}.pixel_values"],
+    new_ids = generate(model, input_ids=tensors[f"{case}.input_ids"], pixel_values=tensors[f"{case}.pixel_values"],
                              max_new_tokens=8, do_sample=False)
     assert torch.equal(new_ids, tensors[f"{case}.generated_ids"])
 
@@ -136,7 +133,7 @@ def test_any_configuration_runs_and_stays_question_independent(tmp_path, golden_
     video = frames.unsqueeze(0)  # (1, T, parts, 3, H, W)
     logits = model(input_ids=ids, pixel_values=video).logits
     assert logits.shape == (1, ids.shape[1] - 1 + 3 * tokens, 408)
-    new_ids = model.generate(input_ids=ids, pixel_values=video, max_new_tokens=4)
+    new_ids = generate(model, input_ids=ids, pixel_values=video, max_new_tokens=4)
     assert new_ids.shape[0] == 1 and 1 <= new_ids.shape[1] <= 4
 
 
@@ -160,80 +157,28 @@ def test_high_resolution_tiles_crops_into_one_grid(tmp_path):
     assert not torch.allclose(vision[:, -4:], swapped[:, -4:])  # 2x2 queries have distinct key positions
 
 
-def _generate_with_logits(model, embeds, **options):
-    return model.generate(inputs_embeds=embeds, max_new_tokens=8, return_dict_in_generate=True, output_logits=True,
-                          **options)
 
 
-@pytest.mark.parametrize("case", ["image", "video"])
-def test_chunked_prefill_equals_unchunked(golden_model, golden_cases, case):
-    """The prompt prefilled 16 positions at a time gives the reference's greedy ids and the same logits."""
-    model = golden_model.model
-    tensors, _ = golden_cases
-    with torch.inference_mode():
-        embeds = model.encode_inputs(tensors[f"{case}.input_ids"], tensors[f"{case}.pixel_values"])
-    whole = _generate_with_logits(model, embeds, prefill_chunk_tokens=embeds.shape[1])
-    chunked = _generate_with_logits(model, embeds, prefill_chunk_tokens=16)
-    assert embeds.shape[1] > 2 * 16  # really several chunks
-    assert torch.equal(chunked.sequences, whole.sequences)
-    assert torch.equal(chunked.sequences, tensors[f"{case}.generated_ids"])
-    for step_whole, step_chunked in zip(whole.logits, chunked.logits):
-        assert_close(step_chunked, step_whole, 2e-5)
+def test_building_leaves_the_callers_llm_config_as_given():
+    """The model picks its own attention implementation on a copy: a config the caller reuses is not changed."""
+    from transformers import CLIPVisionConfig
+
+    from videomini.model import LlavaMiniConfig, build_model
+
+    from conftest import tiny_llm_config
+
+    llm_config = tiny_llm_config()
+    before = llm_config.to_dict()
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                              image_size=28, patch_size=14)
+    model = build_model(LlavaMiniConfig(mm_vision_tower="clip", compressor_size=1, prefusion_layer_num=1),
+                        llm_config, vision)
+    assert llm_config.to_dict() == before and getattr(llm_config, "_attn_implementation", None) != "videomini_sdpa"
+    assert model.llm.config._attn_implementation == "videomini_sdpa"
 
 
-def test_chunk_attention_reads_kv_heads_and_a_bounded_mask(golden_model, golden_cases, monkeypatch):
-    """A prefill chunk's attention never expands the keys to all heads and never holds a mask beyond
-    attention.MASK_BLOCK_BYTES, however long the context: SDPA reads the KV heads as they are, over blocks of
-    query rows, and the chunked prefill still gives the whole prompt's logits."""
-    import transformers.integrations.sdpa_attention as sdpa_module
+def test_compressor_size_absent_from_config_json_is_the_references_default():
+    from videomini.model import LlavaMiniConfig
 
-    from videomini import attention
-
-    model = golden_model.model
-    tensors, _ = golden_cases
-    assert model.llm.config._attn_implementation == attention.ATTN_IMPLEMENTATION
-    with torch.inference_mode():
-        embeds = model.encode_inputs(tensors["video.input_ids"], tensors["video.pixel_values"])
-    config = model.llm.config
-    budget = 16 * 4 * 20  # 16 query rows of a 20-position context in float32: blocks of fewer rows beyond it
-    monkeypatch.setattr(attention, "MASK_BLOCK_BYTES", budget)
-
-    def no_repeat_kv(*args, **kwargs):
-        raise AssertionError("repeat_kv: the keys were copied to all heads")
-
-    monkeypatch.setattr(sdpa_module, "repeat_kv", no_repeat_kv)
-    calls, sdpa = [], torch.nn.functional.scaled_dot_product_attention
-
-    def spy(query, key, value, attn_mask=None, **kwargs):
-        calls.append((query.shape[2], key.shape[1], key.shape[2], attn_mask))
-        return sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    with torch.inference_mode():
-        whole = model.llm(inputs_embeds=embeds).logits[:, -1]
-        cache = model.prefill(embeds, model.new_cache(), chunk_tokens=16)
-        chunked = model.llm(inputs_embeds=embeds[:, -1:], cache=cache, use_cache=True).logits[:, -1]
-    assert_close(chunked, whole, 2e-5)
-    masked = [(rows, length, mask) for rows, heads, length, mask in calls if mask is not None]
-    assert {heads for _, heads, _, _ in calls} == {config.num_key_value_heads}  # 2 KV heads, 4 query heads
-    assert config.num_key_value_heads < config.num_attention_heads
-    assert max(length for _, length, _ in masked) == embeds.shape[1] - 1 > 2 * 16  # contexts up to the prompt
-    assert all(mask.numel() * mask.element_size() <= budget and mask.shape[-1] == length
-               for _, length, mask in masked)
-    assert min(rows for rows, _, _ in masked) < 16  # long contexts split the chunk's rows
-
-
-@pytest.mark.parametrize("kv_cache", ["int8", "int4"])
-@pytest.mark.parametrize("case", ["image", "video"])
-def test_quantized_kv_cache_keeps_greedy_ids(golden_model, golden_cases, case, kv_cache):
-    """transformers' quantized cache (HQQ 8-bit, quanto 4-bit) keeps the reference's greedy ids on the golden
-    cases; the logits move by at most the measured 0.01 (int8) and 0.2 (int4)."""
-    model = golden_model.model
-    tensors, _ = golden_cases
-    with torch.inference_mode():
-        embeds = model.encode_inputs(tensors[f"{case}.input_ids"], tensors[f"{case}.pixel_values"])
-    exact = _generate_with_logits(model, embeds)
-    quantized = _generate_with_logits(model, embeds, kv_cache=kv_cache, prefill_chunk_tokens=16)
-    assert torch.equal(quantized.sequences, tensors[f"{case}.generated_ids"])
-    drift = max((a - b).abs().max().item() for a, b in zip(exact.logits, quantized.logits))
-    assert drift <= {"int8": 0.01, "int4": 0.2}[kv_cache], drift
+    assert LlavaMiniConfig.from_dict({}).compressor_size == LlavaMiniConfig().compressor_size == 2
+    assert LlavaMiniConfig.from_dict({"compressor_size": 1}).tokens_per_frame == 1

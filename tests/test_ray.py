@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 import ray
 
+from videomini.pipelines import index_videos
+from videomini.pipelines.index_run import IndexRunError
+from videomini.pipelines.ray_engine import RayEngine, short_temp_dir
+from videomini.storage import LibraryStore
+
 from conftest import make_tiny_checkpoint
 from synth import make_numbered_video
-from videomini.storage import LibraryStore
-from videomini.pipelines.index_run import IndexRunError, index_videos
-from videomini.pipelines.ray_engine import short_temp_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # Ray's own settings
 
@@ -63,7 +65,7 @@ def libraries(tmp_path_factory, local_ray, checkpoint, media):
     import torch
 
     root = tmp_path_factory.mktemp("libs")
-    reports = {"ray": index_videos(root / "ray", [media], model_id=str(checkpoint), engine="ray", batch_size=4)}
+    reports = {"ray": index_videos(root / "ray", [media], model_id=str(checkpoint), engine=RayEngine(), batch_size=4)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -73,6 +75,7 @@ def libraries(tmp_path_factory, local_ray, checkpoint, media):
     return root, reports
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_ray_library_equals_local_engine(libraries, media):
     root, reports = libraries
     for report in reports.values():
@@ -94,16 +97,15 @@ def test_ray_library_equals_local_engine(libraries, media):
                 continue
             got, want = ray_lib.load_frames(mine["id"]), local_lib.load_frames(local["id"])
             np.testing.assert_array_equal(got.timestamps_s, want.timestamps_s)
-            assert got.frame_tokens.dtype == want.frame_tokens.dtype == np.float16
-            np.testing.assert_allclose(got.frame_tokens.astype(np.float32), want.frame_tokens.astype(np.float32),
-                                       rtol=0, atol=1e-5)
+            assert got.frame_tokens is None and want.frame_tokens is None  # not stored (storage/shards.py)
             np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=0, atol=1e-5)
         assert ray_lib.index_is_current() and ray_lib.stats()["index"]["n_vectors"] == reports["ray"].frames
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoint):
     root, _ = libraries
-    again = index_videos(root / "ray", [media], model_id=str(checkpoint), engine="ray", batch_size=4)
+    again = index_videos(root / "ray", [media], model_id=str(checkpoint), engine=RayEngine(), batch_size=4)
     assert again.indexed == [] and again.failed == []
     assert sorted(why for _, why in again.skipped) == ["failed before (use --retry-failed)", "unchanged", "unchanged"]
     # a driver killed while encoding leaves the video `running` with no shard: the next run indexes that one only
@@ -112,7 +114,7 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
         lib.mark_running(media / "numbers.mp4", numbers["fingerprint"], model_id=str(checkpoint), fps=1.0)
         (lib.shards_dir / numbers["shard"]).unlink()
     events: list[tuple[str, str]] = []
-    resumed = index_videos(root / "ray", [media], model_id=str(checkpoint), engine="ray", batch_size=4,
+    resumed = index_videos(root / "ray", [media], model_id=str(checkpoint), engine=RayEngine(), batch_size=4,
                            on_event=lambda kind, details: events.append((kind, Path(details.get("path", "")).name)))
     assert [Path(p).name for p in resumed.indexed] == ["numbers.mp4"]
     assert ("video", "numbers.mp4") in events and ("done", "numbers.mp4") in events
@@ -126,13 +128,15 @@ def test_ray_rerun_skips_done_and_resumes_unfinished(libraries, media, checkpoin
         assert (status["done"], status["failed"], status["running"]) == (2, 1, 0)
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrated, monkeypatch):
-    # run_ray directly: speech and on-screen text come from the decode tasks, as from the local decoders. Ray runs
+    # the engine's run directly: speech and on-screen text come from the decode tasks, as from the local
+    # decoders. Ray runs
     # a 1-CPU task with OMP_NUM_THREADS=1, which moves Whisper's word times by a few hundredths of a second: the
     # local decoders (spawned children, inheriting this environment) get the same setting.
-    from videomini.pipelines.index_run import IndexReport
+    from videomini.config import IndexConfig
+    from videomini.pipelines.index_run import IndexJob, IndexReport
     from videomini.pipelines.video_commit import default_text_embedder
-    from videomini.pipelines.ray_engine import run_ray
 
     signals = ["ocr", "speech"]
     with monkeypatch.context() as env:
@@ -141,8 +145,9 @@ def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrate
     with LibraryStore(tmp_path / "ray", create=True) as lib:
         plan = lib.plan([narrated.path], model_id=str(checkpoint), signals=signals)
         report = IndexReport()
-        run_ray(lib, plan, str(checkpoint), fps=1.0, batch_size=4, timeout_s=120, address=None, report=report,
-                emit=lambda kind, details: None, signals=signals, text_embedder=default_text_embedder())
+        config = IndexConfig(model_id=str(checkpoint), batch_size=4, signals=signals)
+        RayEngine().run(IndexJob(lib, plan, None, str(checkpoint), config, report, lambda kind, details: None,
+                                 default_text_embedder()))
         assert [Path(p).name for p in report.indexed] == [narrated.path.name]
     with LibraryStore(tmp_path / "ray") as ray_lib, LibraryStore(tmp_path / "local") as local_lib:
         mine, local = ray_lib.video(narrated.path), local_lib.video(narrated.path)
@@ -153,23 +158,25 @@ def test_ray_signals_equal_local_engine(tmp_path, local_ray, checkpoint, narrate
                                       local_lib.load_frames(local["id"]).timestamps_s)
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_ray_signals_only_needs_no_vision_model(tmp_path, local_ray, media, monkeypatch):
     # --no-visual on Ray: no encoder stage and no model at all, even when the default model is not on this machine
     monkeypatch.setenv("VIDEOMINI_MODEL", str(tmp_path / "no-such-model"))
-    report = index_videos(tmp_path / "lib", [media / "numbers.mp4"], engine="ray", visual=False, signals=["ocr"])
+    report = index_videos(tmp_path / "lib", [media / "numbers.mp4"], engine=RayEngine(), visual=False, signals=["ocr"])
     assert [Path(p).name for p in report.indexed] == ["numbers.mp4"] and report.frames == 0, report.failed
     with LibraryStore(tmp_path / "lib") as lib:
         video = lib.video(media / "numbers.mp4")
         assert (video["status"], video["signals"], video["model_id"], video["n_frames"]) == ("done", "ocr", None, 0)
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media):
     # with an address the driver leaves the model to the workers; their failure stops the run in one line
     address = local_ray.get_runtime_context().gcs_address
     missing = tmp_path / "no-such-model"
     with pytest.raises(IndexRunError) as caught:
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing), engine="ray",
-                     ray_address=address)
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(missing),
+                     engine=RayEngine(address=address))
     assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
     with LibraryStore(tmp_path / "lib", writer=True) as lib:  # left for a re-run, as after a crash
         assert [v["status"] for v in lib.videos()] == ["pending"]
@@ -178,21 +185,22 @@ def test_ray_model_problem_on_the_workers_is_one_line(tmp_path, local_ray, media
 def test_ray_checkpoint_without_projection_fails_before_ray(tmp_path, media):
     tower_only = make_tiny_checkpoint(tmp_path / "tower-only")  # CLIPVisionModel: no visual_projection
     with pytest.raises(IndexRunError, match="no CLIP projection"):
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(tower_only), engine="ray")
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(tower_only), engine=RayEngine())
 
 
 def test_ray_not_installed_is_one_line(tmp_path, checkpoint, media, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(IndexRunError, match=r"ray is not installed: pip install 'videomini\[ray\]'"):
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine="ray")
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine=RayEngine())
 
 
 def test_ray_unreachable_address_fails_fast(tmp_path, checkpoint, media):
     with pytest.raises(IndexRunError, match=r"cannot reach the Ray cluster at 127\.0\.0\.1:1 "):
-        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint), engine="ray",
-                     ray_address="127.0.0.1:1")
+        index_videos(tmp_path / "lib", [media / "numbers.mp4"], model_id=str(checkpoint),
+                     engine=RayEngine(address="127.0.0.1:1"))
 
 
+@pytest.mark.slow  # a Ray cluster
 def test_cli_engine_ray_starts_and_stops_its_own_ray(tmp_path, checkpoint, media, local_ray):
     ray_tmp = Path(tempfile.mkdtemp(prefix="vmt-", dir="/tmp"))  # short: Ray's socket paths must fit
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}

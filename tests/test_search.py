@@ -13,11 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from narrated import Caption, make_narrated_video
-from videomini.pipelines.index_run import index_videos
-from videomini.search import (CONFIDENT_EVIDENCE, GENERIC_QUERIES, MAX_MOMENT_S, MIN_SCALE, Background,
-                              Candidate, Hubness, QueryBank, fuse, measured_background, search_library, visual_candidates)
+from videomini.pipelines import index_videos
+from videomini.search import (
+    CONFIDENT_EVIDENCE,
+    GENERIC_QUERIES,
+    MAX_MOMENT_S,
+    MIN_SCALE,
+    Background,
+    Candidate,
+    Hubness,
+    QueryBank,
+    fuse,
+    measured_background,
+    search_library,
+    visual_candidates,
+)
 from videomini.storage import LibraryStore
+
+from narrated import Caption, make_narrated_video
 
 TOLERANCE_S = 2.0
 NOISE = Background(center=0.0, scale=0.1, n_total=100)  # noise ceiling sqrt(2 ln 100) = 3.03 spreads
@@ -310,7 +323,8 @@ def test_an_informative_list_keeps_its_strong_hits():
     rng = np.random.default_rng(2)
     queries = unit(rng.normal(size=(len(GENERIC_QUERIES) + 1, 256)))
     frames = unit(rng.normal(size=(500, 256)))
-    frames[7] = unit(queries[-1:] + 0.1 * rng.normal(size=(1, 256)))[0]  # cosine about 0.5 to the query  # the frame the query describes
+    # the frame the query describes: cosine about 0.5 to the query
+    frames[7] = unit(queries[-1:] + 0.1 * rng.normal(size=(1, 256)))[0]
     bank = QueryBank(queries[:-1])
     z = bank.standardized(frames @ queries[-1], frames)
     background = measured_background(z, bank.generic_z(frames), 500)
@@ -322,8 +336,9 @@ def test_an_informative_list_keeps_its_strong_hits():
 def meeting_library(tmp_path_factory, checkpoint, videos_dir):
     """The narrated example of issue 22, indexed with frames (the tiny checkpoint's random CLIP tower) and
     speech + on-screen text, as `index --signals speech,ocr` does."""
-    from narrated import make_meeting_video
     from videomini import VideoMini
+
+    from narrated import make_meeting_video
 
     video = make_meeting_video(tmp_path_factory.mktemp("media") / "meeting.mp4",
                                [videos_dir / "bikes.mp4", videos_dir / "safari.mp4"])

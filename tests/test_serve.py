@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fastapi.testclient import TestClient
 
 from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app, run
@@ -28,7 +27,7 @@ def client(serve_library, checkpoint, tmp_path_factory):
     allowed = tmp_path_factory.mktemp("allowed")
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu",
                                  allow_dirs=[allowed], max_body_bytes=1 << 20))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         c.allowed = allowed
         yield c
 
@@ -151,7 +150,6 @@ def test_chat_completion_about_a_library_video_has_evidence(client):
 
 def test_chat_accepts_an_image_data_url_and_a_file_under_an_allowed_dir(client, serve_library):
     import io
-
     import shutil
 
     from PIL import Image
@@ -199,7 +197,7 @@ def test_generation_queue_full_answers_503_while_searches_go_on(serve_library, c
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu", max_waiting=0,
                                  retry_after_s=7))
     release = threading.Event()
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         busy = app.state.videomini.queue.submit(lambda: release.wait(60))
         try:
             refused = c.post("/api/ask", json={"question": "what happens?"})
@@ -297,7 +295,7 @@ def test_request_bodies_over_the_limit_get_413(client):
 
 def test_token_guards_every_route_but_the_page(serve_library, checkpoint):
     app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu", token="s3cret"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         for path in ("/api/videos", "/api/search?q=dock", "/media/1", "/thumbnails/1/1.0", "/v1/models",
                      "/openapi.json", "/api/health"):
             response = c.get(path)
@@ -342,10 +340,10 @@ def test_serve_cli_refuses_a_public_bind_without_a_token(library):
 
 def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
     """The library is opened per request, read-only: a new index generation shows without a restart."""
-    from narrated import Caption, make_narrated_video
-
     from videomini.ask import VideoMini
-    from videomini.pipelines.index_run import index_videos
+    from videomini.pipelines import index_videos
+
+    from narrated import Caption, make_narrated_video
 
     first = make_narrated_video(tmp_path / "dock.mp4", duration_s=3.0, lines=[], with_audio=False,
                                 captions=[Caption(0.0, 3.0, "LOADING DOCK")])
@@ -354,7 +352,7 @@ def test_a_running_server_sees_videos_indexed_beside_it(tmp_path, checkpoint):
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path / "lib"
     assert index_videos(library, [first.path], vm, model_id=str(checkpoint), signals=("ocr",)).indexed
-    with TestClient(create_app(ServeConfig(library=library, device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(library=library, device="cpu")), base_url="http://127.0.0.1") as c:
         assert len(c.get("/api/videos").json()["videos"]) == 1
         assert c.get("/api/search", params={"q": "fire exit", "signal": "ocr"}).json()[0]["matches"][0]["text"] \
             == "LOADING DOCK"  # the only text there is
@@ -375,7 +373,7 @@ def test_a_server_without_a_library_answers_chat_about_frames(checkpoint):
         return {"type": "image_url", "image_url": {"url": "data:image/png;base64,"
                                                           + base64.b64encode(buffer.getvalue()).decode()}}
 
-    with TestClient(create_app(ServeConfig(model=str(checkpoint), device="cpu"))) as c:
+    with TestClient(create_app(ServeConfig(model=str(checkpoint), device="cpu")), base_url="http://127.0.0.1") as c:
         assert_refused(c.get("/api/videos"), 404, "no library")
         assert_refused(c.get("/api/search", params={"q": "x"}), 404, "no library")
         body = {"max_tokens": 3, "messages": [{"role": "user", "content": [
@@ -405,3 +403,186 @@ def test_the_announced_port_already_accepts_connections(checkpoint):
     with pytest.raises(Announced):
         run(ServeConfig(model=str(checkpoint), device="cpu"), port=0, on_listening=connect)
     assert len(connected) == 1
+
+
+# ----------------------------------------------------------------------------------------------- issue 23: limits
+
+
+def png_data_url(width: int, height: int) -> str:
+    """A PNG of width x height one-bit pixels as a data URL: 12000 x 12000 is ~20 KB on the wire."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", (width, height)).save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def scratch_files(client) -> list[Path]:
+    return [p for p in client.app.state.videomini.scratch.iterdir() if p.is_file()]
+
+
+def test_row1_questions_over_the_limits_are_400_on_every_route(client):
+    huge = "why " * 25_000  # 100,000 characters: a 40 GB allocation before the limit
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": huge}]})
+    assert_refused(response, 400, "QUESTION_MAX_CHARS")
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert_refused(client.post("/api/ask", json={"question": huge[:4001]}), 400, "question")
+    assert_refused(client.get("/api/search", params={"q": huge[:2001]}), 400, "q")
+    many_tokens = " ".join("abcdefghij"[i % 10] for i in range(1500))  # 2,999 characters, ~1,500 tokens
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": many_tokens}]})
+    assert_refused(response, 400, "QUESTION_MAX_TOKENS")
+    assert_refused(client.post("/api/ask", json={"question": many_tokens}), 400, "QUESTION_MAX_TOKENS")
+
+
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_row2_an_image_bomb_is_refused_from_its_header_and_removed(client, side):
+    response = client.post("/v1/chat/completions", json=chat_about(png_data_url(side, side), "image_url"))
+    assert_refused(response, 400, "IMAGE_MAX_PIXELS")
+    frames = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": png_data_url(side, side)}},
+        {"type": "image_url", "image_url": {"url": png_data_url(side, side)}},
+        {"type": "text", "text": "What happens?"}]}]}
+    assert_refused(client.post("/v1/chat/completions", json=frames), 400, "IMAGE_MAX_PIXELS")
+    assert not scratch_files(client)  # the decoded uploads are gone
+
+
+def test_frames_per_request_and_the_decoded_pixel_budget(client, monkeypatch):
+    from videomini import limits
+
+    small = png_data_url(64, 48)
+    parts = [{"type": "image_url", "image_url": {"url": small}}] * (limits.FRAMES_PER_REQUEST_MAX + 1)
+    too_many = {"messages": [{"role": "user", "content": [*parts, {"type": "text", "text": "What?"}]}]}
+    assert_refused(client.post("/v1/chat/completions", json=too_many), 400, "FRAMES_PER_REQUEST_MAX")
+    budget = client.app.state.videomini.pixels
+    monkeypatch.setattr(budget, "total", 3 * 64 * 48)
+    three = {"messages": [{"role": "user", "content": [*parts[:3], {"type": "text", "text": "What?"}]}]}
+    four = {"messages": [{"role": "user", "content": [*parts[:4], {"type": "text", "text": "What?"}]}]}
+    assert_refused(client.post("/v1/chat/completions", json=four), 400, "SERVER_DECODED_PIXELS")
+    budget.take(64 * 48)  # another request holds a frame's worth
+    try:
+        busy = client.post("/v1/chat/completions", json=three)
+        assert_refused(busy, 503, "retry")
+        assert busy.headers["retry-after"]
+    finally:
+        budget.give_back(64 * 48)
+    answered = client.post("/v1/chat/completions", json={**three, "max_tokens": 2})
+    assert answered.status_code == 200, answered.text
+    assert budget.held == 0 and not scratch_files(client)  # given back when the answer is done
+
+
+@pytest.fixture
+def own_library(tmp_path, checkpoint):
+    """A library of one small video that a test may damage (the shared one stays intact)."""
+    from videomini.ask import VideoMini
+    from videomini.pipelines import index_videos
+
+    import synth
+
+    video = synth.make_numbered_video(tmp_path / "clip.mp4", 2, 5)
+    vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
+    assert index_videos(tmp_path / "lib", [video], vm, model_id=str(checkpoint)).indexed
+    with TestClient(create_app(ServeConfig(library=tmp_path / "lib", model=str(checkpoint), device="cpu")),
+                    base_url="http://127.0.0.1") as c:
+        yield c, video
+
+
+def test_row6_media_is_served_only_while_it_is_the_file_indexed(own_library, tmp_path):
+    client, video = own_library
+    [row] = client.get("/api/videos").json()["videos"]
+    original = video.read_bytes()
+    assert client.get(f"/media/{row['id']}").content == original
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    video.unlink()
+    video.symlink_to(secret)  # the indexed video replaced by a link to another file
+    for path in (f"/media/{row['id']}", f"/thumbnails/{row['id']}/0.5"):
+        response = client.get(path)
+        assert_refused(response, 403, "symbolic link")
+        assert b"root:" not in response.content
+    video.unlink()
+    video.write_bytes(original[:-10])  # replaced by another file: size and time differ
+    assert_refused(client.get(f"/media/{row['id']}"), 409, "changed since it was indexed")
+    response = client.post("/v1/chat/completions", json=chat_about(f"videomini:{row['id']}"))
+    assert_refused(response, 409, "changed since it was indexed")
+
+
+def test_row7_only_the_host_names_served_are_answered(client, serve_library, checkpoint):
+    for host in ("attacker.example", "evil.example:8000", "127.0.0.1.attacker.example"):
+        response = client.get("/api/videos", headers={"Host": host})
+        assert_refused(response, 421, "DNS-rebinding", "--allow-host")
+    assert_refused(client.get("/v1/models", headers={"Host": "attacker.example"}), 421, "not served")
+    for host in ("127.0.0.1:8000", "localhost", "LOCALHOST.:9", "[::1]:8000"):
+        assert client.get("/api/videos", headers={"Host": host}).status_code == 200, host
+    app = create_app(ServeConfig(library=serve_library[0], model=str(checkpoint), device="cpu",
+                                 allow_hosts=["videos.example.org"], host="10.1.2.3"))
+    with TestClient(app, base_url="http://videos.example.org") as proxied:
+        assert proxied.get("/api/videos").status_code == 200
+        assert proxied.get("/api/videos", headers={"Host": "10.1.2.3:8000"}).status_code == 200  # bound address
+        assert proxied.get("/api/videos", headers={"Host": "attacker.example"}).status_code == 421
+
+
+def test_row7_every_interface_serves_the_machine_names_and_star_serves_any():
+    import socket
+
+    from videomini.pipelines.serve.state import host_name, served_host_names
+
+    names = served_host_names(ServeConfig(host="0.0.0.0"))
+    assert socket.gethostname().lower() in names and "127.0.0.1" in names and "attacker.example" not in names
+    assert served_host_names(ServeConfig(allow_hosts=["*"])) is None
+    assert host_name("[::1]:8000") == "::1" and host_name("Example.COM.:80") == "example.com"
+
+
+@pytest.mark.parametrize("request_args", [
+    ("get", "/api/videos/99999999999999999999999", None),
+    ("get", "/media/99999999999999999999999", None),
+    ("get", "/thumbnails/99999999999999999999999/1.0", None),
+    ("get", "/thumbnails/1/inf", None),
+    ("post", "/api/ask", {"question": "hi", "video": 99999999999999999999999}),
+    ("post", "/api/ask", {"question": "hi", "video": [1]}),
+    ("post", "/v1/chat/completions", {**chat_about("videomini:1"), "media_io_kwargs": "x"}),
+    ("post", "/v1/chat/completions", {**chat_about("videomini:1"), "media_io_kwargs": {"video": [1]}}),
+    ("post", "/v1/chat/completions", {**chat_about("videomini:1"), "media_io_kwargs": {"video": {"num_frames": 0}}}),
+    ("post", "/v1/chat/completions", {**chat_about("videomini:1"),
+                                      "media_io_kwargs": {"video": {"num_frames": "many"}}}),
+    ("post", "/v1/chat/completions", chat_about("videomini:²")),
+    ("post", "/v1/chat/completions", chat_about("videomini:99999999999999999999999")),
+    ("post", "/v1/chat/completions", chat_about("99999999999999999999999")),
+    ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}),
+    ("post", "/v1/chat/completions", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "videomini:1"}}] * 2 + [{"type": "text", "text": "hi"}]}],
+        "frame_times_s": ["a", "b"]}),
+], ids=lambda args: f"{args[0]} {args[1]}")
+def test_row9_malformed_fields_are_4xx_never_500(client, request_args):
+    method, path, body = request_args
+    response = client.request(method, path, json=body)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert_refused(response, response.status_code)
+
+
+def test_row9_infinity_in_json_is_4xx(client):
+    body = json.dumps({**chat_about("videomini:1"), "media_io_kwargs": {"video": {"num_frames": float("inf")}}})
+    assert "Infinity" in body  # Python writes it; some clients do
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert_refused(response, 400, "num_frames")
+
+
+def test_row12_blank_questions_are_400(client):
+    assert_refused(client.post("/api/ask", json={"question": "   "}), 400, "empty question")
+    assert_refused(client.get("/api/search", params={"q": " \n "}), 400, "empty query")
+    blank = {"messages": [{"role": "user", "content": "  \n "}]}
+    assert_refused(client.post("/v1/chat/completions", json=blank), 400, "no text")
+
+
+def test_row13_the_frameworks_own_errors_in_the_routes_shape(client):
+    assert_refused(client.get("/api/nothing-here"), 404, "no route /api/nothing-here")
+    assert_refused(client.get("/nothing-here"), 404, "no route")
+    openai = client.get("/v1/nothing-here")
+    assert_refused(openai, 404, "no route")
+    assert openai.json()["error"]["code"] == 404 and "detail" not in openai.json()
+    assert_refused(client.get("/api/ask"), 405, "GET is not allowed on /api/ask")
+    assert_refused(client.delete("/v1/chat/completions"), 405, "DELETE")
+    malformed = client.post("/api/ask", content=b'{"question": "hi",, }', headers={"content-type": "application/json"})
+    assert_refused(malformed, 400, "malformed JSON at character")
+    assert "JSON decode error" not in malformed.text

@@ -11,6 +11,8 @@ import pytest
 
 from videomini.pipelines.serve.process import serve_process
 
+pytestmark = pytest.mark.slow  # a live server driven by chromium
+
 TOKEN = "live-test-token"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -29,7 +31,8 @@ def live_server(serve_library, checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it (apt-get install -y chromium)")
+        pytest.fail(f"chromium not found at {CHROMIUM}: bash scripts/setup.sh installs it "
+                    "(apt-get install -y chromium)")
     from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -77,7 +80,7 @@ def test_search_shows_the_moment_and_a_click_plays_it_from_its_start(page, serve
                            " return v.readyState >= 1 && !v.seeking && v.currentTime >= start - 0.05; }", arg=start)
     current = page.evaluate("document.querySelector('#player').currentTime")
     assert start - 0.05 <= current <= start + 2.0
-    assert "narrated.mp4 · from 0:12" in page.inner_text("#now-playing")
+    assert "narrated.mp4 · 0:12–" in page.inner_text("#now-playing")
 
 
 def test_result_cards_show_the_relevance_and_mark_the_matches(page, serve_library, live_server):
@@ -132,6 +135,41 @@ def test_library_view_and_phone_width(page, live_server):
     assert page.locator("#player").bounding_box()["width"] <= 390
     # everything the page needs ships in the package: no CDN, no other host
     assert page.requested and all(url.startswith(live_server) for url in page.requested), page.requested
+
+
+def test_a_moment_pauses_at_its_end_and_a_narrow_screen_scrolls_to_the_player(page):
+    page.set_viewport_size({"width": 390, "height": 600})
+    card = search(page, "way out, no entry", "EXIT ONLY", 12.0, signal="ocr")
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    card.scroll_into_view_if_needed()
+    assert page.locator("#player").bounding_box()["y"] < 0  # the player is (partly) above the screen
+    card.click()
+    box = page.locator("#player").bounding_box()
+    assert -1 <= box["y"] and box["y"] + box["height"] <= 601, box  # the page scrolled the player into view
+    end = float(page.get_attribute("#moment-track", "data-end"))
+    assert end > float(card.get_attribute("data-start"))
+    page.wait_for_function("() => !document.querySelector('#moment-span').hidden")
+    # it plays to the moment's end and pauses there; pressing play goes on
+    page.wait_for_function("end => { const v = document.querySelector('#player');"
+                           " return v.paused && v.currentTime >= end - 0.05; }", arg=end, timeout=60_000)
+    assert page.evaluate("document.querySelector('#player').currentTime") <= end + 1.0
+    assert "ended" in page.get_attribute("#moment-track", "class")
+
+
+def test_evidence_chips_in_time_order_with_scores_and_a_short_model_name(page, checkpoint):
+    page.fill("#ask-q", "What is written on the sign?")
+    page.click("#ask-go")
+    page.locator("#ask-evidence a").first.wait_for()
+    chips = page.locator("#ask-evidence a").all()
+    times = [float(chip.get_attribute("data-time")) for chip in chips]
+    names = [chip.get_attribute("title").split(" ")[0] for chip in chips]
+    for name in set(names):  # within each video, in the order a viewer meets them
+        mine = [t for t, n in zip(times, names) if n == name]
+        assert mine == sorted(mine), times
+    assert all(0.0 <= float(chip.get_attribute("data-score")) <= 1.0 for chip in chips)
+    assert all(chip.locator(".score").inner_text() for chip in chips)
+    meta = page.inner_text("#ask-meta")
+    assert checkpoint.name in meta and str(checkpoint.parent) not in meta
 
 
 def test_the_openai_client_streams_an_answer(live_server, serve_library):

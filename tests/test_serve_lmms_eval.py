@@ -34,6 +34,8 @@ from videomini.pipelines.serve.process import serve_process
 QUESTION = ("Question: What is written on the screen?\nOptions:\n(A) LOADING DOCK\n(B) FIRE EXIT\n(C) CAFE\n"
             "Answer with the option's letter from the given choices directly.")
 
+pytestmark = pytest.mark.slow  # a live server process answering lmms-eval's request shapes
+
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):

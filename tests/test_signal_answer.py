@@ -7,11 +7,12 @@ import re
 
 import pytest
 
-from narrated import Caption, make_narrated_video
-from videomini.signal_answer import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
 from videomini.search import rank_segments
+from videomini.signal_answer import EVIDENCE_ONLY_LABEL, answer_from_signals, extract_signals, signal_context
 from videomini.signals import TextSegment
 from videomini.signals.text import default_embedder
+
+from narrated import Caption, make_narrated_video
 
 TOLERANCE_S = 2.0
 # Questions about each caption that share at most one word with it.

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from narrated import DEFAULT_LINES, Caption, Line, frame_at, make_narrated_video
 from videomini.signals import SignalError, TextSegment
 from videomini.signals.ocr import ocr_video, read_text
 from videomini.signals.speech import bundled_whisper_path, transcribe
 from videomini.signals.text import TextEmbedder, bundled_minilm_path
+
+from narrated import DEFAULT_LINES, Caption, Line, frame_at, make_narrated_video
 
 TOLERANCE_S = 1.0
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from narrated import Caption, frame_at
 from videomini.signals import TextSegment
 from videomini.signals.ocr import WATERMARK_MIN_FRAMES, merge_frame_texts, searchable_phrases, watermarks
 from videomini.signals.speech import split_sentences
+
+from narrated import Caption, frame_at
 
 
 def box(x0: float, x1: float, y0: float, text: str, score: float = 0.95, height: float = 20.0):
@@ -61,8 +62,10 @@ def test_speech_segments_split_into_timed_sentences():
     assert [(p.text, p.start_s, p.end_s, p.score) for p in parts] == [
         ("The train leaves.", 1.0, 2.0, 0.9), ("Mind the gap!", 2.5, 3.4, 0.9), ("Thanks", 3.6, 4.0, 0.9)]
     # two lines 10 s apart that Whisper ran together with a comma
-    joined = [(2.0, 2.4, "Take"), (2.4, 2.8, "one"), (2.8, 3.5, "tablet,"), (13.0, 13.4, "drink"), (13.4, 14.0, "water.")]
+    joined = [(2.0, 2.4, "Take"), (2.4, 2.8, "one"), (2.8, 3.5, "tablet,"), (13.0, 13.4, "drink"),
+              (13.4, 14.0, "water.")]
     parts = split_sentences(TextSegment(2.0, 14.0, "Take one tablet, drink water.", "speech", joined, 0.8))
-    assert [(p.text, p.start_s, p.end_s) for p in parts] == [("Take one tablet,", 2.0, 3.5), ("drink water.", 13.0, 14.0)]
+    assert [(p.text, p.start_s, p.end_s) for p in parts] == [("Take one tablet,", 2.0, 3.5),
+                                                             ("drink water.", 13.0, 14.0)]
     whole = TextSegment(0.0, 2.0, "No word times.", "speech")
     assert split_sentences(whole) == [whole]

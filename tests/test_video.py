@@ -20,8 +20,18 @@ except ImportError:
     import synth
 from videomini import video as V
 from videomini.video import (
-    BackendUnavailable, NotAVideo, NoVideoStream, VideoError, VideoNotFound, probe, read_frames_at,
-    reference_video_frames, sample_frames, sample_uniform, uniform_frame_indices,
+    BackendUnavailable,
+    NotAVideo,
+    NoVideoStream,
+    VideoError,
+    VideoNotFound,
+    probe,
+    read_frames_at,
+    reference_video_frames,
+    sample_frames,
+    sample_uniform,
+    source,
+    uniform_frame_indices,
 )
 
 FPS = 10
@@ -111,7 +121,7 @@ def test_variable_frame_rate(media, backend):
 
 def test_sparse_sampling_seeks_and_matches_straight_decoding(media, monkeypatch):
     seeks = []
-    real_open = V._open_av
+    real_open = source.open_container
 
     class Counting:  # counts container.seek calls, forwards everything else
         def __init__(self, container):
@@ -124,7 +134,7 @@ def test_sparse_sampling_seeks_and_matches_straight_decoding(media, monkeypatch)
         def __getattr__(self, name):
             return getattr(self._c, name)
 
-    monkeypatch.setattr(V, "_open_av", lambda path: Counting(real_open(path)))
+    monkeypatch.setattr(source, "open_container", lambda path, *a, **k: Counting(real_open(path, *a, **k)))
     probe(media["long"])
     probe_seeks = len(seeks)
     seeks.clear()

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from videomini.model import PREFILL_CHUNK_TOKENS, image_slot
+from videomini.config import MAX_NEW_TOKENS
+from videomini.generation import PREFILL_CHUNK_TOKENS, generate, new_cache, prefill
 from videomini.moments import moment_gap, runs
-from videomini.prompting import stop_token_ids
+
+# The LLM stack (transformers' Llama modelling, videomini.model) is imported by the functions that generate:
+# `search` and the evidence-only answers use this module's Answer / Evidence / format_time without it.
 
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
@@ -127,6 +130,8 @@ def attention_to_frames(llm: Any, layer_inputs: list[list[torch.Tensor]], cache:
     Queries are grouped by their KV head (no copy of the keys per head) and scored a few answer steps at a time,
     so at most EVIDENCE_SCORE_BYTES of scores exist at once, however many frames the context holds.
     """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
     layers = llm.model.layers
     steps = len(layer_inputs[0])
     if steps == 0:
@@ -182,7 +187,7 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
 
-    def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+    def stream(self, inputs_embeds: torch.Tensor, max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False,
                temperature: float = 0.7, top_p: float = 0.9, record_attention: bool = True,
                kv_cache: str | None = None, prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Iterator[str]:
         """Yield text pieces as they are generated; afterwards `self.result` holds ids, cache and layer inputs.
@@ -191,9 +196,11 @@ class Generator:
         positions that produce answer tokens."""
         from transformers import TextIteratorStreamer
 
+        from videomini.prompting import stop_token_ids
+
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True,
                                         clean_up_tokenization_spaces=False)
-        cache = self.model.prefill(inputs_embeds, self.model.new_cache(kv_cache), prefill_chunk_tokens)
+        cache = prefill(self.model, inputs_embeds, new_cache(self.model, kv_cache), prefill_chunk_tokens)
         recorder = _LayerInputs(self.model.llm.model.layers) if record_attention else None
         self.result: dict[str, Any] = {}
         errors: list[BaseException] = []
@@ -201,10 +208,10 @@ class Generator:
 
         def run() -> None:
             try:
-                out = self.model.generate(inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
-                                          do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
-                                          streamer=streamer, return_dict_in_generate=True, cache=cache,
-                                          prefill_chunk_tokens=prefill_chunk_tokens, **sampling)
+                out = generate(self.model, inputs_embeds=inputs_embeds, max_new_tokens=max_new_tokens,
+                               do_sample=do_sample, eos_token_id=stop_token_ids(self.model, self.tokenizer),
+                               streamer=streamer, return_dict_in_generate=True, cache=cache,
+                               prefill_chunk_tokens=prefill_chunk_tokens, **sampling)
                 self.result = {"ids": out.sequences, "cache": cache}
             except BaseException as e:  # re-raised in the caller's thread
                 errors.append(e)
@@ -226,6 +233,16 @@ class Generator:
 
 
 @dataclass
+class ChosenFrames:
+    """The frames given to the LLM: their tokens, times, the spacing of a moment around each, and the video."""
+
+    tokens: torch.Tensor
+    times_s: np.ndarray
+    spacing_s: float
+    video: str
+
+
+@dataclass
 class Generated:
     """What the LLM said and how much attention each frame received while it said it."""
 
@@ -235,7 +252,7 @@ class Generated:
 
 
 def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, fused_text: torch.Tensor,
-                           frame_tokens: torch.Tensor, max_new_tokens: int = 256, do_sample: bool = False,
+                           frame_tokens: torch.Tensor, max_new_tokens: int = MAX_NEW_TOKENS, do_sample: bool = False,
                            on_token: Callable[[str], None] | None = None, kv_cache: str | None = None,
                            prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Generated:
     """The one answering path: the fused question (L, H) with its <image> slot replaced by the chosen frames'
@@ -249,6 +266,8 @@ def generate_with_evidence(model: Any, tokenizer: Any, input_ids: torch.Tensor, 
         pieces.append(piece)
         if on_token:
             on_token(piece)
+    from videomini.model import image_slot
+
     slot = image_slot(input_ids)
     frames, tokens_per_frame = frame_tokens.shape[0], frame_tokens.shape[1]
     scores = attention_to_frames(model.llm, generator.result.get("layer_inputs", [[]]),

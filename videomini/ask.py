@@ -17,23 +17,34 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from videomini.answer import Answer, Evidence, format_time, generate_with_evidence, is_when_question
-from videomini.answer import moments_from_scores
+from videomini.answer import (
+    Answer,
+    ChosenFrames,
+    Evidence,
+    format_time,
+    generate_with_evidence,
+    is_when_question,
+    moments_from_scores,
+)
+from videomini.config import BATCH_SIZE, AskConfig, configured
 from videomini.encoder import FrameEncoder
+from videomini.errors import VideominiError
 from videomini.frame_memory import FrameMemory
-from videomini.selection import select_frames
-from videomini.storage import LibraryError, LibraryStore
+from videomini.generation import check_kv_cache
 from videomini.loading import default_model_id, load_model
-from videomini.model import KV_CACHE_BACKENDS, FusedText
+from videomini.model import FusedText
 from videomini.planner import device_memory, plan_for_model
 from videomini.prompting import encode_question
 from videomini.retrieval import load_text_tower
+from videomini.selection import select_frames
+from videomini.storage import LibraryError, LibraryStore
 from videomini.timerefs import parse_time_references
 from videomini.video import DecodeError, NotAVideo, VideoNotFound, probe, read_frames_at, sample_frames
 
@@ -43,14 +54,15 @@ ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total)
 TokenFn = Callable[[str], None]
 
 
-class NoStoredFrames(Exception):
+class NoStoredFrames(VideominiError):
     """The moments found lie in videos indexed without frames: only their stored text can answer."""
+    http_status = 409
 
 
 class VideoMini:
     """The Python API: `VideoMini.from_pretrained(id_or_path).ask(path, question) -> Answer`."""
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, batch_size: int = 16,
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, batch_size: int = BATCH_SIZE,
                  retrieval: bool = True, kv_cache: str | None = None):
         self.model = model
         self.kv_cache = kv_cache  # None (the model's dtype), "int8" or "int4": transformers' quantized cache
@@ -62,14 +74,21 @@ class VideoMini:
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | os.PathLike | None = None, device: str | None = None,
-                        dtype: str | None = None, vision_tower: str | None = None, batch_size: int = 16,
-                        quantize: str | None = None, kv_cache: str | None = None) -> "VideoMini":
+                        dtype: str | None = None, vision_tower: str | None = None, batch_size: int = BATCH_SIZE,
+                        quantize: str | None = None, kv_cache: str | None = None) -> VideoMini:
         """Load a checkpoint; `quantize` ("int8", "nf4") the LLM's weights, `kv_cache` ("int8", "int4") its cache."""
-        if kv_cache is not None and kv_cache not in KV_CACHE_BACKENDS:
-            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
+        check_kv_cache(kv_cache)
         loaded = load_model(id_or_path or default_model_id(), device=device, dtype=dtype, vision_tower=vision_tower,
                             quantize=quantize)
         return cls(*loaded, batch_size=batch_size, kv_cache=kv_cache)
+
+    def watch(self, source: str, **options: Any) -> Any:
+        """Watch a live source (file, URL, /dev/videoN, "-") while it plays: a `videomini.live.LiveSession` with
+        `ask`, `alerts`, `status` and `close`; `options` are `videomini.live.WatchOptions` fields."""
+        from videomini.live import WatchOptions, watch
+
+        on_event, on_piece = options.pop("on_event", None), options.pop("on_piece", None)
+        return watch(self, source, WatchOptions(**options), on_event=on_event, on_piece=on_piece)
 
     # -- budget ---------------------------------------------------------------------------------------------
     def frame_budget(self, prompt_tokens: int, answer_tokens: int) -> int:
@@ -79,61 +98,67 @@ class VideoMini:
         return max(1, plan.max_frames)
 
     # -- ask ------------------------------------------------------------------------------------------------
-    def ask(self, path: str | os.PathLike, question: str, fps: float = 1.0, max_frames: int | None = None,
-            max_new_tokens: int = 256, do_sample: bool = False, fusion: str = "all", top_k_evidence: int = 5,
-            on_progress: ProgressFn | None = None, on_token: TokenFn | None = None,
-            context: str | None = None, sampling: str = "fps") -> Answer:
-        """Answer `question` about the video or image at `path`.
+    def ask(self, path: str | os.PathLike, question: str, config: AskConfig | None = None, *,
+            on_progress: ProgressFn | None = None, on_token: TokenFn | None = None, context: str | None = None,
+            **overrides: Any) -> Answer:
+        """Answer `question` about the video or image at `path`, as `config` (and keyword `overrides` of its
+        fields: fps, max_frames, max_new_tokens, fusion, sampling ...) says.
 
         fusion="all" fuses the question with every sampled frame while streaming (one pass; the reference's
         computation when every frame fits); "selected" re-decodes the selected frames and fuses over them only.
         `context` (timestamped speech / on-screen text lines) goes into the prompt; it must be known before the
         frames stream, since the prompt is fused with every frame. `sampling="reference"` takes the official
         evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
+        `decode="fast"` lets the decoder skip frames nobody samples (the evidence gives the frame times used).
         """
-        if fusion not in ("all", "selected"):
-            raise ValueError(f"fusion must be 'all' or 'selected', not {fusion!r}")
+        config = configured(config, AskConfig, overrides)
         started = time.perf_counter()
         path = Path(path)
         input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return self._ask_image(path, question, input_ids, max_new_tokens, do_sample, on_token, started)
+            return self._ask_image(path, question, input_ids, config, on_token, started)
         info = probe(path)
-        budget = self.frame_budget(input_ids.shape[1], max_new_tokens)
-        budget = min(budget, max_frames) if max_frames is not None else budget
+        budget = self.frame_budget(input_ids.shape[1], config.max_new_tokens)
+        budget = min(budget, config.max_frames) if config.max_frames is not None else budget
+        fps = config.fps
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
-        memory, fused = self._encode_video(path, input_ids, fps, expected, on_progress, sampling)
+        memory, fused, first_frame_at = self._encode_video(path, input_ids, fps, expected, on_progress,
+                                                           config.sampling, config.decode)
         encoded_at = time.perf_counter()
         duration_s = info.duration_s or float(memory.timestamps_s[-1]) + 1 / fps
-        selected, notes = self._select(memory, question, budget, duration_s, info.duration_s)
+        selected, notes = self._select(memory, question, budget, duration_s)
         times = memory.timestamps_s[selected]
-        if fusion == "selected" and len(selected) < len(memory):
+        if config.fusion == "selected" and len(selected) < len(memory):
             fused = FusedText()
             self._encode_at(path, times, input_ids, fused)
-        answer = self._answer(question, input_ids, fused, memory.tokens_at(selected), times, 1.0 / fps,
-                              max_new_tokens, do_sample, top_k_evidence, on_token, str(path))
+        chosen = ChosenFrames(memory.tokens_at(selected), times, 1.0 / fps, str(path))
+        answer = self._answer(question, input_ids, fused, chosen, config, on_token)
+        for moment in answer.evidence:  # the last frame's moment ends with the video, not a spacing after it
+            moment.end_s = min(moment.end_s, max(duration_s, moment.time_s))
         answer.frames_total = len(memory)
         if context:
             notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
         answer.context = context
         answer.notes = notes + answer.notes
-        answer.timings_s = {"decode_encode": round(encoded_at - started, 3),
+        answer.timings_s = {"first_frame": round(first_frame_at - started, 3),
+                            "decode_encode": round(encoded_at - started, 3),
                             "generate": round(time.perf_counter() - encoded_at, 3),
                             "total": round(time.perf_counter() - started, 3)}
         return answer
 
     def ask_frames(self, frames: np.ndarray, question: str, timestamps_s: np.ndarray | None = None,
-                   max_new_tokens: int = 256, top_k_evidence: int = 5, on_token: TokenFn | None = None,
-                   video: str = "frames") -> Answer:
+                   config: AskConfig | None = None, *, on_token: TokenFn | None = None, video: str = "frames",
+                   **overrides: Any) -> Answer:
         """Answer about decoded frames of ONE video, (N, H, W, 3) uint8 in time order (as an evaluation harness
         sends them): one token per frame, the question fused with every frame — `ask`'s path after decoding.
         `timestamps_s` (default 0, 1, 2 ... s) date the evidence; more frames than fit are spread uniformly."""
+        config = configured(config, AskConfig, overrides)
         started = time.perf_counter()
         times = np.arange(len(frames), dtype=np.float64) if timestamps_s is None else np.asarray(timestamps_s, float)
         if len(frames) == 0 or len(times) != len(frames):
             raise ValueError(f"{len(frames)} frames and {len(times)} timestamps: give one timestamp per frame")
         input_ids = encode_question(self.tokenizer, question).to(self.model.device)
-        budget = self.frame_budget(input_ids.shape[1], max_new_tokens)
+        budget = self.frame_budget(input_ids.shape[1], config.max_new_tokens)
         keep = np.unique(np.linspace(0, len(frames) - 1, min(budget, len(frames))).round().astype(int))
         fused, tokens = FusedText(), []
         for start in range(0, len(keep), self.encoder.batch_size):
@@ -142,8 +167,8 @@ class VideoMini:
             tokens.append(encoded.frame_tokens)
             fused.add(encoded.fused_text_sum, len(batch))
         spacing = float(np.median(np.diff(times[keep]))) if len(keep) > 1 else 1.0
-        answer = self._answer(question, input_ids, fused, torch.cat(tokens), times[keep], spacing, max_new_tokens,
-                              False, top_k_evidence, on_token, video)
+        chosen = ChosenFrames(torch.cat(tokens), times[keep], spacing, video)
+        answer = self._answer(question, input_ids, fused, chosen, config, on_token)
         answer.frames_total = len(frames)
         if len(keep) < len(frames):
             answer.notes.append(f"{len(frames)} frames given, {len(keep)} fit the budget (uniform coverage)")
@@ -151,10 +176,13 @@ class VideoMini:
         return answer
 
     def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
-                      on_progress: ProgressFn | None, sampling: str = "fps") -> tuple[FrameMemory, FusedText]:
-        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed."""
+                      on_progress: ProgressFn | None, sampling: str = "fps",
+                      decode: str = "exact") -> tuple[FrameMemory, FusedText, float]:
+        """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed.
+        Frames come squashed to the tower's input by the decoder's thread; also returns when the first arrived."""
         memory, fused = FrameMemory(), FusedText()
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling)
+        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling, decode=decode,
+                                size=self.encoder.frame_size)
         try:
             for encoded in self.encoder.encode_stream(batches, input_ids):
                 memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
@@ -165,10 +193,10 @@ class VideoMini:
             batches.close()
         if len(memory) == 0:
             raise DecodeError(path, "no frames could be decoded")
-        return memory, fused
+        return memory, fused, batches.first_batch_at
 
-    def _select(self, memory: FrameMemory, question: str, budget: int, duration_s: float,
-                probed_duration_s: float | None) -> tuple[np.ndarray, list[str]]:
+    def _select(self, memory: FrameMemory, question: str, budget: int,
+                duration_s: float) -> tuple[np.ndarray, list[str]]:
         """The frames the LLM sees, and notes that say why (time references, relevance, coverage)."""
         timestamps, count = memory.timestamps_s, len(memory)
         relevance = None
@@ -176,8 +204,8 @@ class VideoMini:
             relevance = memory.relevance(self.text_tower.embed(question)[0])
         windows = parse_time_references(question, duration_s)
         in_windows = sum(int(((timestamps >= a) & (timestamps <= b)).sum()) for a, b in windows)
-        selected = select_frames(timestamps, min(budget, in_windows) if in_windows else budget, question=question,
-                                 duration_s=probed_duration_s, relevance=relevance)
+        selected = select_frames(timestamps, min(budget, in_windows) if in_windows else budget, windows=windows,
+                                 relevance=relevance)
         notes = []
         if in_windows:
             spans = ", ".join(f"{a:.0f}-{b:.0f}s" for a, b in windows)
@@ -191,6 +219,8 @@ class VideoMini:
                    fused: FusedText) -> tuple[list[torch.Tensor], np.ndarray]:
         """Re-decode the frames at `times_s`, fuse the question with them: (frame tokens per batch, frame times)."""
         frames, frame_times = read_frames_at(path, times_s)
+        frame_times, first = np.unique(frame_times, return_index=True)  # two times on one frame: that frame once
+        frames = frames[first]
         tokens = []
         for start in range(0, len(frames), self.encoder.batch_size):
             stop = start + self.encoder.batch_size
@@ -199,7 +229,7 @@ class VideoMini:
             fused.add(encoded.fused_text_sum, len(encoded.timestamps_s))
         return tokens, frame_times
 
-    def _ask_image(self, path: Path, question: str, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool,
+    def _ask_image(self, path: Path, question: str, input_ids: torch.Tensor, config: AskConfig,
                    on_token: TokenFn | None, started: float) -> Answer:
         from PIL import Image, UnidentifiedImageError
 
@@ -213,16 +243,19 @@ class VideoMini:
         encoded = self.encoder.encode_pixels(pixel_values, np.zeros(1), input_ids)
         fused = FusedText()
         fused.add(encoded.fused_text_sum, 1)
-        answer = self._answer(question, input_ids, fused, encoded.frame_tokens, np.zeros(1), 0.0, max_new_tokens,
-                              do_sample, 1, on_token, str(path))
+        chosen = ChosenFrames(encoded.frame_tokens, np.zeros(1), 0.0, str(path))
+        one_moment = configured(config, AskConfig, {"top_k_evidence": 1})
+        answer = self._answer(question, input_ids, fused, chosen, one_moment, on_token)
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return answer
 
-    def _answer(self, question: str, input_ids: torch.Tensor, fused: FusedText, frame_tokens: torch.Tensor,
-                times_s: np.ndarray, spacing_s: float, max_new_tokens: int, do_sample: bool, top_k: int,
-                on_token: TokenFn | None, video: str) -> Answer:
-        generated = self._generate(input_ids, fused, frame_tokens, max_new_tokens, do_sample, on_token)
-        evidence = moments_from_scores(times_s, generated.frame_scores, top_k, "attention", spacing_s, video=video)
+    def _answer(self, question: str, input_ids: torch.Tensor, fused: FusedText, chosen: ChosenFrames,
+                config: AskConfig, on_token: TokenFn | None) -> Answer:
+        generated = self._generate(input_ids, fused, chosen.tokens, config.max_new_tokens, config.do_sample,
+                                   on_token)
+        times_s = chosen.times_s
+        evidence = moments_from_scores(times_s, generated.frame_scores, config.top_k_evidence, "attention",
+                                       chosen.spacing_s, video=chosen.video)
         notes = []
         if is_when_question(question) and evidence:
             notes.append("when: " + ", ".join(format_time(e.time_s) for e in evidence[:3]))
@@ -248,7 +281,7 @@ def _frames_for_moments(library: Any, found: list, max_frames: int) -> tuple[dic
     of each moment kept); and each video's catalog row."""
     per_moment = max(1, max_frames // len(found))
     rows = {m.video: library.video(m.video) for m in found}
-    stored_times = {video: library.load_frames(row["id"]).timestamps_s for video, row in rows.items()
+    stored_times = {video: library.frame_times(row["id"]) for video, row in rows.items()
                     if row and row["n_frames"]}
     chosen: dict[str, set[float]] = {}
     for moment in found:
@@ -298,19 +331,20 @@ def _library_evidence(videos: list[str], times_s: np.ndarray, scores: np.ndarray
     return sorted(evidence, key=lambda e: -e.score)
 
 
-def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, found: list, top_k: int = 10,
-                max_frames: int = 64, max_new_tokens: int = 256, on_token: TokenFn | None = None,
-                quote: QuoteFn | None = None, notes: list[str] | None = None) -> Answer:
+def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, found: list,
+                config: AskConfig | None = None, on_token: TokenFn | None = None, quote: QuoteFn | None = None,
+                notes: list[str] | None = None) -> Answer:
     """Answer over the moments `found` in a library (best first; each with video, start_s, end_s, best_s, as the
     library search returns them): their stored frames re-decoded, the question fused with them, LLaVA-Mini's
     answer citing (video, time). `quote` formats stored speech / on-screen text near the chosen frames into
     timestamped prompt lines (None: nothing quoted). Raises NoStoredFrames when no moment has stored frames."""
+    config = config or AskConfig()
     started = time.perf_counter()
     notes = notes if notes is not None else []
     if not found:
         raise LibraryError(f"{library_dir}: nothing indexed to answer from")
     with LibraryStore(library_dir) as library:
-        chosen, rows = _frames_for_moments(library, found, max_frames)
+        chosen, rows = _frames_for_moments(library, found, config.library_max_frames)
         context = _quoted_context(library, found, rows, chosen, quote) if quote else None
     if not chosen:
         raise NoStoredFrames(f"{library_dir}: the moments found have no stored frames (indexed with --no-visual)")
@@ -322,11 +356,15 @@ def ask_library(vm: VideoMini, library_dir: str | os.PathLike, question: str, fo
         videos += [video] * len(frame_times)
         times.append(frame_times)
     encoded_at = time.perf_counter()
-    generated = vm._generate(input_ids, fused, torch.cat(tokens), max_new_tokens, on_token=on_token)
+    generated = vm._generate(input_ids, fused, torch.cat(tokens), config.max_new_tokens, on_token=on_token)
     all_times = np.concatenate(times)
+    evidence = _library_evidence(videos, all_times, generated.frame_scores)[:config.top_k]
+    for moment in evidence:  # a video's last moment ends with the video
+        duration_s = (rows.get(moment.video) or {}).get("duration_s")
+        moment.end_s = min(moment.end_s, max(duration_s, moment.time_s)) if duration_s else moment.end_s
     notes.append(f"retrieved {len(found)} moments from {len({m.video for m in found})} videos")
     return Answer(question=question, text=generated.text,
-                  evidence=_library_evidence(videos, all_times, generated.frame_scores)[:top_k],
+                  evidence=evidence,
                   frames_used=fused.count, frames_total=fused.count,
                   frame_times_s=[round(float(t), 3) for t in all_times], model=vm.model_id, notes=notes,
                   context=context, timings_s={"retrieve_encode": round(encoded_at - started, 3),

@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from videomini.answer import Answer
-from videomini.ask import IMAGE_EXTENSIONS, NoStoredFrames, ProgressFn, TokenFn, VideoMini
-from videomini.ask import ask_library as ask_library_frames
-from videomini.loading import CheckpointError, default_model_id
+from videomini.config import AskConfig, configured
+from videomini.errors import CheckpointError
+
+if TYPE_CHECKING:  # videomini.ask (the model stack) is imported where a model answers, not by the text-only paths
+    from videomini.ask import ProgressFn, TokenFn, VideoMini
 
 SIGNAL_ANSWER_MOMENTS = 3  # moments quoted when speech / on-screen text answer without a generative model
-LIBRARY_MAX_FRAMES = 64  # frames given to the LLM over all retrieved moments of a library
 FALLBACK_SIGNALS = ("speech", "ocr")
 _SIGNAL_PACKAGES = ("faster_whisper", "rapidocr_onnxruntime", "sentence_transformers")
 NoticeFn = Callable[[str], None]  # one-line warnings and notes for the user (the CLI prints them on stderr)
-Loader = Callable[[str], VideoMini]
+Loader = Callable[[str], "VideoMini"]
 
 __all__ = ["ask_video", "ask_library", "SIGNAL_ANSWER_MOMENTS"]
 
@@ -47,13 +50,16 @@ def _notice(on_notice: NoticeFn | None, message: str) -> None:
         on_notice(message)
 
 
-def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, **options: str | None) -> VideoMini:
-    """The model `load` gives (default: VideoMini.from_pretrained with `options`: device, dtype, quantize,
+def _load(model_id: str, load: Loader | None, on_progress: ProgressFn | None, config: AskConfig) -> VideoMini:
+    """The model `load` gives (default: VideoMini.from_pretrained on the config's device, dtype, quantize and
     kv_cache); raises CheckpointError when it cannot be loaded."""
     if on_progress:
         on_progress(f"loading {model_id}", 0, None)
     if load is None:
-        return VideoMini.from_pretrained(model_id, **options)
+        from videomini.ask import VideoMini
+
+        return VideoMini.from_pretrained(model_id, device=config.device, dtype=config.dtype,
+                                         quantize=config.quantize, kv_cache=config.kv_cache)
     return load(model_id)
 
 
@@ -68,22 +74,23 @@ def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: floa
     return signal_context(segments, grid, window_s=1.0 / fps) or None
 
 
-def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini | None = None,
-              device: str | None = None, dtype: str | None = None, quantize: str | None = None,
-              kv_cache: str | None = None, signals: tuple[str, ...] = (),
-              fallback: bool = True, fps: float = 1.0, max_frames: int | None = None, max_new_tokens: int = 256,
-              fusion: str = "all", on_progress: ProgressFn | None = None, on_token: TokenFn | None = None,
-              on_notice: NoticeFn | None = None, load: Loader | None = None, sampling: str = "fps") -> Answer:
-    """Answer `question` about one video or image. `model` is a VideoMini, or a checkpoint id/folder loaded
-    with `load` (default: from_pretrained on `device`/`dtype`, `quantize`d weights, a `kv_cache` type). With no loadable model and `fallback`, the
-    speech and on-screen text answer (Answer.generated_by == "signals")."""
-    vm = model if isinstance(model, VideoMini) else None
+def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None = None, *,
+              model: VideoMini | None = None, load: Loader | None = None, on_progress: ProgressFn | None = None,
+              on_token: TokenFn | None = None, on_notice: NoticeFn | None = None, **overrides: Any) -> Answer:
+    """Answer `question` about one video or image as `config` (and keyword `overrides` of its fields) says.
+    `model` is a loaded VideoMini, else `config.model_id` is loaded with `load` (default: from_pretrained on the
+    config's device, dtype, quantize, kv_cache). With no loadable model and `config.fallback`, the speech and
+    on-screen text answer (Answer.generated_by == "signals")."""
+    config = configured(config, AskConfig, overrides)
+    signals, fps = config.signals, config.fps
+    vm = model
     if vm is None:
+        from videomini.loading import default_model_id
+
         try:
-            vm = _load(model or default_model_id(), load, on_progress, device=device, dtype=dtype,
-                       quantize=quantize, kv_cache=kv_cache)
+            vm = _load(config.model_id or default_model_id(), load, on_progress, config)
         except CheckpointError as e:
-            if not fallback or not signals_available():
+            if not config.fallback or not signals_available():
                 raise
             _notice(on_notice, f"warning: {e}")
             _notice(on_notice, "warning: answering from speech and on-screen text instead (no generative model)")
@@ -92,13 +99,20 @@ def ask_video(path: str | os.PathLike, question: str, *, model: str | VideoMini 
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
             return answer_from_signals(path, question, signals=signals or FALLBACK_SIGNALS, ocr_fps=fps)
-    context = None
+    from videomini.ask import IMAGE_EXTENSIONS
+
+    context, signals_s = None, 0.0
     if signals and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         if on_progress:
             on_progress("signals", 0, None)
+        started = time.perf_counter()
         context = _signal_context(path, signals, fps)
-    return vm.ask(path, question, fps=fps, max_frames=max_frames, max_new_tokens=max_new_tokens, fusion=fusion,
-                  on_progress=on_progress, on_token=on_token, context=context, sampling=sampling)
+        signals_s = time.perf_counter() - started
+    answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
+    if signals_s:  # the reported time is the whole answer's: extracting speech / on-screen text included
+        answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s,
+                            "total": round(answer.timings_s.get("total", 0.0) + signals_s, 3)}
+    return answer
 
 
 def _library_model(library_dir: str | os.PathLike, model: str | None) -> tuple[str | None, bool]:
@@ -119,10 +133,11 @@ def _from_signals(library_dir: str | os.PathLike, question: str, top_k: int) -> 
     return answer_library_from_signals(library_dir, question, top_k=min(top_k, SIGNAL_ANSWER_MOMENTS))
 
 
-def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question: str, top_k: int,
-                         max_frames: int, max_new_tokens: int, on_token: TokenFn | None) -> Answer:
+def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question: str, config: AskConfig,
+                         on_token: TokenFn | None) -> Answer:
     """The library search (CLIP over frames, MiniLM over stored speech / on-screen text, fused by rank) with
     the model's text tower, then LLaVA-Mini over the moments found, stored text near them quoted."""
+    from videomini.ask import ask_library as ask_library_frames
     from videomini.search import search_library
     from videomini.signal_answer import signal_context
     from videomini.storage import LibraryError
@@ -130,40 +145,41 @@ def _answer_from_moments(vm: VideoMini, library_dir: str | os.PathLike, question
     if vm.text_tower is None:
         raise LibraryError(f"{library_dir}: the model has no CLIP text tower to retrieve moments with")
     notes: list[str] = []
-    found = search_library(library_dir, question, top_k=top_k, text_tower=vm.text_tower, notes=notes)
-    return ask_library_frames(vm, library_dir, question, found, top_k=top_k, max_frames=max_frames,
-                              max_new_tokens=max_new_tokens, on_token=on_token, quote=signal_context, notes=notes)
+    found = search_library(library_dir, question, top_k=config.top_k, text_tower=vm.text_tower, notes=notes)
+    return ask_library_frames(vm, library_dir, question, found, config, on_token=on_token, quote=signal_context,
+                              notes=notes)
 
 
-def ask_library(library_dir: str | os.PathLike, question: str, *, model: str | VideoMini | None = None,
-                device: str | None = None, dtype: str | None = None, quantize: str | None = None,
-                kv_cache: str | None = None, top_k: int = 10,
-                max_frames: int | None = None, max_new_tokens: int = 256, fallback: bool = True,
-                on_token: TokenFn | None = None, on_progress: ProgressFn | None = None,
-                on_notice: NoticeFn | None = None, load: Loader | None = None) -> Answer:
-    """Answer over an indexed library's best moments. The model is `model` (a VideoMini or an id/folder), else
-    the one the library was indexed with; the stored speech / on-screen text answer when the library holds no
-    frames, when no model loads (and `fallback`), or when the moments found have no stored frames."""
-    vm = model if isinstance(model, VideoMini) else None
+def ask_library(library_dir: str | os.PathLike, question: str, config: AskConfig | None = None, *,
+                model: VideoMini | None = None, load: Loader | None = None, on_token: TokenFn | None = None,
+                on_progress: ProgressFn | None = None, on_notice: NoticeFn | None = None,
+                **overrides: Any) -> Answer:
+    """Answer over an indexed library's best moments as `config` (and keyword `overrides`) says. The model is
+    `model` (loaded), else `config.model_id`, else the one the library was indexed with; the stored speech /
+    on-screen text answer when the library holds no frames, when no model loads (and `config.fallback`), or
+    when the moments found have no stored frames."""
+    config = configured(config, AskConfig, overrides)
+    top_k = config.top_k
+    vm = model
     if vm is None:
-        model_id, has_text = _library_model(library_dir, model)
+        model_id, has_text = _library_model(library_dir, config.model_id)
         if model_id is None:
             _notice(on_notice, "note: the library holds no frames (indexed with --no-visual); answering from its "
                                "speech and on-screen text")
             return _from_signals(library_dir, question, top_k)
         try:
-            vm = _load(model_id, load, on_progress, device=device, dtype=dtype, quantize=quantize,
-                       kv_cache=kv_cache)
+            vm = _load(model_id, load, on_progress, config)
         except CheckpointError as e:
-            if not (fallback and has_text):
+            if not (config.fallback and has_text):
                 raise
             _notice(on_notice, f"warning: {e}")
             _notice(on_notice, "warning: answering from the library's speech and on-screen text instead (no "
                                "generative model)")
             return _from_signals(library_dir, question, top_k)
+    from videomini.ask import NoStoredFrames
+
     try:
-        return _answer_from_moments(vm, library_dir, question, top_k, max_frames or LIBRARY_MAX_FRAMES,
-                                    max_new_tokens, on_token)
+        return _answer_from_moments(vm, library_dir, question, config, on_token)
     except NoStoredFrames:  # every moment found is in videos indexed without frames: their text is the evidence
         answer = _from_signals(library_dir, question, top_k)
         answer.notes.insert(0, "The moments found have no stored frames (indexed with --no-visual).")

@@ -15,8 +15,8 @@ interfaces under the name `ATTN_IMPLEMENTATION`, this replaces them with:
   boolean mask would be converted to the query dtype inside SDPA, which is why the block is built additive.
 
 On other devices both functions are transformers' `sdpa` as is (transformers gives SDPA GQA there only without
-a mask: with both, CUDA's fused kernels fall back to the math kernel). A mask of `None` (decoding one token, a prompt in one
-forward) goes to transformers' `sdpa`, which then passes `enable_gqa` itself.
+a mask: with both, CUDA's fused kernels fall back to the math kernel). A mask of `None` (decoding one token, a
+prompt in one forward) goes to transformers' `sdpa`, which then passes `enable_gqa` itself.
 """
 
 from __future__ import annotations

@@ -13,14 +13,16 @@ as the reference does. Still images go through the CLIP processor (shortest-edge
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from videomini.config import BATCH_SIZE
 
 REFERENCE_VIDEO_SIZE = 336  # the reference squashes every video frame to 336 x 336 before the CLIP processor
 
@@ -49,7 +51,7 @@ def split_image(image: Image.Image, ratio: int) -> list[Image.Image]:
 class FrameEncoder:
     """Frames (uint8 RGB) -> frame tokens for one LLaVA-Mini model; batch size bounds the memory."""
 
-    def __init__(self, model: Any, image_processor: Any, batch_size: int = 16):
+    def __init__(self, model: Any, image_processor: Any, batch_size: int = BATCH_SIZE):
         self.model = model
         self.image_processor = image_processor
         self.batch_size = batch_size
@@ -66,14 +68,23 @@ class FrameEncoder:
         self.rescale = float(image_processor.rescale_factor)
 
     # -- preprocessing ----------------------------------------------------------------------------------------
+    frame_size = (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE)  # (width, height) decoders may deliver frames at
+
     def squash(self, frames: np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, 3, 336, 336) uint8 on the device: nearest resize, as the reference's video path."""
+        """(B, H, W, 3) uint8 -> (B, 3, 336, 336) uint8 on the device: nearest resize, as the reference's video path.
+
+        Frames already at 336 x 336 (`sample_frames(size=encoder.frame_size)` squashes them in the decoder's
+        thread) pass through; others are resized here by a uint8 gather of the rows and columns torch's nearest
+        interpolate reads (the same pixels, without a float copy of every full-size frame)."""
         pixels = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             pixels = pixels.pin_memory().to(self.device, non_blocking=True)
         pixels = pixels.permute(0, 3, 1, 2)
-        if tuple(pixels.shape[-2:]) != (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE):
-            pixels = F.interpolate(pixels.float(), size=(REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE)).to(torch.uint8)
+        height, width = pixels.shape[-2:]
+        if (height, width) != (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE):
+            rows = _nearest_source(height, REFERENCE_VIDEO_SIZE, pixels.device)
+            cols = _nearest_source(width, REFERENCE_VIDEO_SIZE, pixels.device)
+            pixels = pixels.index_select(2, rows).index_select(3, cols)
         return pixels
 
     def preprocess_frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -121,6 +132,13 @@ class FrameEncoder:
             if keep_frames:
                 encoded.frames = frames
             yield encoded
+
+
+def _nearest_source(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+    """The input index torch's nearest interpolate reads for each output index (found by interpolating the
+    indices themselves, so it is torch's own arithmetic)."""
+    ramp = torch.arange(size_in, dtype=torch.float32).view(1, 1, size_in)
+    return F.interpolate(ramp, size=size_out, mode="nearest").view(-1).long().to(device)
 
 
 def _rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

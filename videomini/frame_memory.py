@@ -1,8 +1,6 @@
-"""One video's frame tokens, timestamps and CLIP embeddings, held on the host and searchable with FAISS."""
+"""One video's frame tokens, timestamps and CLIP embeddings, held on the host."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
@@ -12,8 +10,9 @@ class FrameMemory:
     """One video's frame tokens, timestamps and (optional) CLIP embeddings, appended batch by batch.
 
     Tokens stay in host memory in the dtype they arrive in (7,200 frames of an 8B model in bf16:
-    7,200 × 4096 × 2 bytes = 59 MB), so hours of video fit; embeddings go into a FAISS inner-product index
-    (L2-normalised, so scores are cosine similarities) for `search`.
+    7,200 × 4096 × 2 bytes = 59 MB), so hours of video fit; embeddings are kept L2-normalised, so one matrix
+    product with a normalised query gives every frame's cosine similarity (`relevance`): 7,200 × 768 floats,
+    a millisecond, which no index would beat.
     """
 
     def __init__(self) -> None:
@@ -21,7 +20,6 @@ class FrameMemory:
         self._timestamp_batches: list[np.ndarray] = []
         self._tokens: torch.Tensor | None = None
         self._timestamps: np.ndarray | None = None
-        self._index: Any = None
         self._embeddings: list[np.ndarray] = []
         self._has_embeddings: bool | None = None
         self._count = 0
@@ -52,15 +50,10 @@ class FrameMemory:
             vectors = self._as_float32(embeddings)
             if vectors.ndim != 2 or vectors.shape[0] != batch:
                 raise ValueError(f"embeddings must be ({batch}, dim), got shape {vectors.shape}")
-            import faiss
-
-            if self._index is None:
-                self._index = faiss.index_factory(vectors.shape[1], "Flat", faiss.METRIC_INNER_PRODUCT)
-            elif vectors.shape[1] != self._index.d:
-                raise ValueError(f"embedding dim {vectors.shape[1]} differs from the memory's {self._index.d}")
-            faiss.normalize_L2(vectors)
-            self._index.add(vectors)
-            self._embeddings.append(vectors)
+            if self._embeddings and vectors.shape[1] != self._embeddings[0].shape[1]:
+                raise ValueError(f"embedding dim {vectors.shape[1]} differs from the memory's "
+                                 f"{self._embeddings[0].shape[1]}")
+            self._embeddings.append(_normalised(vectors))
         self._has_embeddings = has
         self._token_batches.append(tokens)
         self._timestamp_batches.append(timestamps)
@@ -103,26 +96,19 @@ class FrameMemory:
         """The frame tokens of the selected frames, (k, T, H), in the order given."""
         return self.frame_tokens[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
 
-    def search(self, query_embedding: torch.Tensor | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k frames most similar to the query: (indices, cosine scores), best first."""
-        if self._index is None:
-            raise ValueError("this frame memory holds no embeddings to search (the vision tower has no "
-                             "projection, or none were appended)")
-        query = self._as_float32(query_embedding).reshape(1, -1)
-        if query.shape[1] != self._index.d:
-            raise ValueError(f"query dim {query.shape[1]} differs from the memory's {self._index.d}")
-        import faiss
-
-        faiss.normalize_L2(query)
-        k = max(0, min(int(k), self._index.ntotal))
-        if k == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores, indices = self._index.search(query, k)
-        return indices[0].astype(np.int64), scores[0]
-
     def relevance(self, query_embedding: torch.Tensor | np.ndarray) -> np.ndarray:
         """The cosine similarity of every frame to the query, (N,), in frame order (for `select_frames`)."""
-        indices, scores = self.search(query_embedding, len(self))
-        out = np.full(len(self), -np.inf, dtype=np.float64)
-        out[indices] = scores
-        return out
+        embeddings = self.embeddings
+        if embeddings is None:
+            raise ValueError("this frame memory holds no embeddings (the vision tower has no projection, or none "
+                             "were appended)")
+        query = self._as_float32(query_embedding).reshape(-1)
+        if len(query) != embeddings.shape[1]:
+            raise ValueError(f"query dim {len(query)} differs from the memory's {embeddings.shape[1]}")
+        return (embeddings @ _normalised(query[None])[0]).astype(np.float64)
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)

@@ -5,14 +5,17 @@ loads each model once, when a call first needs it, so a script that indexes, sea
 load. Each call opens the storage for just as long as it runs, so other processes may search while this one indexes
 (and a second indexer waits or is refused).
 
-Index engines are plug-ins: `.index(engine=NAME)` runs the callable registered under NAME in the entry-point group
-`videomini.engines` (videomini registers "local" and "ray" in its pyproject.toml; another package adds an engine
-by declaring one). An engine is called as `engine(library_dir, paths, model, **options)` and returns a report.
+Index engines are objects passed to `.index(engine=...)` (videomini.config.IndexEngine: `LocalEngine`,
+`RayEngine` from videomini.pipelines, or your own). The library cannot import its own pipelines (imports run
+cli -> pipelines -> videomini), so an engine given by name, and the default ("local"), are found in the
+entry-point group `videomini.engines`, where another package adds an engine by declaring one.
 
     from videomini import Library
+    from videomini.pipelines.ray_engine import RayEngine
 
     lib = Library("~/videos.vmlib", model="ICTNLP/llava-mini-llama-3.1-8b")
     lib.index(["~/Videos"], recursive=True, signals=["speech", "ocr"])
+    lib.index(["~/More"], engine=RayEngine(address="head:6379"))
     for moment in lib.search("a dog catching a frisbee"):
         print(moment.video, moment.start_s, moment.matches)
     print(lib.ask("What does the speaker say about the budget?").text)
@@ -21,23 +24,25 @@ by declaring one). An engine is called as `engine(library_dir, paths, model, **o
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from videomini.config import TOP_K, AskConfig, Event, IndexConfig, IndexEngine, configured
 from videomini.storage import CATALOG, LibraryError, LibraryStore
 
 ENGINE_GROUP = "videomini.engines"
 
 
-def index_engine(name: str) -> Callable[..., Any]:
-    """The index engine registered as `name` in the `videomini.engines` entry-point group."""
+def load_engine(name: str) -> IndexEngine:
+    """A new engine of the class registered as `name` in the `videomini.engines` entry-point group."""
     from importlib.metadata import entry_points
 
     engines = {ep.name: ep for ep in entry_points(group=ENGINE_GROUP)}
     if name not in engines:
         raise LibraryError(f"unknown index engine {name!r}: installed engines are {', '.join(sorted(engines))} "
                            f"(entry points of group {ENGINE_GROUP})")
-    return engines[name].load()
+    return engines[name].load()()
 
 
 class Library:
@@ -82,21 +87,25 @@ class Library:
 
     # ------------------------------------------------------------------ jobs
 
-    def index(self, paths: Iterable[str | os.PathLike] | str | os.PathLike, *, signals: Iterable[str] = (),
-              visual: bool = True, engine: str = "local", **options: Any) -> Any:
-        """Index files and folders (incremental, resumable) with the engine registered as `engine`; see
-        `videomini.pipelines.index_run.index_videos` for the options (recursive, fps, workers, retry_failed,
-        timeout_s, wait_s, ray_address, on_event)."""
+    def index(self, paths: Iterable[str | os.PathLike] | str | os.PathLike, config: IndexConfig | None = None, *,
+              engine: IndexEngine | str = "local", on_event: Event | None = None, **overrides: Any) -> Any:
+        """Index files and folders (incremental, resumable) with `engine` (an engine object, or the name of one
+        registered in `videomini.engines`). `config` and keyword `overrides` of its fields (signals, visual,
+        recursive, fps, retry_failed, timeout_s, wait_s ...): see videomini.config.IndexConfig. The model is
+        this library's, loaded only if the engine encodes here."""
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        run = index_engine(engine)
-        model = self._model if visual and engine == "local" else None
-        if visual and engine == "local" and model is None:
-            model = LazyModel(self.model)
-        return run(self.root, paths, model, model_id=self.model_id if visual else None, signals=signals,
-                   visual=visual, **options)
+        config = configured(config, IndexConfig, overrides)
+        model = None
+        if config.visual and config.model_id in (None, self.model_id):  # another model_id: the run loads that one
+            config = configured(config, IndexConfig, {"model_id": self.model_id})
+            from videomini.loading import LazyModel  # torch: only when a run indexes frames
 
-    def search(self, query: str, top_k: int = 10, *, signals: Iterable[str] = ("visual", "speech", "ocr"),
+            model = self._model if self._model is not None else LazyModel(self.model, config.model_id)
+        run = load_engine(engine) if isinstance(engine, str) else engine
+        return run.index(self.root, paths, model, config, on_event)
+
+    def search(self, query: str, top_k: int = TOP_K, *, signals: Iterable[str] = ("visual", "speech", "ocr"),
                thumbnails_dir: str | os.PathLike | None = None) -> list:
         """The best moments for a plain-language query, fused over frames and speech / on-screen text."""
         from videomini.search import search_library
@@ -105,15 +114,16 @@ class Library:
         return search_library(self.root, query, top_k=top_k, text_tower=text_tower, signals=tuple(signals),
                               thumbnails_dir=thumbnails_dir)
 
-    def ask(self, question: str, top_k: int = 10, *, max_frames: int = 64, max_new_tokens: int = 256,
-            fallback: bool = True) -> Any:
-        """Answer over the library's best moments with LLaVA-Mini. When no model can be loaded and `fallback`,
-        the stored speech and on-screen text answer instead (Answer.generated_by == "signals")."""
+    def ask(self, question: str, config: AskConfig | None = None, **overrides: Any) -> Any:
+        """Answer over the library's best moments with LLaVA-Mini; `config` and keyword `overrides` of its fields
+        (top_k, max_frames, max_new_tokens, fallback ...): see videomini.config.AskConfig. When no model can be
+        loaded and `fallback`, the stored speech and on-screen text answer (Answer.generated_by == "signals")."""
         from videomini.ask_policy import ask_library  # the one ask policy, shared with the CLI and the server
 
-        return ask_library(self.root, question, model=self._model or self._model_id, top_k=top_k,
-                           max_frames=max_frames, max_new_tokens=max_new_tokens, fallback=fallback,
-                           load=lambda _: self.model())
+        config = configured(config, AskConfig, overrides)
+        if config.model_id is None and self._model_id:
+            config = configured(config, AskConfig, {"model_id": self._model_id})
+        return ask_library(self.root, question, config, model=self._model, load=lambda _: self.model())
 
     # ------------------------------------------------------------------ the catalog
 
@@ -146,13 +156,3 @@ class Library:
         manifest. `index` runs compact on their own when deltas or deletions pass their thresholds."""
         with LibraryStore(self.root, writer=True, wait_s=wait_s) as store:
             return store.compact_index()
-
-
-class LazyModel:
-    """Loads the model only when some file needs encoding (a re-run with nothing to do loads nothing)."""
-
-    def __init__(self, load: Any) -> None:
-        self._load = load
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._load(), name)

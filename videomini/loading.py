@@ -13,15 +13,16 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from videomini.errors import first_line
+from videomini.errors import CheckpointError, InvalidInput, first_line  # CheckpointError: re-exported
 
 MODEL_TYPE = "llava_mini_llama"
 DEFAULT_MODEL_ID = "ICTNLP/llava-mini-llama-3.1-8b"
@@ -61,9 +62,6 @@ KNOWN_VISION_CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT_VISION_TOWER = "openai/clip-vit-large-patch14-336"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded; the message is one line naming the checkpoint and the reason."""
-
 
 class LoadedModel(NamedTuple):
     model: Any  # videomini.model.LlavaMini
@@ -74,6 +72,18 @@ class LoadedModel(NamedTuple):
 def default_model_id() -> str:
     """The model used when none is named: $VIDEOMINI_MODEL, else the released LLaVA-Mini."""
     return os.environ.get("VIDEOMINI_MODEL") or DEFAULT_MODEL_ID
+
+
+class LazyModel:
+    """A model loaded only when first used (an index re-run with nothing to encode loads nothing). Its id is
+    known without loading, so a run can plan, and an engine that loads elsewhere (Ray) can pass it on."""
+
+    def __init__(self, load: Callable[[], Any], model_id: str) -> None:
+        self._load = load
+        self.model_id = model_id
+
+    def __getattr__(self, name: str) -> Any:  # only for names not set above: the loaded model's
+        return getattr(self._load(), name)
 
 
 def default_device() -> torch.device:
@@ -309,8 +319,11 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
     """transformers' quantization config for the LLM: bitsandbytes on CUDA (8-bit as the official --load-8bit, or
     4-bit NF4), torchao int8 weight-only on the CPU. The vision tower, compressor, projector and pre-fusion stay
     in the compute dtype."""
+    from videomini.backends import enable
+
+    enable()  # the CLI keeps the quantization libraries out until an option needs them
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
+        raise InvalidInput(f"--quantize: unknown quantization {quantize!r} (use {' or '.join(QUANTIZE_MODES)})")
     if device.type == "cuda":
         from transformers import BitsAndBytesConfig
 
@@ -318,7 +331,7 @@ def llm_quantization_config(quantize: str, device: torch.device, dtype: torch.dt
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     if quantize == "nf4":
-        raise ValueError("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
+        raise InvalidInput("--quantize nf4 needs a CUDA device (bitsandbytes); on the CPU use --quantize int8")
     try:
         from torchao.quantization import Int8WeightOnlyConfig
     except ImportError:

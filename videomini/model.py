@@ -23,9 +23,10 @@ on the CPU), LlamaForCausalLM. Loading official checkpoints lives in videomini/l
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,14 +37,11 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 from videomini.attention import ATTN_IMPLEMENTATION
+from videomini.config import BATCH_SIZE
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder in input_ids, as in the reference
 COMPRESSOR_WIDTH = 1024  # the official compressor hard-codes width 1024 and 8 heads
 COMPRESSOR_HEADS = 8
-# Positions per prefill forward: the LLM's activations are bounded by one chunk, not by the number of frames.
-PREFILL_CHUNK_TOKENS = 4096
-# --kv-cache: transformers' quantized cache backends that run on the CPU (HQQ for 8 bits, quanto for 4).
-KV_CACHE_BACKENDS = {"int8": ("hqq", 8), "int4": ("quanto", 4)}
 
 
 @dataclass
@@ -55,19 +53,17 @@ class LlavaMiniConfig:
     mm_vision_select_feature: str = "patch"  # "patch" drops CLS; "cls_patch" keeps it
     mm_projector_type: str = "mlp2x_gelu"  # or "linear"
     mm_hidden_size: int = 1024
-    compressor_size: int = 1  # C: C*C vision tokens per frame
+    compressor_size: int = 2  # C: C*C vision tokens per frame; the reference's value when config.json has none
     prefusion_layer_num: int = 4
     resolution_ratio: int = 1  # 2: 4 crops + the global view, compressed together
     image_aspect_ratio: str = "square"
     tokenizer_model_max_length: int | None = None
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> "LlavaMiniConfig":
-        # The reference defaults prefusion_layer_num to 4 and compressor_size to 2 when absent.
+    def from_dict(cls, cfg: dict[str, Any]) -> LlavaMiniConfig:
+        # A key absent from config.json takes the reference's default, which is the field's default here.
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in cfg.items() if k in known and v is not None}
-        kwargs.setdefault("compressor_size", 2)
-        return cls(**kwargs)
+        return cls(**{k: v for k, v in cfg.items() if k in known and v is not None})
 
     @property
     def tokens_per_frame(self) -> int:
@@ -177,7 +173,6 @@ class VisionEncoding:
     frame_tokens: torch.Tensor
     clip_embeddings: torch.Tensor | None = None
     compressor_attn: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class FusedText:
@@ -206,6 +201,7 @@ class LlavaMini(nn.Module):
     def __init__(self, config: LlavaMiniConfig, llm_config: LlamaConfig, vision_tower: nn.Module):
         super().__init__()
         self.config = config
+        llm_config = copy.deepcopy(llm_config)  # the caller's config is theirs: the attention choice is ours
         self.llm_config = llm_config
         # transformers' SDPA, with a chunk's mask and keys bounded on the CPU (videomini/attention.py)
         if getattr(llm_config, "_attn_implementation", None) in (None, "sdpa"):
@@ -337,14 +333,15 @@ class LlavaMini(nn.Module):
         return torch.cat([fused_text[:slot], frame_tokens, fused_text[slot + 1:]]).unsqueeze(0)
 
     def encode_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor,
-                      frames_per_batch: int = 16) -> torch.Tensor:
+                      frames_per_batch: int = BATCH_SIZE) -> torch.Tensor:
         """The reference's full multimodal input: image (1, parts, 3, S, S) or video (1, T, parts, 3, S, S).
 
         Video frames are encoded in batches; the fused text is the float32 mean over frames.
         """
         if pixel_values.dim() == 5:
             pixel_values = pixel_values.unsqueeze(1)  # an image is a one-frame video
-        if pixel_values.dim() != 6 or pixel_values.shape[0] != 1 or input_ids.reshape(-1, input_ids.shape[-1]).shape[0] != 1:
+        one_prompt = input_ids.reshape(-1, input_ids.shape[-1]).shape[0] == 1
+        if pixel_values.dim() != 6 or pixel_values.shape[0] != 1 or not one_prompt:
             raise ValueError("expected batch size 1: pixel_values (1, parts, 3, H, W) or (1, T, parts, 3, H, W)")
         frames = pixel_values[0]
         tokens, fused_text = [], FusedText()
@@ -365,68 +362,6 @@ class LlavaMini(nn.Module):
                     inputs_embeds = self.encode_inputs(input_ids, pixel_values)
         llm_kwargs.setdefault("use_cache", False)
         return self.llm(inputs_embeds=inputs_embeds, **llm_kwargs)
-
-    def new_cache(self, kv_cache: str | None = None) -> Any:
-        """An empty KV cache for one generation: transformers' DynamicCache in the model's dtype, or its
-        QuantizedCache (`kv_cache` "int8": HQQ 8-bit, "int4": quanto 4-bit; the newest 128 positions stay in
-        the compute dtype until they are flushed into the quantized store)."""
-        from transformers import DynamicCache, QuantizedCache
-
-        if kv_cache in (None, "none", "model"):
-            return DynamicCache(config=self.llm.config)
-        if kv_cache not in KV_CACHE_BACKENDS:
-            raise ValueError(f"unknown kv cache {kv_cache!r} (use {', '.join(KV_CACHE_BACKENDS)})")
-        backend, nbits = KV_CACHE_BACKENDS[kv_cache]
-        return QuantizedCache(backend=backend, config=self.llm.config, nbits=nbits)
-
-    @torch.inference_mode()
-    def prefill(self, inputs_embeds: torch.Tensor, cache: Any, chunk_tokens: int = PREFILL_CHUNK_TOKENS) -> Any:
-        """Every position but the last into `cache`, `chunk_tokens` positions per forward, so that activations are
-        bounded by the chunk. `generate` continues from the cache (transformers' restart-from-cache path: only
-        the last position is run, and it yields the first token). A no-op for a prompt within one chunk.
-
-        transformers' own `prefill_chunk_size` splits `input_ids` and cannot take `inputs_embeds`, which is what
-        the LLM receives here (fused text + frame tokens), hence this loop over the LLM's own forward."""
-        end = inputs_embeds.shape[1] - 1
-        if end <= chunk_tokens:
-            return cache
-        for start in range(cache.get_seq_length(), end, chunk_tokens):
-            chunk = inputs_embeds[:, start: min(start + chunk_tokens, end)].to(self.dtype)
-            self.llm.model(inputs_embeds=chunk, cache=cache, use_cache=True)
-        return cache
-
-    @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
-                 inputs_embeds: torch.Tensor | None = None, max_new_tokens: int = 512,
-                 do_sample: bool = False, eos_token_id: int | Iterable[int] | None = None,
-                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS, kv_cache: str | None = None,
-                 **generate_kwargs: Any) -> Any:
-        """Reference-compatible generation: returns only the new token ids (1, <= max_new_tokens).
-
-        Generated tokens enter the LLM as plain embeddings (they never go through pre-fusion), as in the
-        reference. Uses transformers' `generate` (greedy or sampling, a streamer via `streamer=`), after a
-        chunked prefill of long prompts into a `kv_cache` ("int8", "int4" or the model's dtype), or into the
-        `cache=` given.
-        """
-        if inputs_embeds is None:
-            inputs_embeds = (self.encode_inputs(input_ids, pixel_values) if pixel_values is not None
-                             else self.embed_tokens(input_ids))
-        if eos_token_id is None:
-            eos_token_id = self.llm.generation_config.eos_token_id
-        if not do_sample:  # greedy: drop sampling knobs a checkpoint's generation_config may carry
-            generate_kwargs.update(temperature=None, top_p=None, top_k=None)
-        cache = generate_kwargs.pop("cache", None) or self.new_cache(kv_cache)
-        self.prefill(inputs_embeds, cache, prefill_chunk_tokens)
-        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        return self.llm.generate(inputs_embeds=inputs_embeds.to(self.dtype), attention_mask=attention_mask,
-                                 cache=cache, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                 eos_token_id=eos_token_id, pad_token_id=_first(eos_token_id), **generate_kwargs)
-
-
-def _first(value: int | Iterable[int] | None) -> int | None:
-    if value is None or isinstance(value, int):
-        return value
-    return next(iter(value), None)
 
 
 def build_model(mm_config: LlavaMiniConfig, llm_config: LlamaConfig,

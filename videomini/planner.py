@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
 from videomini.attention import mask_block_rows
-from videomini.model import PREFILL_CHUNK_TOKENS, LlavaMini, LlavaMiniConfig
+from videomini.generation import PREFILL_CHUNK_TOKENS
+from videomini.loading import DEFAULT_VISION_TOWER, find_config, find_vision_config, llm_config_from
+from videomini.model import LlavaMini, LlavaMiniConfig
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "nf4": 0.5, "int4": 0.5}
 QUANTIZED = ("int8", "nf4", "int4")
 # Bytes per quantized value including its group's scale and zero point (fp16, one pair per 64 values), as measured
-# in transformers' quantized caches (tests/test_memory.py; bench/capacity.py): HQQ 8-bit 1.0625, quanto 4-bit 0.5625.
+# in transformers' quantized caches (tests/test_planner.py; bench/capacity.py): HQQ 8-bit 1.0625, quanto 4-bit 0.5625.
 GROUP_OVERHEAD_BYTES = 4 / 64
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
                   "fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8", "8bit": "int8", "nf4": "nf4",

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from videomini.limits import check_question_tokens
 from videomini.model import IMAGE_TOKEN_INDEX
 
 IMAGE_TOKEN = "<image>"
@@ -44,7 +45,9 @@ def tokenize_with_image(prompt: str, tokenizer: Any) -> torch.Tensor:
 
 
 def encode_question(tokenizer: Any, question: str, context: str | None = None) -> torch.Tensor:
-    """Question -> input_ids (1, L) with exactly one -200 slot."""
+    """Question -> input_ids (1, L) with exactly one -200 slot; a question over QUESTION_MAX_TOKENS is refused
+    here, before it is fused with any frame."""
+    check_question_tokens(len(tokenizer(question, add_special_tokens=False)["input_ids"]))
     return tokenize_with_image(build_prompt(tokenizer, question, context), tokenizer)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from videomini.loading import has_weights, quiet_transformers
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from videomini.config import TOP_K
 from videomini.moments import moment_gap, runs
 
 SIGNALS = ("visual", "speech", "ocr")
@@ -74,10 +76,8 @@ class Background:
     ceiling: float | None = None  # measured: what the best item reaches for queries not about it (QueryBank)
 
     @classmethod
-    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None,
-           min_scale: float = MIN_SCALE) -> "Background":
-        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them), the spread at
-        least `min_scale`."""
+    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> Background:
+        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them)."""
         values = np.asarray(similarities, dtype=np.float64).reshape(-1)
         if values.size == 0:
             return cls(0.0, 1.0, max(1, n_total or 1))
@@ -110,7 +110,7 @@ class Hubness:
     sample_r: np.ndarray  # (S,) hubness of each sample vector (its own match excluded)
 
     @classmethod
-    def of_sample(cls, sample: np.ndarray) -> "Hubness":
+    def of_sample(cls, sample: np.ndarray) -> Hubness:
         sample = np.asarray(sample, dtype=np.float32)
         return cls(sample, cls._mean_top(sample @ sample.T))
 
@@ -252,7 +252,8 @@ def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Seq
     for run in runs(times_s, gap_s, videos):
         peak = max(run, key=lambda i: similarities[i])
         floor = similarities[peak] - NEAR_PEAK_Z * background.scale
-        near = [times_s[i] for i in run if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
+        near = [times_s[i] for i in run
+                if similarities[i] >= floor and abs(times_s[i] - times_s[peak]) <= MAX_MOMENT_S / 2]
         out.append(Candidate(videos[peak], float(min(near)), float(max(near)) + frame_s, float(times_s[peak]),
                              float(similarities[peak]), "visual"))
     return out
@@ -323,7 +324,7 @@ def text_tower_for(model_id: str, device: str = "cpu") -> Any:
     return text_tower
 
 
-def search_library(library_dir: str | os.PathLike, query: str, top_k: int = 10, text_tower: Any = None,
+def search_library(library_dir: str | os.PathLike, query: str, top_k: int = TOP_K, text_tower: Any = None,
                    thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
                    text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
                    notes: list[str] | None = None) -> list[SearchMoment]:

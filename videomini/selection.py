@@ -3,9 +3,9 @@ then retrieval relevance, then uniform coverage)."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from videomini.timerefs import parse_time_references
+import numpy as np
 
 
 def _spread(candidates: np.ndarray, k: int) -> np.ndarray:
@@ -19,17 +19,16 @@ def _spread(candidates: np.ndarray, k: int) -> np.ndarray:
 def select_frames(
     timestamps_s: np.ndarray,
     budget: int,
-    question: str | None = None,
-    duration_s: float | None = None,
+    windows: Sequence[tuple[float, float]] = (),
     relevance: np.ndarray | None = None,
     uniform_fraction: float = 0.25,
     nms_radius_s: float | None = None,
 ) -> np.ndarray:
-    """Sorted indices of at most `budget` frames to show the LLM for `question`; every frame when they fit.
+    """Sorted indices of at most `budget` frames to show the LLM; every frame when they fit.
 
     Order of claims on the budget:
-    1. frames inside the question's explicit time windows (`parse_time_references`), evenly spread within the
-       windows when they alone exceed the budget;
+    1. frames inside the question's explicit time `windows` (seconds, from `timerefs.parse_time_references`,
+       parsed once by the caller), evenly spread within the windows when they alone exceed the budget;
     2. the most question-relevant frames by `relevance` (e.g. CLIP image·text similarity), with a temporal
        non-maximum suppression (`nms_radius_s`, default a quarter of the average spacing the budget allows,
        at least one frame gap) so that picks spread over distinct moments instead of neighbouring frames;
@@ -51,11 +50,9 @@ def select_frames(
     if n <= budget:
         return np.arange(n, dtype=np.int64)
 
-    if duration_s is None:
-        duration_s = float(timestamps.max()) if n else 0.0
     taken = np.zeros(n, dtype=bool)
-    if question:
-        _take_time_windows(timestamps, question, duration_s, budget, taken)
+    if windows:
+        _take_time_windows(timestamps, windows, budget, taken)
     left = budget - int(taken.sum())
     if relevance is not None and left > 0:
         _take_relevant(timestamps, relevance, left - int(round(left * uniform_fraction)), budget, nms_radius_s,
@@ -68,12 +65,9 @@ def select_frames(
     return np.flatnonzero(taken).astype(np.int64)
 
 
-def _take_time_windows(timestamps: np.ndarray, question: str, duration_s: float, budget: int,
+def _take_time_windows(timestamps: np.ndarray, windows: Sequence[tuple[float, float]], budget: int,
                        taken: np.ndarray) -> None:
     """Mark the frames inside the question's explicit time windows (spread evenly when they exceed the budget)."""
-    windows = parse_time_references(question, duration_s)
-    if not windows:
-        return
     inside = np.zeros(len(timestamps), dtype=bool)
     for lo, hi in windows:
         inside |= (timestamps >= lo) & (timestamps <= hi)

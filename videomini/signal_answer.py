@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from videomini.answer import Answer, Evidence, format_time
+from videomini.config import FPS, SIGNALS
 from videomini.search import SearchMoment, rank_segments, search_library
 from videomini.signals import TextSegment
 from videomini.signals.speech import MIN_SPEECH_SCORE, confident_speech
 from videomini.signals.text import MINILM
 
-SIGNALS = ("speech", "ocr")
 EVIDENCE_ONLY_LABEL = "[evidence only — no LLaVA-Mini model was available]"
 NOT_CONFIDENT_NOTE = ("No speech or on-screen text stands out from the rest for this question: the moments below "
                       "are the closest, not a match.")
@@ -32,7 +32,7 @@ NOT_CONFIDENT_NOTE = ("No speech or on-screen text stands out from the rest for 
 def extract_signals(
     path: str | os.PathLike,
     signals: Sequence[str] = SIGNALS,
-    ocr_fps: float = 1.0,
+    ocr_fps: float = FPS,
     whisper_model: str | os.PathLike = "tiny.en",
     min_speech_score: float = MIN_SPEECH_SCORE,
 ) -> list[TextSegment]:
@@ -76,7 +76,7 @@ def _evidence_answer(question: str, found: list[SearchMoment], notes: list[str],
         match = moment.matches[0]
         lines.append(_quote(match, moment.video if video_names else None))
         evidence.append(Evidence(start_s=round(match["start_s"], 3), end_s=round(match["end_s"], 3),
-                                 time_s=round(match["start_s"], 3), score=match["similarity"],
+                                 time_s=round(match["start_s"], 3), score=moment.relevance,
                                  method=match["signal"], video=moment.video))
     if not found:
         lines.append(empty_line)
@@ -133,7 +133,7 @@ def answer_from_signals(
     top_k: int = 3,
     embedder: Any = None,
     signals: Sequence[str] = SIGNALS,
-    ocr_fps: float = 1.0,
+    ocr_fps: float = FPS,
     whisper_model: str | os.PathLike = "tiny.en",
 ) -> Answer:
     """An evidence-only answer: the moments whose speech or on-screen text best match `question`, quoted with

@@ -8,66 +8,64 @@ import math
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from videomini import __version__
+from videomini import __version__, limits
+from videomini.config import MAX_NEW_TOKENS, TOP_K
+from videomini.errors import VideominiError, one_line
 from videomini.pipelines.serve import jobs
-from videomini.pipelines.serve.state import ServeConfig, ServeError, ServerState
-from videomini.pipelines.serve.wire import one_line, sse
+from videomini.pipelines.serve.state import ServeConfig, ServeError, ServerState, host_name
+from videomini.pipelines.serve.wire import error_event, error_response, exception_response, sse
 
 STATIC = Path(__file__).with_name("static")
-PUBLIC = ("/", "/static/", "/favicon.ico")  # the page's own files: no token (they hold no library data)
 TOKEN_COOKIE = "videomini_token"  # set by the page, so <video> and <img> requests carry the token too
+VideoId = Annotated[int, FastAPIPath(ge=0, le=limits.ID_MAX, description="A video's id in the catalog")]
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
-    video: Optional[int] = Field(None, description="An indexed video's id: ask about that whole video. "
-                                                   "Omitted: answer over the library's best moments.")
-    top_k: int = Field(10, ge=1, le=100)
-    max_frames: Optional[int] = Field(None, ge=1, le=100_000)
-    max_new_tokens: int = Field(256, ge=1)
+    question: str = Field(min_length=1, max_length=limits.QUESTION_MAX_CHARS)
+    video: Optional[int] = Field(None, ge=0, le=limits.ID_MAX,
+                                 description="An indexed video's id: ask about that whole video. "
+                                             "Omitted: answer over the library's best moments.")
+    top_k: int = Field(TOP_K, ge=1, le=limits.TOP_K_MAX)
+    max_frames: Optional[int] = Field(None, ge=1, le=limits.FRAMES_MAX)
+    max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, le=limits.MAX_NEW_TOKENS_MAX)
     stream: bool = Field(False, description="Server-sent events: `token` events, then one `answer` event.")
 
 
-def error_response(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """{"error": "reason"}; on /v1 routes OpenAI's shape, so OpenAI clients raise with the reason."""
-    message = one_line(message)
-    if request.url.path.startswith("/v1/"):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 class Guard(BaseHTTPMiddleware):
-    """Bearer token (header or the page's cookie) on every route but the page files; a declared body size
-    over the limit is refused before it is read."""
+    """The Host served (DNS-rebinding protection, token or not); a bearer token (header or the page's cookie) on
+    every route but the page files; a declared body size over the limit is refused before it is read."""
 
-    def __init__(self, app, config: ServeConfig) -> None:
+    def __init__(self, app, config: ServeConfig, host_names: frozenset[str] | None) -> None:
         super().__init__(app)
-        self.config = config
+        self.config, self.host_names = config, host_names
 
     async def dispatch(self, request: Request, call_next):
         path = request.url.path
+        host = request.headers.get("host", "")
+        if self.host_names is not None and host and host_name(host) not in self.host_names:
+            return error_response(path, 421, f"Host {host_name(host)[:100]!r} is not served here (DNS-rebinding "
+                                             "protection); start the server with --allow-host NAME to serve it")
         public = path == "/" or path == "/favicon.ico" or path.startswith("/static/")
         if self.config.token and not public:
             given = request.headers.get("authorization", "")
             given = given[7:] if given.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
             if not hmac.compare_digest(given.encode(), self.config.token.encode()):
-                return error_response(request, 401, "missing or wrong token (send 'Authorization: Bearer TOKEN')",
+                return error_response(path, 401, "missing or wrong token (send 'Authorization: Bearer TOKEN')",
                                       {"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.config.max_body_bytes):
-            return error_response(request, 413, f"request body larger than {self.config.max_body_bytes} bytes")
+            return error_response(path, 413, f"request body larger than {self.config.max_body_bytes} bytes")
         return await call_next(request)
 
 
@@ -106,7 +104,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                   description="Search and ask an indexed video library; an OpenAI-compatible chat endpoint.")
     app.state.videomini = state
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(Guard, config=config)
+    app.add_middleware(Guard, config=config, host_names=state.host_names)
     install_error_handlers(app)
     add_api_routes(app, state)
     add_media_routes(app, state)
@@ -123,46 +121,60 @@ def create_app(config: ServeConfig) -> FastAPI:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServeError)
-    async def serve_error(request: Request, exc: ServeError):
-        return error_response(request, exc.status, exc.message, exc.headers)
+    """Every error in the route's shape: ours by their own status (wire.py), the framework's validation errors
+    as 400 naming the field, its own 404/405 (an unknown route or method) as they are, anything else 500."""
+
+    @app.exception_handler(VideominiError)
+    async def expected(request: Request, exc: VideominiError):
+        return exception_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-        return error_response(request, 400, f"{where}: {first.get('msg', 'invalid')}")
+        return error_response(request.url.path, 400, validation_reason(exc.errors()))
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error_response(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        reason = exc.detail if exc.status_code != 404 or exc.detail != "Not Found" else \
+            f"no route {request.url.path} (see /openapi.json)"
+        if exc.status_code == 405:
+            reason = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(request.url.path, exc.status_code, str(reason), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        mapped = jobs.as_serve_error(exc)
-        if mapped is not None:
-            return error_response(request, mapped.status, mapped.message, mapped.headers)
-        return error_response(request, 500, f"internal error: {type(exc).__name__}: {exc}")
+        return exception_response(request.url.path, exc)
+
+
+def validation_reason(errors: Any) -> str:
+    """The first schema error as `field: reason` (malformed JSON said as such, with where it breaks)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        at = next((part for part in first.get("loc", ()) if isinstance(part, int)), None)
+        cause = (first.get("ctx") or {}).get("error")
+        return f"body: malformed JSON{f' at character {at}' if at is not None else ''}" + \
+            (f" ({cause})" if cause else "")
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"
 
 
 def add_api_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/api/search", tags=["library"], summary="Moments matching a plain-language query")
-    def search(q: str = Query(..., max_length=2000, description="What to look for"),
-               top_k: int = Query(10, ge=1, le=100),
+    def search(q: str = Query(..., max_length=limits.QUERY_MAX_CHARS, description="What to look for"),
+               top_k: int = Query(TOP_K, ge=1, le=limits.TOP_K_MAX),
                signal: list[Literal["visual", "speech", "ocr"]] = Query([], description="Limit to these signals")):
-        if not q.strip():
-            raise ServeError(400, "q: empty query")
-        moments, notes = jobs.search(state, q.strip(), top_k, tuple(signal) or jobs.SIGNALS)
-        return JSONResponse(moments, headers={"X-Videomini-Notes": one_line("; ".join(notes))} if notes else None)
+        query = limits.check_query(q, "q")
+        moments, notes = jobs.search(state, query, top_k, tuple(signal) or jobs.SIGNALS)
+        return JSONResponse(moments, headers={"X-Videomini-Notes": one_line("; ".join(notes), 500)} if notes else None)
 
     @app.post("/api/ask", tags=["library"], summary="Answer over the library, or about one indexed video")
     async def ask(body: AskRequest):
+        question = limits.check_question(body.question)
         max_new_tokens = min(body.max_new_tokens, state.config.max_new_tokens)
         if body.video is not None:
-            job = jobs.file_answer(state, state.video_file(body.video), body.question, body.max_frames,
+            job = jobs.file_answer(state, state.video_file(body.video), question, body.max_frames,
                                    max_new_tokens)
         else:
-            job = jobs.library_answer(state, body.question, body.top_k, body.max_frames or 64, max_new_tokens)
+            job = jobs.library_answer(state, question, body.top_k, body.max_frames, max_new_tokens)
         generation = jobs.Generation(state, job)
         if not body.stream:
             return (await generation.answer()).to_dict()
@@ -175,7 +187,7 @@ def add_api_routes(app: FastAPI, state: ServerState) -> None:
             return {"stats": storage.stats(), "videos": storage.videos()}
 
     @app.get("/api/videos/{video_id}", tags=["library"], summary="One video's catalog row and text segments")
-    def video(video_id: int):
+    def video(video_id: VideoId):
         row = state.video_row(video_id)
         with state.storage() as storage:
             row["segments"] = storage.segments(video_id) if row["status"] == "done" else []
@@ -192,11 +204,8 @@ async def ask_events(generation: jobs.Generation):
         yield sse("token", {"text": piece})
     try:
         answer = await generation.answer()
-    except ServeError as e:
-        yield sse("error", {"error": one_line(e.message), "status": e.status})
-        return
     except Exception as e:  # the stream has started: the reason goes in the stream
-        yield sse("error", {"error": one_line(f"{type(e).__name__}: {e}"), "status": 500})
+        yield sse("error", error_event(e))
         return
     yield sse("answer", answer.to_dict())
 
@@ -206,11 +215,11 @@ def add_media_routes(app: FastAPI, state: ServerState) -> None:
     locks_guard = threading.Lock()
 
     @app.get("/media/{video_id}", tags=["media"], summary="A library video's file, by id (HTTP range requests)")
-    def media(video_id: int):
+    def media(video_id: VideoId):
         return FileResponse(state.video_file(video_id), headers={"Cache-Control": "private, max-age=60"})
 
     @app.get("/thumbnails/{video_id}/{t}", tags=["media"], summary="The frame of a library video at t seconds")
-    def thumbnail(video_id: int, t: float):
+    def thumbnail(video_id: VideoId, t: float):
         from videomini.search import SearchMoment, write_thumbnails
 
         row = state.video_row(video_id)

@@ -4,51 +4,22 @@ that runs a generation on the device's queue while its tokens arrive on the even
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any
 
+from videomini.errors import VideominiError
 from videomini.pipelines.serve.state import ServeError, ServerState
 
 SIGNALS = ("visual", "speech", "ocr")
 TokenFn = Callable[[str], None]
 
 
-class Cancelled(Exception):
-    """The client went away: generation stops at its next token."""
+class Cancelled(VideominiError):
+    """The client went away: generation stops at its next token (nobody is left to read a status)."""
 
-
-@contextlib.contextmanager
-def serve_errors() -> Iterator[None]:
-    """Re-raise the library's expected failures as ServeError (their HTTP status and one-line message)."""
-    try:
-        yield
-    except Exception as e:
-        mapped = as_serve_error(e)
-        if mapped is None:
-            raise
-        raise mapped from None
-
-
-def as_serve_error(exc: BaseException) -> ServeError | None:
-    """Expected failures of the library's jobs as HTTP statuses with their one-line message."""
-    from videomini.loading import CheckpointError
-    from videomini.storage import LibraryBusy, LibraryError
-    from videomini.signals import SignalError
-    from videomini.video import VideoError
-
-    if isinstance(exc, ServeError):
-        return exc
-    if isinstance(exc, VideoError):
-        return ServeError(400, str(exc))
-    if isinstance(exc, LibraryBusy):
-        return ServeError(503, str(exc), {"Retry-After": "5"})
-    if isinstance(exc, LibraryError):
-        return ServeError(409, str(exc))
-    if isinstance(exc, (CheckpointError, SignalError)):
-        return ServeError(503, str(exc))
-    return None
+    exit_code, http_status = 130, 499  # as an interrupted command; nginx's "client closed request"
 
 
 def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...]) -> tuple[list[dict], list[str]]:
@@ -58,9 +29,8 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
     if state.library is None:
         raise ServeError(404, "this server has no library (start it with --library DIR)")
     notes: list[str] = []
-    with serve_errors():
-        moments = search_library(state.library.root, query, top_k=top_k, text_tower=state.text_tower(),
-                                 signals=signals, notes=notes)
+    moments = search_library(state.library.root, query, top_k=top_k, text_tower=state.text_tower(),
+                             signals=signals, notes=notes)
     with state.storage() as storage:
         ids = {m.video: (storage.video(m.video) or {}).get("id") for m in moments}
     out = []
@@ -72,7 +42,7 @@ def search(state: ServerState, query: str, top_k: int, signals: tuple[str, ...])
     return out, notes
 
 
-def library_answer(state: ServerState, question: str, top_k: int, max_frames: int,
+def library_answer(state: ServerState, question: str, top_k: int, max_frames: int | None,
                    max_new_tokens: int) -> Callable[[TokenFn], Any]:
     """ask --library through the ask policy (videomini/ask_policy.py): LLaVA-Mini over the best moments, the stored
     speech / on-screen text when no model loads; the server's model is loaded once and reused."""
@@ -82,10 +52,11 @@ def library_answer(state: ServerState, question: str, top_k: int, max_frames: in
         raise ServeError(404, "this server has no library (start it with --library DIR)")
 
     def job(on_token: TokenFn) -> Any:
-        return ask_library(state.library.root, question, model=state.config.model, top_k=top_k,
+        return ask_library(state.library.root, question, model_id=state.config.model, top_k=top_k,
                            max_frames=max_frames, max_new_tokens=max_new_tokens, on_token=on_token,
                            load=lambda _model_id: state.model())
 
+    job.cleanup = lambda: None  # type: ignore[attr-defined]  # nothing held
     return job
 
 
@@ -96,24 +67,34 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
 
     def job(on_token: TokenFn) -> Any:
         try:
-            return ask_video(path, question, model=state.model_id(), max_frames=max_frames,
+            return ask_video(path, question, model_id=state.model_id(), max_frames=max_frames,
                              max_new_tokens=max_new_tokens, on_token=on_token, load=lambda _model_id: state.model())
         finally:
             state.discard(path)  # a decoded upload is not kept
 
-    job.upload = path  # type: ignore[attr-defined]  # for the caller to discard if the queue refuses the job
+    job.cleanup = lambda: state.discard(path)  # type: ignore[attr-defined]  # when the queue refuses the job
     return job
 
 
-def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str,
-                  max_new_tokens: int) -> Callable[[TokenFn], Any]:
+def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str, max_new_tokens: int,
+                  pixels: int = 0) -> Callable[[TokenFn], Any]:
     """The frames of one video, in order (as an evaluation harness sends them): one token each, the question
-    fused over all of them, as `ask` does after decoding."""
+    fused over all of them, as `ask` does after decoding. Their `pixels` go back to the server's budget when the
+    job ends (or when the queue refuses it), once."""
+    held = [pixels]
+
+    def cleanup() -> None:
+        taken, held[0] = held[0], 0
+        state.pixels.give_back(taken)
 
     def job(on_token: TokenFn) -> Any:
-        return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
-                                        on_token=on_token, video=f"{len(frames)} frames")
+        try:
+            return state.model().ask_frames(frames, question, timestamps_s=times_s, max_new_tokens=max_new_tokens,
+                                            on_token=on_token, video=f"{len(frames)} frames")
+        finally:
+            cleanup()
 
+    job.cleanup = cleanup  # type: ignore[attr-defined]
     return job
 
 
@@ -142,6 +123,5 @@ class Generation:
                 self.cancelled.set()
 
     async def answer(self) -> Any:
-        """The finished Answer; expected failures re-raised as ServeError."""
-        with serve_errors():
-            return await asyncio.wrap_future(self.future)
+        """The finished Answer (or the job's exception: the error handlers give it its status)."""
+        return await asyncio.wrap_future(self.future)

@@ -10,15 +10,22 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 LISTENING = re.compile(r"listening on (http://\S+?)/? ")
 
 
+class ServerURL(str):
+    """The base URL of a server process, with its `pid` (to measure its memory)."""
+
+    pid: int
+
+
 @contextmanager
-def serve_process(args: list[str], timeout_s: float = 120.0, env: dict | None = None) -> Iterator[str]:
-    """Run `videomini serve --port 0 ARGS...`; yields its base URL; terminates it (kill after 15 s) on exit."""
+def serve_process(args: list[str], timeout_s: float = 120.0, env: dict | None = None) -> Iterator[ServerURL]:
+    """Run `videomini serve --port 0 ARGS...`; yields its base URL (with the process id); terminates it (kill
+    after 15 s) on exit."""
     process = subprocess.Popen([sys.executable, "-m", "videomini.cli", "serve", "--port", "0", *args],
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                env=env if env is not None else dict(os.environ))
@@ -39,7 +46,9 @@ def serve_process(args: list[str], timeout_s: float = 120.0, env: dict | None = 
             url = found.group(1) if found else None
         if url is None:
             raise RuntimeError("videomini serve did not start:\n" + "".join(seen))
-        yield url
+        served = ServerURL(url)
+        served.pid = process.pid
+        yield served
     finally:
         process.terminate()
         try:

@@ -10,20 +10,35 @@ import ipaddress
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from videomini.errors import LimitExceeded, VideominiError
+from videomini.limits import IMAGE_MAX_PIXELS, PixelBudget, check_id, check_image_pixels
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
-class ServeError(Exception):
-    """An expected failure of one request: an HTTP status and a one-line reason."""
+class ServeError(VideominiError):
+    """An expected failure of one request (or of the server's start): an HTTP status, per instance, and a
+    one-line reason; `exit_code` when the CLI reports it (2: the server could not start)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 exit_code: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        self.http_status, self.message, self.headers = status, message, headers or {}
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def status(self) -> int:
+        return self.http_status
+
+    def http_headers(self) -> dict[str, str]:
+        return dict(self.headers)
 
 
 @dataclass
@@ -38,6 +53,8 @@ class ServeConfig:
     max_body_bytes: int = 64 << 20  # request bodies (chat requests with base64 media) above this get 413
     max_new_tokens: int = 1024  # upper bound a request may ask for
     retry_after_s: int = 5
+    host: str = "127.0.0.1"  # the address bound (run() sets it): a Host header naming it is served
+    allow_hosts: list[str] = field(default_factory=list)  # more Host names served (a proxy's); "*": any
 
 
 def check_bind(host: str, token: str | None, no_auth: bool) -> None:
@@ -49,11 +66,13 @@ def check_bind(host: str, token: str | None, no_auth: bool) -> None:
     except ValueError:
         loopback = host in LOOPBACK
     if not loopback:
-        raise ServeError(2, f"binding {host} exposes the library to the network: give --token T (clients send "
-                            f"'Authorization: Bearer T') or --no-auth")
+        raise ServeError(400, f"binding {host} exposes the library to the network: give --token T (clients send "
+                            f"'Authorization: Bearer T') or --no-auth", exit_code=2)
 
 
 class QueueFull(ServeError):
+    """Generation requests beyond the running one and `max_waiting` queued: 503, retry after a while."""
+
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(503, "the model is busy (generation queue full); retry later",
                          {"Retry-After": str(retry_after_s)})
@@ -85,6 +104,42 @@ class GenerationQueue:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
 
+def served_host_names(config: ServeConfig) -> frozenset[str] | None:
+    """The Host names this server answers to (None: any, by --allow-host '*'): loopback, the bound address and
+    --allow-host; bound to every interface, the machine's own names and addresses too. A page on another name
+    that DNS rebinding points at this server is refused, token or not."""
+    names = set(LOOPBACK) | {name.strip().lower().rstrip(".") for name in config.allow_hosts}
+    if "*" in names:
+        return None
+    host = config.host.strip().lower().strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        names |= machine_names()
+    else:
+        names.add(host)
+    return frozenset(names)
+
+
+def machine_names() -> set[str]:
+    """This machine's host names and interface addresses (a server bound to every interface is reached so)."""
+    import socket
+
+    import psutil
+
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    for addresses in psutil.net_if_addrs().values():
+        names |= {a.address.split("%")[0].lower() for a in addresses if a.family in (socket.AF_INET, socket.AF_INET6)}
+    return names
+
+
+def host_name(header: str) -> str:
+    """The name of a Host header without its port: `[::1]:8000` -> `::1`, `Example.COM.:80` -> `example.com`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
+
+
 class ServerState:
     """Models, storage access and media resolution for one server process."""
 
@@ -96,6 +151,8 @@ class ServerState:
             if config.library is not None else None
         self.allow_dirs = [Path(d).expanduser().resolve() for d in config.allow_dirs]
         self.queue = GenerationQueue(config.max_waiting, config.retry_after_s)
+        self.pixels = PixelBudget()  # decoded pixels held by all requests at once
+        self.host_names = served_host_names(config)
         self.scratch = Path(tempfile.mkdtemp(prefix="videomini-serve-"))  # thumbnails, decoded uploads
         self._text_tower: Any = None
         self._vm: Any = None
@@ -160,19 +217,17 @@ class ServerState:
             raise ServeError(503, str(e)) from None
 
     def video_row(self, video_id: int) -> dict:
+        video_id = check_id(video_id, "video id")
         with self.storage() as storage:
-            row = storage.video(int(video_id))
+            row = storage.video(video_id)
         if row is None:
             raise ServeError(404, f"no video with id {video_id} in the library")
         return row
 
     def video_file(self, video_id: int) -> Path:
-        """A library video's file, found by id through the catalog (never from a path in the request)."""
-        row = self.video_row(video_id)
-        path = Path(row["path"])
-        if not path.is_file():
-            raise ServeError(404, f"video {video_id}: {path.name} is no longer on disk (moved or deleted)")
-        return path
+        """A library video's file, found by id through the catalog (never from a path in the request), and only
+        while it is the file that was indexed (indexed_file)."""
+        return indexed_file(video_id, self.video_row(video_id))
 
     # ------------------------------------------------------------------ media named by chat requests
 
@@ -183,14 +238,17 @@ class ServerState:
         if not url:
             raise ServeError(400, f"{kind}: empty url")
         ref = url[len("videomini:"):] if url.startswith("videomini:") else url
-        if ref.isdigit():
-            return self.video_file(int(ref))
+        if url.startswith("videomini:") or (ref.isascii() and ref.isdigit()):
+            return self.video_file(check_id(ref, f"{kind}: videomini:ID"))
         if url.startswith("data:"):
             return self.decode_data_url(url, kind)
         if url.startswith(("http://", "https://")):
             raise ServeError(400, f"{kind}: remote URLs are not fetched; send a library id, an allowed file or a "
                                   f"base64 data URL")
-        return self.allowed_file(url[len("file://"):] if url.startswith("file://") else url, kind)
+        path = self.allowed_file(url[len("file://"):] if url.startswith("file://") else url, kind)
+        if kind == "image_url":
+            check_image(path, kind)
+        return path
 
     def allowed_file(self, raw: str, kind: str) -> Path:
         from urllib.parse import unquote
@@ -217,14 +275,14 @@ class ServerState:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise ServeError(400, f"{kind}: the data URL is not valid base64") from None
-        suffix = "." + (mime.split("/")[1].split("+")[0] or "bin")
+        suffix = "." + "".join(c for c in mime.split("/")[1].split("+")[0] if c.isascii() and c.isalnum())[:16]
         handle, name = tempfile.mkstemp(suffix=suffix if mime.startswith("image/") else ".video", dir=self.scratch)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
         path = Path(name)
         try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
             check_image(path, kind) if mime.startswith("image/") else check_video(path, kind)
-        except ServeError:
+        except BaseException:  # a refused or failed upload is never left in the scratch folder
             self.discard(path)
             raise
         return path
@@ -235,14 +293,63 @@ class ServerState:
             path.unlink(missing_ok=True)
 
 
-def check_image(path: Path, kind: str) -> None:
+def check_image(path: Path, kind: str) -> tuple[int, int]:
+    """An image's (width, height) from its header, within IMAGE_MAX_PIXELS, and its data readable — checked
+    before anything decodes it (a 140 KB PNG can hold 12000 x 12000 pixels: 430 MB decoded)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size = image.size
+                check_image_pixels(*size, field=kind)
+                image.verify()
+    except LimitExceeded:
+        raise
+    except Image.DecompressionBombError:
+        raise LimitExceeded(f"{kind}: over PIL's decompression-bomb limit (IMAGE_MAX_PIXELS is "
+                            f"{IMAGE_MAX_PIXELS:,})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ServeError(400, f"{kind}: not a readable image") from None
+    return size
+
+
+def indexed_file(video_id: int, row: dict) -> Path:
+    """The file of catalog row `row` while it is the one indexed: opened without following a symlink in its
+    place, and of the size and modification time recorded (else the fingerprint) — a file swapped for a link to
+    /etc/passwd, or replaced since, is refused."""
+    import errno
+    import stat as stat_module
+
+    path = Path(row["path"])
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ServeError(404, f"video {video_id}: {path.name} is no longer on disk (moved or deleted)") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ServeError(403, f"video {video_id}: {path.name} is now a symbolic link, not the file indexed; "
+                                  "refusing to follow it (re-index the real file)") from None
+        raise ServeError(403, f"video {video_id}: {path.name}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat_module.S_ISREG(st.st_mode):
+        raise ServeError(403, f"video {video_id}: {path.name} is not a regular file")
+    if row.get("size") is not None and row.get("mtime_ns") is not None:
+        same = (st.st_size, st.st_mtime_ns) == (row["size"], row["mtime_ns"])
+    else:
+        from videomini.storage import fingerprint
+
+        same = fingerprint(path) == row.get("fingerprint")
+    if not same:
+        raise ServeError(409, f"video {video_id}: {path.name} changed since it was indexed; re-run videomini index "
+                              "to serve it again")
+    return path
 
 
 def check_video(path: Path, kind: str) -> None:

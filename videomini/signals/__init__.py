@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from videomini.errors import VideominiError
+
 __all__ = [
     "SignalError",
     "TextSegment",
@@ -24,8 +26,9 @@ __all__ = [
 ]
 
 
-class SignalError(RuntimeError):
+class SignalError(VideominiError, RuntimeError):
     """An expected failure of an extractor (missing model package, unreadable file); the message is one line."""
+    http_status = 503
 
 
 @dataclass
@@ -46,7 +49,7 @@ class TextSegment:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TextSegment":
+    def from_dict(cls, data: dict[str, Any]) -> TextSegment:
         words = data.get("words")
         return cls(
             start_s=float(data["start_s"]),

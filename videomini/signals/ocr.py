@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from videomini.config import FPS
 from videomini.signals import SignalError, TextSegment
 
 _INSTALL_HINT = "pip install 'videomini[ocr]'"
@@ -211,7 +212,7 @@ def read_text(
 
 def ocr_video(
     path: str | os.PathLike,
-    fps: float = 1.0,
+    fps: float = FPS,
     min_score: float = 0.7,
     batch_size: int = 8,
     max_side: int = 960,

@@ -57,7 +57,7 @@ class TextEmbedder:
         self.dim: int = int(get_dim())
 
     @classmethod
-    def shared(cls, model: str | os.PathLike) -> "TextEmbedder":
+    def shared(cls, model: str | os.PathLike) -> TextEmbedder:
         """One embedder per model name in a process (a library's recorded `text_model`, loaded on first use)."""
         return _shared_embedder(str(model))
 

@@ -15,10 +15,11 @@ import os
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
-from videomini.storage.errors import LibraryError, one_line
+from videomini.storage.errors import LibraryDamaged, LibraryError, one_line, repair_hint
 
 FORMAT_VERSION = 1
 CATALOG = "catalog.sqlite"
@@ -93,9 +94,13 @@ class Catalog:
             self.db = connect(path, writer)
             if writer:
                 self._create_schema()
+            elif not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                raise LibraryDamaged(f"{path}: catalog damaged (empty or not a videomini catalog: no meta table); "
+                                     f"{repair_hint(path.parent)} to rebuild it from the shards")
             version = self.meta().get("format_version")
             if version != str(FORMAT_VERSION):
-                raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}")
+                raise LibraryError(f"{path.parent}: library format {version}, this videomini reads {FORMAT_VERSION}; "
+                                   "use the videomini that wrote it (or a newer one)")
             columns = {r[1] for r in self.db.execute("PRAGMA table_info(videos)")}
             self.checksum_column = "checksum" if "checksum" in columns else "NULL AS checksum"
         except BaseException:
@@ -162,8 +167,8 @@ class Catalog:
     def done_rows(self) -> list[sqlite3.Row]:
         """id, path, shard, n_frames, version (when it was marked done) and shard checksum of every done video,
         in id order."""
-        return self.db.execute(f"SELECT id, path, shard, n_frames, updated_at AS version, {self.checksum_column}"
-                               " FROM videos WHERE status = 'done' ORDER BY id").fetchall()
+        return self.db.execute(f"SELECT id, path, fingerprint, shard, n_frames, updated_at AS version, "
+                               f"{self.checksum_column} FROM videos WHERE status = 'done' ORDER BY id").fetchall()
 
     def integrity_problems(self, quick: bool = False) -> list[str]:
         """What SQLite's own check (PRAGMA integrity_check, or the faster quick_check) finds wrong; [] when fine."""
@@ -267,6 +272,31 @@ class Catalog:
         """Record the header checksum of a done video's shard (one written before shards were checksummed)."""
         with self.transaction():
             self.db.execute("UPDATE videos SET checksum = ? WHERE id = ?", (checksum, video_id))
+
+    def repair_record(self, video_id: int, path: str, n_frames: int, checksum: str) -> None:
+        """Restore a done video's path, frame count and shard checksum from its shard, which verified on its own:
+        the record was damaged, not the shard. The row's version is kept (the index entry stays valid)."""
+        with self.transaction():
+            self.db.execute("UPDATE videos SET path = ?, n_frames = ?, checksum = ? WHERE id = ?",
+                            (path, n_frames, checksum, video_id))
+
+    def reindex(self) -> list[str]:
+        """Rebuild SQLite's indexes from the table (a damaged index entry, or a row whose bytes changed under its
+        index entry); returns what a full integrity check still finds."""
+        self.db.execute("REINDEX")
+        return self.integrity_problems()
+
+    def check_dims(self, label: str, want: dict[str, Any]) -> None:
+        """The library's embedding sizes (fixed by its first video, recorded in meta) against a new shard's:
+        one model per library."""
+        have = self.meta()
+        for key, value in want.items():
+            if key in have and str(have[key]) != str(value):
+                raise LibraryError(f"{label}: {key} is {value}, but this library holds {key} {have[key]} "
+                                   "(use one model per library)")
+        missing = {k: v for k, v in want.items() if k not in have}
+        if missing:
+            self.set_meta_once(missing)
 
     def mark_pending(self, video_id: int, error: str | None = None) -> None:
         """Send a video back to be indexed again (its shard is gone or was never durable)."""

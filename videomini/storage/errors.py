@@ -11,30 +11,27 @@ import errno
 import functools
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from videomini.errors import one_line as _one_line
+from videomini.errors import VideominiError, one_line  # one_line: re-exported for the storage modules
 
-ERROR_LINE_LIMIT = 2000  # characters kept of an error message stored in the catalog
 NEARLY_FULL_BYTES = 1 << 20  # free space below which an I/O error is taken for a full disk
 
 
-class LibraryError(Exception):
+class LibraryError(VideominiError):
     """An expected failure with a one-line message naming the library or file and the reason."""
+    http_status = 409  # the request is fine; the library is not in a state to answer it
 
 
 class LibraryBusy(LibraryError):
     """Another process holds the library's writer lock."""
+    exit_code, http_status, retry_after_s = 2, 503, 5
 
 
 class LibraryDamaged(LibraryError):
     """A file of the library does not match its checksum, is missing, or cannot be parsed."""
-
-
-def one_line(text: str, limit: int = ERROR_LINE_LIMIT) -> str:
-    """`text` on one line, cut to `limit` characters (as stored in the catalog)."""
-    return _one_line(text, limit)
 
 
 def repair_hint(root: Path) -> str:
@@ -69,7 +66,8 @@ def storage_error(root: Path, error: BaseException) -> LibraryError:
     if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
         return LibraryDamaged(f"{root}/catalog.sqlite: catalog damaged ({message}); {repair_hint(root)} to "
                               "rebuild it from the shards")
-    return LibraryError(f"{root}: catalog error: {one_line(message, 300)}")
+    return LibraryError(f"{root}: catalog error: {one_line(message, 300)}; if it persists, run `videomini library "
+                        f"{root} --check`")
 
 
 def disk_nearly_full(root: Path) -> bool:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
+QUARANTINE = "quarantine"  # where repair moves a damaged file instead of deleting it, each with a note of why
 CHECKSUM_CHUNK = 1 << 22  # bytes hashed at a time when checksumming a file
 
 crash_hook: Callable[[str], None] | None = None
@@ -83,6 +86,20 @@ def remove_temp_files(*folders: Path) -> None:
     for folder in folders:
         for tmp in folder.glob(f"{TMP_PREFIX}*"):
             tmp.unlink(missing_ok=True)
+
+
+def set_aside(root: Path, path: Path, why: str) -> Path | None:
+    """Move `path` (a file of library `root`) into DIR/quarantine/, beside a `.why.txt` note, instead of deleting
+    it: repair never destroys what it cannot rebuild. Returns where it went (None when there was no file)."""
+    if not path.exists():
+        return None
+    folder = root / QUARANTINE
+    folder.mkdir(exist_ok=True)
+    kept = folder / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.replace(path, kept)
+    (folder / f"{kept.name}.why.txt").write_text(why.rstrip() + "\n")
+    fsync_dir(folder)
+    return kept
 
 
 # Checksums detect accidental damage (bit flips, truncation, a file overwritten), not tampering: CRC-32 finds every

@@ -1,28 +1,48 @@
 """Check and repair a whole library: `videomini library DIR --check` / `--repair`.
 
 check: SQLite's integrity_check of the catalog, every done video's shard read whole against its checksums (header
-in the catalog, tensors in the shard), every index file against the manifest's checksums, and agreement: the
-index holds exactly the catalog's done videos, with as many rows per video as its shard has frames.
+in the catalog, tensors in the shard) and against its catalog record (video, path, frames), the manifest's own
+checksum and every index file against the manifest's, and agreement: the index holds exactly the catalog's done
+videos, under the catalog's paths, with as many rows per video as its shard has frames.
 
-repair (the writer lock held): a damaged or lost catalog is rebuilt from the shards (each holds its video's path,
-fingerprint, model, timings and signals; the damaged file is kept beside it), videos whose shard is missing or
-damaged go back to `pending` so the next `index` re-does them from their video files, and the index is rebuilt
-from the good shards when it is missing, damaged or disagrees with the catalog.
+repair (the writer lock held) never destroys what it cannot rebuild:
+- a catalog whose SQLite indexes disagree with its rows is re-indexed (a copy kept in quarantine/ first); one that
+  cannot be read is rebuilt from the shards (each holds its video's path, fingerprint, model, timings, signals; the
+  damaged file is kept beside it);
+- a shard whose own checksums verify while the catalog's record of it (checksum, path, frames) does not: the record
+  is repaired from the shard, the shard stays;
+- a shard that fails its own checks is moved to quarantine/ (with a note of why), never deleted, and its video goes
+  back to `pending`, so the next `index` re-does it from the video file; a missing shard: the same, minus the move;
+- the manifest (damaged, missing, or contradicting the catalog) and damaged index files are rebuilt from the good
+  shards (a damaged manifest moved to quarantine/ first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from videomini.storage.catalog import CATALOG, Catalog, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, storage_errors
-from videomini.storage.shards import ShardStore
+from videomini.storage.files import QUARANTINE, set_aside
+from videomini.storage.manifest import entry_problems
+from videomini.storage.shards import METADATA_CHECKSUM, ShardStore, shard_name
 
 SQLITE_SIDE_FILES = ("-wal", "-shm")
+REINDEX_HINT = "re-run `videomini index` on it"
+
+
+class ShardFinding(NamedTuple):
+    """What is wrong with a done video's shard, and which repair fixes it."""
+
+    line: str  # what --check prints
+    fix: str  # "record" (the catalog's record, from the shard), "quarantine" (the shard), "missing" (re-index)
+    metadata: dict | None = None  # the shard's own metadata, when it verified on its own
+    n_frames: int | None = None
 
 
 def check_store(store: Any) -> list[str]:
@@ -32,25 +52,47 @@ def check_store(store: Any) -> list[str]:
         with storage_errors(store.root):
             problems = store.catalog.integrity_problems()
             for row in store.catalog.done_rows():
-                problems += _check_shard(store, row)
+                problems += [found.line for found in [inspect_shard(store.shards, row)] if found]
     except LibraryDamaged as e:  # the catalog opened but cannot be read through
         return [str(e)] + shard_problems(store.shards)
     with storage_errors(store.root):
         return problems + store.index.problems() + _check_agreement(store)
 
 
-def _check_shard(store: Any, row: Any) -> list[str]:
-    """A done video's shard: present, whole, and the one the catalog row describes."""
-    shard = store.shards.folder / row["shard"]
-    if not store.shards.exists(row["shard"]):
-        return [f"{shard}: shard missing ({row['path']})"]
+def inspect_shard(shards: ShardStore, row: Any) -> ShardFinding | None:
+    """A done video's shard: present, whole, and the one its catalog row describes (None when it is)."""
+    shard = shards.folder / row["shard"]
+    if not shards.exists(row["shard"]):
+        return ShardFinding(f"{shard}: shard missing ({row['path']})", "missing")
     try:
-        metadata, shapes = store.shards.verify(row["shard"], row["checksum"])
+        metadata, shapes = shards.verify(row["shard"], row["checksum"])
     except LibraryError as e:
-        return [str(e).split(";")[0] + f" ({row['path']})"]
-    if metadata.get("video_id") != str(row["id"]) or shapes["timestamps_s"][0] != row["n_frames"]:
-        return [f"{shard}: shard does not match the catalog (video {row['id']}, {row['n_frames']} frames)"]
-    return []
+        damage = str(e).split(";")[0]
+        try:
+            metadata, shapes = shards.verify(row["shard"])  # its own checksums (tensors, metadata), not the catalog's
+        except LibraryError:
+            return ShardFinding(f"{damage} ({row['path']})", "quarantine")
+        agrees = metadata.get("path") == row["path"] and shapes["timestamps_s"][0] == row["n_frames"]
+        if not _belongs(metadata, row) or not (METADATA_CHECKSUM in metadata or agrees):
+            return ShardFinding(f"{damage} ({row['path']})", "quarantine")  # the header's damage, not the record's
+        return ShardFinding(f"{shard}: the catalog's recorded checksum of this shard is wrong; the shard verifies on "
+                            f"its own ({row['path']})", "record", metadata, shapes["timestamps_s"][0])
+    if not _belongs(metadata, row):
+        return ShardFinding(f"{shard}: shard belongs to another video than its catalog row ({row['path']})",
+                            "quarantine")
+    n_frames, path = shapes["timestamps_s"][0], metadata.get("path")
+    if n_frames != row["n_frames"] or (path and path != row["path"]):
+        what = f"path {row['path']!r}, the shard's {path!r}" if path != row["path"] else \
+            f"{row['n_frames']} frames, the shard's {n_frames}"
+        return ShardFinding(f"{shard}: the catalog's record of this shard is wrong ({what})", "record", metadata,
+                            n_frames)
+    return None
+
+
+def _belongs(metadata: dict, row: Any) -> bool:
+    """True when a shard's own metadata names the row's video and version (its file name carries both)."""
+    return metadata.get("video_id") == str(row["id"]) and bool(metadata.get("fingerprint")) and \
+        shard_name(row["id"], metadata["fingerprint"]) == row["shard"]
 
 
 def shard_problems(shards: ShardStore) -> list[str]:
@@ -65,13 +107,18 @@ def shard_problems(shards: ShardStore) -> list[str]:
 
 
 def _check_agreement(store: Any) -> list[str]:
-    """The published index against the catalog: the same videos and shards, each video's frame count of live rows."""
-    manifest = store.index.read_manifest()
+    """The published index against the catalog: the same videos, shards and paths, each video's frame count of live
+    rows."""
+    try:
+        manifest = store.index.read_manifest()
+    except LibraryError:
+        return []  # reported by the manifest check
     done = {row["id"]: row for row in store.catalog.done_rows()}
     if manifest is None:
         return [f"{store.root}: no search index although {len(done)} videos are indexed"] if done else []
     indexed = {int(k): v for k, v in manifest["videos"].items()}
-    problems = [f"{row['path']}: indexed but not in the search index" for i, row in done.items() if i not in indexed]
+    problems = entry_problems(manifest, done)
+    problems += [f"{row['path']}: indexed but not in the search index" for i, row in done.items() if i not in indexed]
     problems += [f"{v['path']}: in the search index but not indexed in the catalog" for i, v in indexed.items()
                  if i not in done]
     problems += [f"{done[i]['path']}: the search index holds another version of it ({v['shard']})"
@@ -92,32 +139,66 @@ def _check_agreement(store: Any) -> list[str]:
 
 def repair_store(store: Any) -> list[str]:
     """Fix what can be fixed in a library open for repair (LibraryStore(..., writer=True, repair=True), which has
-    already rebuilt a damaged catalog); returns what was done, one line each."""
+    already repaired or rebuilt a damaged catalog); returns what was done, one line each."""
     with storage_errors(store.root):
-        done = []
-        if store.catalog_rebuilt is not None:
-            rebuilt = store.catalog_rebuilt
-            done.append(f"rebuilt the catalog from {rebuilt['videos']} shards" + (
-                f" ({len(rebuilt['damaged'])} damaged shards left out)" if rebuilt["damaged"] else "") + (
-                f"; the damaged catalog is kept as {rebuilt['kept_as']}" if rebuilt["kept_as"] else ""))
-        done += [f"{line}; marked for re-indexing (re-run `videomini index` on it)" for line in store.recovered]
+        done = list(store.catalog_repairs)
+        done += [f"{line}; marked for re-indexing ({REINDEX_HINT})" for line in store.recovered]
+        store.index.writer_manifest()  # a damaged manifest goes to quarantine/ (if opening the writer did not)
+        done += [f"{line}; the index is rebuilt from the shards" for line in store.index.manifests_set_aside]
+        rebuild = bool(store.recovered or store.index.manifests_set_aside)
         for row in store.catalog.done_rows():
-            problem = _check_shard(store, row)
-            if problem:
-                store.catalog.mark_pending(row["id"], problem[0])
-                done.append(f"{problem[0]}; marked for re-indexing (re-run `videomini index` on it)")
+            found = inspect_shard(store.shards, row)
+            if found is not None:
+                done.append(_repair_shard(store, row, found))
+                rebuild = True  # the index holds the record as it was (its checksum, path) or the shard's rows
             elif row["checksum"] is None:  # a shard from before checksums: whole, so record its header's now
                 store.catalog.set_checksum(row["id"], store.shards.header_checksum(row["shard"]))
-        if done or not store.index_is_current() or _check_agreement(store):
+        if rebuild or not store.index_is_current() or _check_agreement(store):
             manifest = store.compact_index()
             done.append(f"rebuilt the search index from {len(manifest['videos'])} good shards "
                         f"({manifest['n_vectors']} frames)")
     return done
 
 
+def _repair_shard(store: Any, row: Any, found: ShardFinding) -> str:
+    """Fix one shard finding; the line saying what was done (and what the user must do, if anything)."""
+    if found.fix == "record":
+        metadata = found.metadata or {}
+        store.catalog.repair_record(row["id"], metadata.get("path") or row["path"], found.n_frames,
+                                    store.shards.header_checksum(row["shard"]))
+        return f"{found.line}; repaired the catalog's record from the shard (the shard is kept as it is)"
+    store.catalog.mark_pending(row["id"], found.line)
+    if found.fix == "missing":
+        return f"{found.line}; marked for re-indexing ({REINDEX_HINT})"
+    kept = set_aside(store.root, store.shards.folder / row["shard"], found.line)
+    gone = "" if Path(row["path"]).is_file() else \
+        f"; its video file is gone, so only the copy in {QUARANTINE}/ holds its frames now"
+    return f"{found.line}; moved to {kept} and marked for re-indexing ({REINDEX_HINT}){gone}"
+
+
+def repair_catalog(root: Path, catalog: Catalog) -> str | None:
+    """A catalog SQLite opens but whose full integrity check fails (an index entry disagreeing with its row, as a
+    changed byte of a path leaves it): a copy goes to quarantine/, then REINDEX rebuilds the indexes from the rows
+    (the rows' own damage, such as the path, is then repaired from the shards). Returns what was done; None when
+    the catalog is still damaged (then it is rebuilt from the shards)."""
+    problems = catalog.integrity_problems()
+    if not problems:
+        return None
+    folder = root / QUARANTINE
+    folder.mkdir(exist_ok=True)
+    copy = folder / f"{CATALOG}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    catalog.db.execute("PRAGMA wal_checkpoint(FULL)")
+    shutil.copy2(catalog.path, copy)
+    (folder / f"{copy.name}.why.txt").write_text(f"{problems[0]}\n")
+    if catalog.reindex():
+        return None
+    return f"{problems[0]}: re-indexed the catalog's SQLite indexes from its rows (a copy is kept as {copy})"
+
+
 def rebuild_catalog(root: Path, shards: ShardStore) -> dict:
     """A new catalog from the shards (the writer lock held): one done row per video, from its newest whole shard
-    (the one matching the video file as it is now, when there is one). The old catalog is kept beside it."""
+    (the one matching the video file as it is now, when there is one). The old catalog is kept beside it; shards
+    that do not verify go to quarantine/."""
     path = root / CATALOG
     kept_as = None
     if path.exists():
@@ -135,6 +216,7 @@ def rebuild_catalog(root: Path, shards: ShardStore) -> dict:
             current = _fingerprint_or_none(video) == metadata["fingerprint"]
         except (LibraryError, KeyError, ValueError) as e:
             damaged.append(f"{shard}: {e}")
+            set_aside(root, shard, f"{shard}: {e}")
             continue
         rank = (current, shard.stat().st_mtime_ns)
         if video_id not in chosen or rank > chosen[video_id][0]:
@@ -151,6 +233,13 @@ def rebuild_catalog(root: Path, shards: ShardStore) -> dict:
     return {"videos": len(chosen), "damaged": damaged, "kept_as": kept_as}
 
 
+def rebuilt_catalog_line(rebuilt: dict) -> str:
+    """What a catalog rebuild did, in one line."""
+    return f"rebuilt the catalog from {rebuilt['videos']} shards" + (
+        f" ({len(rebuilt['damaged'])} damaged shards moved to {QUARANTINE}/)" if rebuilt["damaged"] else "") + (
+        f"; the damaged catalog is kept as {rebuilt['kept_as']}" if rebuilt["kept_as"] else "")
+
+
 def _fingerprint_or_none(path: str) -> str | None:
     try:
         return fingerprint(path)
@@ -162,9 +251,9 @@ def _dims(shapes: dict[str, list[int]], info: dict) -> dict[str, Any]:
     """The library meta a shard fixes: frame-token and embedding sizes (when it holds frames), text embeddings'."""
     dims: dict[str, Any] = {}
     if shapes["timestamps_s"][0]:
-        _, dims["tokens_per_frame"], dims["token_dim"] = shapes["frame_tokens"]
+        if "frame_tokens" in shapes:
+            _, dims["tokens_per_frame"], dims["token_dim"] = shapes["frame_tokens"]
         dims["embed_dim"] = shapes["embeddings"][1]
     if shapes.get("segment_embeddings", [0])[0]:
         dims["text_dim"], dims["text_model"] = shapes["segment_embeddings"][1], info.get("text_model", "")
     return dims
-

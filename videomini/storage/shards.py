@@ -1,10 +1,18 @@
 """Shards: one safetensors file per indexed video, written once, durably, and read by search and answer.
 
-    shards/<id>-<fp12>.safetensors   frame_tokens fp16 (N, T, H), embeddings fp32 (N, D), timestamps_s f64 (N,)
-                                     and, when indexed with signals, segment_embeddings fp32 (S, E) and
-                                     segment_times_s f64 (S, 2); metadata: video id, path, fingerprint, info
-                                     (duration, model, fps, timings, signals, text model), the segments' source
-                                     and text, and the checksum of each tensor's bytes
+    shards/<id>-<fp12>.safetensors   embeddings fp32 (N, D), timestamps_s f64 (N,) and, when indexed with
+                                     signals, segment_embeddings fp32 (S, E) and segment_times_s f64 (S, 2);
+                                     metadata: format_version, video id, path, fingerprint, info (duration, model,
+                                     fps, timings, signals, text model), the segments' source and text, the
+                                     checksum of each tensor's bytes and the metadata's own checksum
+
+What a shard holds is what its readers read: the index build reads the embeddings and times, `ask --library` the
+times only (`read_times`), search the segments' texts. Frame tokens (fp16 (N, T, H)) are not stored by `index`:
+an answer fuses the question with each frame's full vision tokens (LLaVA-Mini's pre-fusion), so it re-decodes the
+frames it answers from whatever is stored, and the compressed tokens alone cannot answer. Format 2 still accepts
+them (`write_shard(frame_tokens=...)`): a caller that needs them (a live archive) stores them contiguous in the
+safetensors file, where np.memmap at the header's data offsets maps them without reading. Format-1 shards (with
+frame tokens) read as they are.
 
 The name carries the file's fingerprint, so a changed video gets a new shard while the published index still
 reads the old one. Integrity: the catalog records the checksum of a shard's header (the safetensors length + JSON,
@@ -25,11 +33,13 @@ from videomini.storage.errors import LibraryDamaged, LibraryError
 from videomini.storage.files import FileDigest, atomic_write, checksum_bytes, durability_point
 
 SHARDS = "shards"
-SHARD_FORMAT_VERSION = "1"
+SHARD_FORMAT_VERSION = "2"  # 2: frame tokens optional (format 1 always held them)
+READABLE_SHARD_FORMATS = ("1", "2")
 FINGERPRINT_IN_NAME = 12  # hex digits of the fingerprint in a shard's file name
 VECTOR_TENSORS = ("embeddings", "timestamps_s", "segment_embeddings", "segment_times_s")
-FRAME_TENSORS = ("frame_tokens", "embeddings", "timestamps_s")
+FRAME_TENSORS = ("frame_tokens", "embeddings", "timestamps_s")  # frame_tokens only when stored
 HEADER_MAX_BYTES = 100_000_000  # safetensors' own limit on a header
+METADATA_CHECKSUM = "metadata_checksum"  # format 2: the metadata's own checksum (format 1 shards have none)
 
 
 @dataclass
@@ -38,7 +48,7 @@ class VideoFrames:
 
     video_id: int
     path: str
-    frame_tokens: np.ndarray  # fp16 (N, T, H)
+    frame_tokens: np.ndarray | None  # fp16 (N, T, H), None when not stored (what `index` writes)
     embeddings: np.ndarray  # fp32 (N, D), L2-normalised
     timestamps_s: np.ndarray  # f64 (N,)
 
@@ -49,6 +59,14 @@ class ShardContent:
 
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str]
+
+
+def metadata_checksum(metadata: dict[str, str]) -> str:
+    """The checksum of a shard's metadata (canonical JSON, without this checksum): with the tensors' own checksums it
+    lets a shard prove itself whole without the catalog, so repair can tell a wrong catalog record (the shard
+    verifies: repair the record) from a damaged header (it does not: quarantine the shard)."""
+    body = {k: v for k, v in metadata.items() if k != METADATA_CHECKSUM}
+    return checksum_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 def shard_name(video_id: int, fp: str) -> str:
@@ -75,24 +93,27 @@ def unit_rows(vectors: np.ndarray, label: str) -> np.ndarray:
 
 def frame_tensors(label: str, frame_tokens: Any, embeddings: Any, timestamps_s: Any,
                   signals: list[str]) -> dict[str, np.ndarray]:
-    """Validated frame tensors of one video (embeddings made unit length); one-line LibraryError otherwise."""
-    frame_tokens = to_numpy(frame_tokens, np.float16)
-    if frame_tokens.ndim == 2:
-        frame_tokens = frame_tokens[:, None, :]
+    """Validated frame tensors of one video (embeddings made unit length; frame tokens only when given);
+    one-line LibraryError otherwise."""
     embeddings = to_numpy(embeddings, np.float32)
     timestamps_s = to_numpy(timestamps_s, np.float64)
+    tokens = None if frame_tokens is None else to_numpy(frame_tokens, np.float16)
+    if tokens is not None and tokens.ndim == 2:
+        tokens = tokens[:, None, :]
     n = len(timestamps_s)
-    if frame_tokens.ndim != 3 or embeddings.ndim != 2 or timestamps_s.ndim != 1:
-        raise LibraryError(f"{label}: expected frame_tokens (N, T, H), embeddings (N, D), timestamps_s (N,); "
-                           f"got {frame_tokens.shape}, {embeddings.shape}, {timestamps_s.shape}")
-    if (n == 0 and not signals) or len(frame_tokens) != n or len(embeddings) != n:
-        raise LibraryError(f"{label}: frame counts differ or are zero: {len(frame_tokens)} tokens, "
-                           f"{len(embeddings)} embeddings, {n} timestamps")
-    if not (np.isfinite(embeddings).all() and np.isfinite(timestamps_s).all() and np.isfinite(frame_tokens).all()):
+    if (tokens is not None and tokens.ndim != 3) or embeddings.ndim != 2 or timestamps_s.ndim != 1:
+        raise LibraryError(f"{label}: expected frame_tokens (N, T, H) or None, embeddings (N, D), timestamps_s (N,); "
+                           f"got {None if tokens is None else tokens.shape}, {embeddings.shape}, {timestamps_s.shape}")
+    if (n == 0 and not signals) or len(embeddings) != n or (tokens is not None and len(tokens) != n):
+        raise LibraryError(f"{label}: frame counts differ or are zero: {'-' if tokens is None else len(tokens)} "
+                           f"tokens, {len(embeddings)} embeddings, {n} timestamps")
+    if not (np.isfinite(embeddings).all() and np.isfinite(timestamps_s).all() and
+            (tokens is None or np.isfinite(tokens).all())):
         raise LibraryError(f"{label}: non-finite values in frame tokens, embeddings or timestamps")
     if np.any(np.diff(timestamps_s) < 0):
         raise LibraryError(f"{label}: timestamps_s are not sorted")
-    return {"frame_tokens": frame_tokens, "embeddings": unit_rows(embeddings, label), "timestamps_s": timestamps_s}
+    out = {"embeddings": unit_rows(embeddings, label), "timestamps_s": timestamps_s}
+    return out if tokens is None else {"frame_tokens": tokens, **out}
 
 
 def segment_tensors(label: str, segments: list[dict], segment_embeddings: Any,
@@ -124,6 +145,7 @@ class ShardStore:
 
         metadata = dict(content.metadata, checksums=json.dumps({k: checksum_bytes(v)
                                                                  for k, v in content.tensors.items()}))
+        metadata[METADATA_CHECKSUM] = metadata_checksum(metadata)
         blob = save(content.tensors, metadata=metadata)
         self.folder.mkdir(exist_ok=True)
         digest = atomic_write(self.folder / name, lambda f: f.write(blob), point="shard_tmp_written")
@@ -168,6 +190,13 @@ class ShardStore:
             raise self.damaged(name, "header checksum mismatch")
         try:
             with safe_open(path, framework="np") as f:
+                metadata = f.metadata() or {}
+                version = metadata.get("format_version", "1")  # first: a newer format may checksum otherwise
+                if version not in READABLE_SHARD_FORMATS:
+                    raise LibraryError(f"{path}: shard format {version}, this videomini reads formats "
+                                       f"{', '.join(READABLE_SHARD_FORMATS)}; upgrade videomini to read this library")
+                if METADATA_CHECKSUM in metadata and metadata_checksum(metadata) != metadata[METADATA_CHECKSUM]:
+                    raise self.damaged(name, "metadata checksum mismatch")
                 return read(f)
         except LibraryError:
             raise
@@ -192,8 +221,12 @@ class ShardStore:
         return out
 
     def read_frames(self, name: str, checksum: str | None = None) -> dict[str, np.ndarray]:
-        """frame_tokens, embeddings and timestamps_s of a shard."""
+        """embeddings, timestamps_s and (when stored) frame_tokens of a shard."""
         return self._open(name, lambda f: self._tensors(name, f, FRAME_TENSORS), checksum)
+
+    def read_times(self, name: str, checksum: str | None = None) -> np.ndarray:
+        """A shard's frame times alone (N f64 values: what `ask --library` picks frames by), never the rest."""
+        return self._open(name, lambda f: self._tensors(name, f, ("timestamps_s",))["timestamps_s"], checksum)
 
     def read_vectors(self, name: str, checksum: str | None = None) -> dict[str, np.ndarray]:
         """What the index is built from: embeddings, timestamps_s and, when stored, segment_embeddings and

@@ -2,13 +2,14 @@
 
     DIR/catalog.sqlite     videos and meta (storage/catalog.py)
     DIR/shards/            one safetensors file per indexed video (storage/shards.py)
-    DIR/index.json, DIR/seg-*   the published index: immutable FAISS segments (storage/segments.py)
+    DIR/index.json, DIR/part-*  the published index: immutable FAISS index parts (storage/published_index.py)
+    DIR/quarantine/        damaged files repair moved aside, each with a note of why (never deleted)
     DIR/lock               the writer lock (storage/lock.py)
 
 Why it survives kill -9 at any point: every file is written to a `.tmp-*` name in its final folder, fsynced,
 `os.replace`d and the folder fsynced, so a file is either the old or the new one; a video becomes `done` in the
-catalog only after its shard is durable; index segments are written under new names and published by replacing
-one small manifest, so a reader never pairs an index with ids of another build (storage/segments.py).
+catalog only after its shard is durable; index parts are written under new names and published by replacing
+one small manifest, so a reader never pairs an index with ids of another build (storage/published_index.py).
 On opening for writing, stale temp files are removed and `running` videos are finished from their durable shard
 or sent back to `pending`. Readers (search) never take the writer lock: SQLite WAL and the manifest give them a
 consistent snapshot while an indexer runs.
@@ -22,24 +23,42 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
-from videomini.storage.catalog import CATALOG, FORMAT_VERSION, Catalog, PlanItem, absolute, fingerprint
+from videomini.storage.catalog import CATALOG, Catalog, PlanItem, absolute, fingerprint
 from videomini.storage.errors import LibraryDamaged, LibraryError, guarded, repair_hint, storage_errors
 from videomini.storage.files import durability_point, remove_temp_files
-from videomini.storage.hits import Hit, TextHit, moments
-from videomini.storage.integrity import check_store, rebuild_catalog, repair_store, shard_problems
+from videomini.storage.hits import moments
+from videomini.storage.integrity import (
+    check_store,
+    rebuild_catalog,
+    rebuilt_catalog_line,
+    repair_catalog,
+    repair_store,
+    shard_problems,
+)
 from videomini.storage.lock import WriterLock
-from videomini.storage.shards import (SHARDS, ShardContent, ShardStore, VideoFrames, frame_tensors, segment_tensors,
-                                      shard_name, to_numpy, unit_rows)
-from videomini.storage.segments import KINDS, IndexSource, SegmentedIndex, Snapshot, compaction_due
-from videomini.storage.vector_index import FLAT_MAX_VECTORS, stored_vectors
+from videomini.storage.manifest import MANIFEST
+from videomini.storage.published_index import PublishedIndex
+from videomini.storage.shards import (
+    SHARD_FORMAT_VERSION,
+    SHARDS,
+    ShardContent,
+    ShardStore,
+    VideoFrames,
+    frame_tensors,
+    segment_tensors,
+    shard_name,
+)
+from videomini.storage.store_index import StoreIndex
+from videomini.storage.vector_index import FLAT_MAX_VECTORS
 
 
-class LibraryStore:
+class LibraryStore(StoreIndex):
     """A video library folder. Readers (search, stats, load_frames) need no lock; writers (create, mark_*,
     write_shard, remove, update_index, compact_index) hold the folder's writer lock for the store's lifetime."""
 
@@ -48,11 +67,13 @@ class LibraryStore:
         """repair: a writer that finds the catalog damaged rebuilds it from the shards instead of refusing."""
         self.root = absolute(root)
         self.shards = ShardStore(self.root / SHARDS)
-        self.index = SegmentedIndex(self.root, flat_max)
+        self.index = PublishedIndex(self.root, flat_max)
         self.writer = writer or create
         self._lock: WriterLock | None = None
         self.catalog: Catalog | None = None
-        self.catalog_rebuilt: dict | None = None  # what a repairing writer rebuilt the catalog from
+        self.catalog_repairs: list[str] = []  # what a repairing writer did to a damaged catalog, one line each
+        self._checked_generation: int | None = None  # the snapshot generation whose entries were checked
+        self._checked_videos: set[int] = set()  # videos of that generation whose entries match the catalog
         self._index_problems: list[str] = []  # what the last index_is_current found wrong with the index files
         self.recovered: list[str] = []  # done videos a writer found without their shard (sent back to pending)
         has_catalog = (self.root / CATALOG).is_file()
@@ -91,26 +112,29 @@ class LibraryStore:
                                      f"{repair_hint(self.root)} to rebuild it from them")
             with storage_errors(self.root):
                 self.catalog = Catalog(path, self.writer)
-                if self.writer and (problems := self.catalog.integrity_problems(quick=True)):
+                if self.writer and repair and (done := repair_catalog(self.root, self.catalog)):
+                    self.catalog_repairs.append(done)
+                if self.writer and (problems := self.catalog.integrity_problems()):  # the full check: a changed
+                    # byte of a row leaves its index entry behind, which quick_check does not compare
                     raise LibraryDamaged(f"{path}: catalog damaged ({problems[0]}); {repair_hint(self.root)} to "
-                                         "rebuild it from the shards")
+                                         "repair it")
         except LibraryDamaged:
             if not (self.writer and repair):
                 raise
             if self.catalog is not None:
                 self.catalog.close()
                 self.catalog = None
-            self.catalog_rebuilt = rebuild_catalog(self.root, self.shards)
+            self.catalog_repairs.append(rebuilt_catalog_line(rebuild_catalog(self.root, self.shards)))
             self.catalog = Catalog(path, True)
 
     @classmethod
-    def create(cls, root: str | os.PathLike, **kwargs: Any) -> "LibraryStore":
+    def create(cls, root: str | os.PathLike, **kwargs: Any) -> LibraryStore:
         """Create (or open, if it exists) a library for writing."""
         return cls(root, create=True, **kwargs)
 
     @classmethod
     def open(cls, root: str | os.PathLike, *, writer: bool = False, wait_s: float = 0.0,
-             **kwargs: Any) -> "LibraryStore":
+             **kwargs: Any) -> LibraryStore:
         return cls(root, writer=writer, wait_s=wait_s, **kwargs)
 
     @classmethod
@@ -139,7 +163,7 @@ class LibraryStore:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "LibraryStore":
+    def __enter__(self) -> LibraryStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -173,7 +197,7 @@ class LibraryStore:
         self._collect_garbage()
 
     def _collect_garbage(self) -> None:
-        manifest = self.index.read_manifest()
+        manifest = self.index.writer_manifest()  # a damaged one is set aside: the next index update rebuilds it
         keep = self.catalog.referenced_shards()
         if manifest:
             keep |= {v["shard"] for v in manifest["videos"].values()}
@@ -245,11 +269,13 @@ class LibraryStore:
         signals = sorted(set(signals))
         tensors = frame_tensors(label, frame_tokens, embeddings, timestamps_s, signals)
         if len(tensors["timestamps_s"]):
-            tokens = tensors["frame_tokens"]
-            self._check_dims(label, tokens.shape[1], tokens.shape[2], tensors["embeddings"].shape[1])
+            tokens = tensors.get("frame_tokens")
+            self.catalog.check_dims(label, {"embed_dim": tensors["embeddings"].shape[1]} if tokens is None else {
+                "tokens_per_frame": tokens.shape[1], "token_dim": tokens.shape[2],
+                "embed_dim": tensors["embeddings"].shape[1]})
         info = {"duration_s": duration_s, "model_id": model_id, "fps": fps, "timings": timings, "signals": signals,
                 "text_model": text_model or ""}
-        metadata = {"format_version": str(FORMAT_VERSION), "video_id": str(video_id), "path": label,
+        metadata = {"format_version": SHARD_FORMAT_VERSION, "video_id": str(video_id), "path": label,
                     "fingerprint": row["fingerprint"], "info": json.dumps(info)}
         segments = list(segments or [])
         if segments or segment_embeddings is not None:
@@ -275,17 +301,6 @@ class LibraryStore:
                                f"library holds {have.get('text_model') or 'another model'}'s ({have['text_dim']}-d)")
         if "text_dim" not in have:
             self.catalog.set_meta_once({"text_dim": dim, "text_model": text_model or ""})
-
-    def _check_dims(self, label: str, tokens_per_frame: int, token_dim: int, embed_dim: int) -> None:
-        want = {"tokens_per_frame": tokens_per_frame, "token_dim": token_dim, "embed_dim": embed_dim}
-        have = self.meta()
-        for key, value in want.items():
-            if key in have and int(have[key]) != value:
-                raise LibraryError(f"{label}: {key} is {value}, but this library holds {key} {have[key]} "
-                                   f"(use one model per library)")
-        missing = {k: v for k, v in want.items() if k not in have}
-        if missing:
-            self.catalog.set_meta_once(missing)
 
     @guarded
     def mark_done(self, video_id: int) -> None:
@@ -342,7 +357,10 @@ class LibraryStore:
     def stats(self) -> dict:
         """Videos per status, frames, hours, bytes on disk, failures and index state."""
         catalog = self.catalog.stats()
-        manifest = self.index.read_manifest()
+        try:
+            manifest = self.index.read_manifest()
+        except LibraryDamaged:
+            manifest = None  # named in "problems"
         return {
             "library": str(self.root),
             "videos": catalog["videos"],
@@ -353,9 +371,9 @@ class LibraryStore:
             "failures": catalog["failures"],
             "index": None if manifest is None else {
                 k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors",
-                                             "n_segments", "n_deleted", "text_n_deleted")},
+                                             "n_parts", "n_deleted", "text_n_deleted")},
             "signals": catalog["signals"],
-            "index_current": self.index_is_current(verify=False),
+            "index_current": manifest is not None and self.index_is_current(verify=False),
             "problems": self.quick_problems(),
         }
 
@@ -364,7 +382,10 @@ class LibraryStore:
         `videomini library DIR --check` reads everything (storage/integrity.py)."""
         missing = [f"{self.shards.folder / shard}: shard missing ({self.catalog.video(video_id)['path']})"
                    for video_id, (shard, _) in self.catalog.done_shards().items() if not self.shards.exists(shard)]
-        return missing + self.index.problems(deep=False)
+        problems = missing + self.index.problems(deep=False)
+        if self.index_was_published() and not (self.root / MANIFEST).exists():
+            problems.append(self._manifest_missing().args[0].split(";")[0])
+        return problems
 
     # ------------------------------------------------------------------ shards
 
@@ -375,7 +396,15 @@ class LibraryStore:
         if row is None or row["status"] != "done":
             raise LibraryError(f"{self.root}: video {video_id} is not indexed")
         t = self.shards.read_frames(row["shard"], _checksum(row))
-        return VideoFrames(video_id, row["path"], t["frame_tokens"], t["embeddings"], t["timestamps_s"])
+        return VideoFrames(video_id, row["path"], t.get("frame_tokens"), t["embeddings"], t["timestamps_s"])
+
+    @guarded
+    def frame_times(self, video_id: int) -> np.ndarray:
+        """A done video's stored frame times (seconds), read alone: what choosing frames to answer from needs."""
+        row = self.catalog.row(video_id)
+        if row is None or row["status"] != "done":
+            raise LibraryError(f"{self.root}: video {video_id} is not indexed")
+        return self.shards.read_times(row["shard"], _checksum(row))
 
     @guarded
     def segments(self, video_id: int) -> list[dict]:
@@ -386,126 +415,6 @@ class LibraryStore:
         texts, times = self.shards.read_segments(row["shard"], _checksum(row))
         return [{"source": source, "text": text, "start_s": float(a), "end_s": float(b)}
                 for (source, text), (a, b) in zip(texts, times)]
-
-    # ------------------------------------------------------------------ index
-
-    @guarded
-    def manifest(self) -> dict | None:
-        """The published index generation's manifest (sizes, factory, videos), None before the first build."""
-        return self.index.read_manifest()
-
-    @guarded
-    def index_is_current(self, verify: bool = True) -> bool:
-        """True when the published index covers exactly the catalog's done videos and their shards, and its files
-        are whole (verify: checked against their checksums; else only present)."""
-        manifest = self.index.read_manifest()
-        indexed = {int(k): (v["shard"], v.get("version")) for k, v in (manifest or {"videos": {}})["videos"].items()}
-        done = self.catalog.done_shards()
-        self._index_problems = self.index.problems(deep=verify)
-        return indexed == done and (manifest is not None or not done) and not self._index_problems
-
-    @guarded
-    def index_needs_update(self) -> bool:
-        """True when the published index misses catalog changes, its files are missing or damaged, or its segments
-        are due for compaction."""
-        manifest = self.index.read_manifest()
-        return not self.index_is_current() or (manifest is not None and compaction_due(manifest, self.index.flat_max))
-
-    @guarded
-    def update_index(self) -> dict:
-        """Publish the catalog's changes since the published generation as a delta segment (new and changed
-        videos) and deleted rows (removed ones), compacting when a threshold says so; returns the manifest.
-        Index files found missing or damaged (here, or by the last index_is_current) are not built on: the index
-        is rebuilt whole from the shards."""
-        self._require_writer()
-        if self.index.problems(deep=False) or self._index_problems:
-            return self.compact_index()
-        manifest = self.index.update(self._index_source())
-        self._collect_garbage()
-        return manifest
-
-    @guarded
-    def compact_index(self) -> dict:
-        """Rebuild the index as one base segment from every done shard (dead rows purged) and publish it."""
-        self._require_writer()
-        manifest = self.index.compact(self._index_source())
-        self._collect_garbage()
-        return manifest
-
-    def _index_source(self) -> IndexSource:
-        meta = self.meta()
-        dims = {"frames": int(meta.get("embed_dim", 0)), "text": int(meta.get("text_dim", 0))}
-        rows = [dict(r) for r in self.catalog.done_rows()]
-        sums = {r["shard"]: r["checksum"] for r in rows}
-        return IndexSource(rows, lambda shard: self.shards.read_vectors(shard, sums.get(shard)), dims)
-
-    @guarded
-    def indexed_vectors(self, kind: str = "frames") -> tuple[np.ndarray, np.ndarray]:
-        """The published snapshot's live rows of `kind` ("frames" or "text"): their ids records and vectors,
-        sorted by (video id, frame or segment index) -- the same for any segmentation of the same content."""
-        if kind not in KINDS:
-            raise LibraryError(f"{self.root}: no index of {kind!r}; choose from {', '.join(KINDS)}")
-        snap = self.snapshot()
-        ids, vectors = [], []
-        for live in (getattr(snap, kind) if snap else []):
-            alive = np.ones(len(live.part.ids), bool) if live.bitmap is None else np.unpackbits(
-                live.bitmap, bitorder="little")[: len(live.part.ids)].astype(bool)
-            ids.append(np.asarray(live.part.ids)[alive])
-            vectors.append(stored_vectors(live.part.index)[alive])
-        if not ids:
-            return np.empty(0), np.empty((0, 0), np.float32)
-        ids, vectors = np.concatenate(ids), np.concatenate(vectors)
-        order = np.lexsort((ids[ids.dtype.names[1]], ids["video_id"]))
-        return ids[order], vectors[order]
-
-    @guarded
-    def snapshot(self) -> Snapshot | None:
-        """The published index generation a search runs on (whole, whatever a writer publishes meanwhile)."""
-        return self.index.snapshot()
-
-    @guarded
-    def search_vectors(self, query: Any, top_k: int = 10, *, nprobe: int | None = None
-                       ) -> list[Hit] | list[list[Hit]]:
-        """Nearest frames by cosine similarity. query (D,) -> list[Hit]; (Q, D) -> one list[Hit] per query."""
-        q = to_numpy(query, np.float32)
-        single = q.ndim == 1
-        q = q[None] if single else q
-        snap = self.snapshot()
-        dim = snap.manifest["embed_dim"] if snap and snap.n_vectors else int(self.meta().get("embed_dim", q.shape[-1]))
-        if q.ndim != 2 or q.shape[1] != dim:
-            raise LibraryError(f"{self.root}: query has shape {tuple(np.shape(query))}, the library holds "
-                               f"{dim}-d embeddings")
-        if top_k < 1:
-            raise LibraryError(f"{self.root}: top_k must be >= 1, got {top_k}")
-        if not np.isfinite(q).all():
-            raise LibraryError(f"{self.root}: query has non-finite values")
-        if snap is None or not snap.n_vectors:
-            return [] if single else [[] for _ in q]
-        norms = np.linalg.norm(q, axis=1, keepdims=True)
-        q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
-        out = self.index.search(snap, q, top_k, nprobe)
-        return out[0] if single else out
-
-    @guarded
-    def sample_vectors(self, kind: str = "frames", n: int = 1024, seed: int = 0) -> np.ndarray:
-        """Up to `n` stored vectors of the published index ("frames" or "text"), drawn at random with a fixed
-        seed: the background a query's similarities are calibrated against (`videomini.search`)."""
-        snap = self.snapshot()
-        return self.index.sample(snap, kind, n, seed) if snap is not None else np.zeros((0, 1), dtype=np.float32)
-
-    @guarded
-    def search_text(self, query: Any, top_k: int = 10) -> list[TextHit]:
-        """Speech and on-screen text segments nearest to a query's text embedding (E,), best first."""
-        q = to_numpy(query, np.float32).reshape(-1)
-        snap = self.snapshot()
-        if snap is None or not snap.text_n_vectors:
-            return []
-        if q.shape[0] != snap.manifest["text_dim"] or not np.isfinite(q).all():
-            raise LibraryError(f"{self.root}: text query has shape {q.shape}, the library holds "
-                               f"{snap.manifest['text_dim']}-d text embeddings")
-        sums = {v["shard"]: v.get("checksum") for v in snap.videos.values()}
-        return self.index.search_text(snap, unit_rows(q[None], str(self.root)), top_k,
-                                      lambda shard: self.shards.read_segments(shard, sums.get(shard))[0])
 
     moments = staticmethod(moments)
 

@@ -1,6 +1,6 @@
 """FAISS primitives of the library's vector index: which index for how many vectors, building, writing and
-memory-mapped reading of one index file, and a filtered search. segments.py composes them into the published
-segments.
+memory-mapped reading of one index file, and a filtered search. index_parts.py and published_index.py compose
+them into the published index parts.
 
 Index choice (bench/search.py on this 2-core machine: 768-d clustered vectors, one query at a time, recall@10
 against exact search): exact "Flat" search costs ~0.15-0.25 ms per 1k vectors per query on one thread (~1.4 ms at

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { token: "", videos: new Map(), byPath: new Map(), playingId: null };
+const state = { token: "", videos: new Map(), byPath: new Map(), playingId: null, stopAt: null, moment: null };
 
 // ---------------------------------------------------------------------------------------------- token
 // A token arrives as #token=... (never sent to the server in a URL) or is typed in; it goes in the
@@ -48,8 +48,34 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // ---------------------------------------------------------------------------------------------- player
-function play(videoId, startS, label) {
+// A moment plays from its start and pauses at its end (marked on the bar under the player) unless the user plays
+// on; on a narrow screen, where the player may be far above the card clicked, the page scrolls to it.
+function markMoment() {
+  const player = $("#player"), span = $("#moment-span"), moment = state.moment;
+  if (!moment || !(player.duration > 0)) { span.hidden = true; return; }
+  const left = Math.min(100, (100 * moment.start) / player.duration);
+  const right = Math.min(100, (100 * moment.end) / player.duration);
+  span.style.left = `${left}%`; span.style.width = `${Math.max(0.5, right - left)}%`; span.hidden = false;
+}
+function stopAtMomentEnd() {
   const player = $("#player");
+  if (state.stopAt !== null && player.currentTime >= state.stopAt) {
+    state.stopAt = null;  // once: pressing play again plays on
+    player.pause();
+    $("#moment-track").classList.add("ended");
+  }
+}
+function showPlayer() {
+  const box = $("#player").getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) $("#player").scrollIntoView({ block: "start" });
+}
+function play(videoId, startS, label, endS) {
+  const player = $("#player");
+  const hasEnd = typeof endS === "number" && endS > startS;
+  state.moment = hasEnd ? { start: startS, end: endS } : null;
+  state.stopAt = hasEnd ? endS : null;
+  $("#moment-track").classList.remove("ended");
+  $("#moment-track").dataset.end = hasEnd ? String(endS) : "";
   const seek = () => { player.currentTime = startS; player.play().catch(() => {}); };
   if (state.playingId !== videoId) {
     state.playingId = videoId;
@@ -59,7 +85,10 @@ function play(videoId, startS, label) {
   } else if (player.readyState >= 1) seek();
   else player.addEventListener("loadedmetadata", seek, { once: true });
   const info = state.videos.get(videoId);
-  $("#now-playing").textContent = `${label || baseName(info && info.path)} · from ${clock(startS)}`;
+  $("#now-playing").textContent = `${label || baseName(info && info.path)} · `
+    + (hasEnd ? `${clock(startS)}–${clock(endS)} (pauses at the end; play to go on)` : `from ${clock(startS)}`);
+  markMoment();
+  showPlayer();
   document.querySelectorAll(".result").forEach((card) =>
     card.classList.toggle("playing", card.dataset.videoId === String(videoId) && card.dataset.start === String(startS)));
 }
@@ -73,8 +102,8 @@ function resultCard(moment) {
   const card = el("article", {
     class: `result${moment.confident ? " confident" : ""}`, tabindex: "0", "data-video-id": String(moment.video_id), "data-start": String(moment.start_s),
     title: `Play ${name} from ${clock(moment.start_s)}`,
-    onclick: () => play(moment.video_id, moment.start_s, name),
-    onkeydown: (e) => { if (e.key === "Enter") play(moment.video_id, moment.start_s, name); },
+    onclick: () => play(moment.video_id, moment.start_s, name, moment.end_s),
+    onkeydown: (e) => { if (e.key === "Enter") play(moment.video_id, moment.start_s, name, moment.end_s); },
   },
   moment.thumbnail ? el("img", { src: moment.thumbnail, alt: `${name} at ${clock(moment.best_s)}`, loading: "lazy" }) : null,
   el("div", { class: "body" },
@@ -108,11 +137,18 @@ async function search(query) {
 function evidenceLink(evidence) {
   const row = state.byPath.get(evidence.video);
   const name = baseName(evidence.video);
-  const label = `${row && state.videos.size > 1 ? name + " " : ""}${clock(evidence.time_s)}`;
-  return el("a", { href: "#", title: `${name} ${clock(evidence.start_s)}–${clock(evidence.end_s)}`,
-    "data-time": String(evidence.time_s),
-    onclick: (e) => { e.preventDefault(); if (row) play(row.id, evidence.time_s, name); } }, label);
+  const label = `${row && state.videos.size > 1 ? name + " " : ""}${clock(evidence.start_s)}–${clock(evidence.end_s)}`;
+  return el("a", { href: "#", title: `${name} ${clock(evidence.start_s)}–${clock(evidence.end_s)}, score `
+    + evidence.score.toFixed(2), "data-time": String(evidence.start_s), "data-score": String(evidence.score),
+    onclick: (e) => { e.preventDefault(); if (row) play(row.id, evidence.start_s, name, evidence.end_s); } },
+  label, el("span", { class: "score" }, evidence.score.toFixed(2)));
 }
+// chips in the order a viewer meets them: by video (in the answer's order), then by time
+function inTimeOrder(evidence) {
+  const videos = [...new Set(evidence.map((e) => e.video))];
+  return [...evidence].sort((a, b) => videos.indexOf(a.video) - videos.indexOf(b.video) || a.start_s - b.start_s);
+}
+const shortModel = (model) => baseName(String(model || "").replace(/[\\/]+$/, ""));
 async function readEvents(response, onEvent) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
@@ -149,9 +185,9 @@ async function ask(question) {
       }
       else if (event === "answer") {
         answerBox.textContent = data.text;
-        $("#ask-evidence").replaceChildren(...data.evidence.map(evidenceLink));
+        $("#ask-evidence").replaceChildren(...inTimeOrder(data.evidence).map(evidenceLink));
         const by = data.generated_by === "signals" ? "from stored speech and on-screen text"
-          : `${data.frames_used} frames · ${data.model}`;
+          : `${data.frames_used} frames · ${shortModel(data.model)}`;
         $("#ask-meta").textContent = `${by}${data.evidence.length ? " · the links above play the evidence" : ""}`;
       } else if (event === "error") $("#ask-meta").textContent = `Failed: ${data.error}`;
     });
@@ -188,6 +224,8 @@ function showView(which) {
 
 document.addEventListener("DOMContentLoaded", () => {
   initToken();
+  $("#player").addEventListener("timeupdate", stopAtMomentEnd);
+  $("#player").addEventListener("loadedmetadata", markMoment);
   $("#search-form").addEventListener("submit", (e) => { e.preventDefault(); const q = $("#q").value.trim(); if (q) search(q); });
   $("#ask-form").addEventListener("submit", (e) => { e.preventDefault(); const q = $("#ask-q").value.trim(); if (q) ask(q); });
   $("#ask-q").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("#ask-form").requestSubmit(); } });

@@ -1,4 +1,4 @@
-"""Time references, frame selection, the frame memory and the memory planner."""
+"""The memory planner (videomini.planner): how many frames fit, and why."""
 
 from __future__ import annotations
 
@@ -10,208 +10,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from videomini.frame_memory import FrameMemory
+from videomini.generation import new_cache, prefill
 from videomini.loading import KNOWN_CONFIGS
 from videomini.planner import device_memory, parse_size, plan_memory
-from videomini.selection import select_frames
-from videomini.timerefs import parse_time_references
 
-HOUR = 3600.0
 MODEL_8B = "ICTNLP/llava-mini-llama-3.1-8b"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Time references
-# ---------------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("question, duration, windows", [
-    ("What happens at 12:30?", HOUR, [(745, 755)]),
-    ("what is on screen at 1:02:03", 2 * HOUR, [(3718, 3728)]),
-    ("What does she hold at 90 seconds?", HOUR, [(85, 95)]),
-    ("at 2 min, who speaks?", HOUR, [(90, 150)]),
-    ("what happens around 5 min", HOUR, [(240, 360)]),  # "around" doubles the ±30 s of a whole minute
-    ("at around 3:00", HOUR, [(170, 190)]),
-    ("What is said in the first 5 minutes?", HOUR, [(0, 300)]),
-    ("what happens in the last 30 seconds", HOUR, [(3570, 3600)]),
-    ("in the last minute", HOUR, [(3540, 3600)]),
-    ("What happens at the end?", HOUR, [(3240, 3600)]),  # last 10 %
-    ("What happens at the end?", 4 * HOUR, [(4 * HOUR - 600, 4 * HOUR)]),  # at most 10 min
-    ("What happens at the end of the video?", 100, [(90, 100)]),  # at least 10 s
-    ("who is there at the beginning", HOUR, [(0, 360)]),
-    ("at the start of the clip", HOUR, [(0, 360)]),
-    ("between 1:00 and 2:00", HOUR, [(60, 120)]),
-    ("from 1:00 to 2:00", HOUR, [(60, 120)]),
-    ("between 1 and 2 minutes", HOUR, [(60, 120)]),
-    ("from 50:00 to the end", HOUR, [(3000, 3600)]),
-    ("what changes 1:00-2:00", HOUR, [(60, 120)]),
-    ("what happens after 10 minutes", HOUR, [(600, 3600)]),
-    ("anything before 3:00?", HOUR, [(0, 180)]),
-    ("from 10:00 onwards", HOUR, [(600, 3600)]),
-    ("what happens in the middle", HOUR, [(1620, 1980)]),
-    ("2 minutes before the end", HOUR, [(3450, 3510)]),
-    ("what is shown 5 minutes in?", HOUR, [(270, 330)]),
-    ("at the 10-minute mark", HOUR, [(570, 630)]),
-    ("at 1h30m", 2 * HOUR, [(5370, 5430)]),
-    ("at 1 hour and 5 minutes", 2 * HOUR, [(3870, 3930)]),
-    ("at five minutes", HOUR, [(270, 330)]),
-    ("in the first half a minute", HOUR, [(0, 30)]),
-    ("in the second half", 100, [(50, 100)]),
-    ("at 12:30 and in the last minute", HOUR, [(745, 755), (3540, 3600)]),
-    ("at 0:02", 10, [(0, 7)]),  # clipped to the video
-    ("in the last 30 seconds", 10, [(0, 10)]),
-    ("at 2 min", 180, [(111, 129)]),  # never wider than 5 % of a short video
-    # Not time references:
-    ("What color is the car?", HOUR, []),
-    ("what happens at the end of the race", HOUR, []),
-    ("the last person at the table", HOUR, []),
-    ("often minutes pass", HOUR, []),
-    ("at 1:75", HOUR, []),
-    ("at 12:30", 600, []),  # outside a 10-minute video
-])
-def test_parse_time_references(question: str, duration: float, windows: list[tuple[float, float]]) -> None:
-    assert parse_time_references(question, duration) == [pytest.approx(w) for w in windows]  # pytest 9: not nested
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Frame selection
-# ---------------------------------------------------------------------------------------------------------
-
-def _check(selected: np.ndarray, budget: int, n: int) -> None:
-    assert selected.dtype == np.int64
-    assert len(selected) <= budget
-    assert np.all(np.diff(selected) > 0), "sorted, no duplicates"
-    assert selected.min() >= 0 and selected.max() < n
-
-
-def test_select_all_frames_when_they_fit() -> None:
-    timestamps = np.arange(50, dtype=float)
-    assert np.array_equal(select_frames(timestamps, 64, "at the end"), np.arange(50))
-    assert np.array_equal(select_frames(timestamps, 50), np.arange(50))
-
-
-def test_select_uniform_coverage_without_question() -> None:
-    timestamps = np.arange(7200, dtype=float)  # 2 hours at 1 fps
-    selected = select_frames(timestamps, 100)
-    _check(selected, 100, 7200)
-    assert len(selected) == 100
-    gaps = np.diff(timestamps[selected])
-    assert gaps.min() >= 71 and gaps.max() <= 73
-    assert selected[0] < 72 and selected[-1] > 7200 - 72  # both ends covered
-
-
-def test_select_honours_time_window_and_covers_the_rest() -> None:
-    timestamps = np.arange(3600, dtype=float)
-    selected = select_frames(timestamps, 100, "What happens at 12:30?")
-    _check(selected, 100, 3600)
-    assert len(selected) == 100
-    assert set(range(745, 756)) <= set(selected.tolist())  # every frame of the window
-    outside = timestamps[selected][(timestamps[selected] < 745) | (timestamps[selected] > 755)]
-    assert len(outside) == 89
-    assert np.diff(outside).max() <= 2 * 3600 / 89  # the rest of the video stays covered
-
-
-def test_select_spreads_within_windows_larger_than_budget() -> None:
-    timestamps = np.arange(3600, dtype=float)
-    selected = select_frames(timestamps, 30, "what is said in the first 5 minutes?")
-    _check(selected, 30, 3600)
-    assert len(selected) == 30
-    assert timestamps[selected].max() <= 300
-    assert np.all(np.diff(timestamps[selected]) == 10)  # evenly over the window
-
-
-def test_select_two_windows_larger_than_budget_share_it() -> None:
-    timestamps = np.arange(0, 3600, 0.5)  # 2 fps
-    selected = select_frames(timestamps, 40, "compare the first minute with the last minute")
-    times = timestamps[selected]
-    assert len(selected) == 40
-    assert np.all((times <= 60) | (times >= 3540))
-    assert (times <= 60).sum() == 20 and (times >= 3540).sum() == 20
-
-
-def test_select_by_relevance_with_temporal_suppression() -> None:
-    timestamps = np.arange(3600, dtype=float)
-    relevance = np.zeros(3600)
-    relevance[2000:2005] = [0.90, 0.95, 1.00, 0.97, 0.93]  # one moment, five near-identical frames
-    relevance[500] = 0.8
-    selected = select_frames(timestamps, 3, relevance=relevance, uniform_fraction=0.0, nms_radius_s=5)
-    assert selected.tolist() == [0, 500, 2002]  # the best frame of each moment; ties go to the earlier frame
-    without_nms = select_frames(timestamps, 3, relevance=relevance, uniform_fraction=0.0, nms_radius_s=0)
-    assert without_nms.tolist() == [2001, 2002, 2003]
-
-
-def test_select_combines_windows_relevance_and_coverage() -> None:
-    timestamps = np.arange(3600, dtype=float)
-    relevance = np.zeros(3600)
-    relevance[[1000, 2500]] = 1.0
-    budget = 60
-    selected = select_frames(timestamps, budget, "what happens at the end?", relevance=relevance,
-                             uniform_fraction=0.5)
-    _check(selected, budget, 3600)
-    assert len(selected) == budget
-    assert timestamps[selected].min() >= 3240  # the window (361 frames) alone fills the budget
-    # A smaller window leaves room: relevance and uniform coverage both get their share.
-    selected = select_frames(timestamps, budget, "what happens at 30:00?", relevance=relevance, uniform_fraction=0.5)
-    times = selected.tolist()
-    assert set(range(1795, 1806)) <= set(times) and {1000, 2500} <= set(times)
-    assert len(times) == budget
-    assert min(times) < 200 and max(times) > 3400
-
-
-def test_select_is_deterministic_and_validates() -> None:
-    rng = np.random.default_rng(0)
-    timestamps = np.sort(rng.uniform(0, 600, 900))
-    relevance = rng.normal(size=900)
-    first = select_frames(timestamps, 77, "between 2:00 and 3:00", relevance=relevance)
-    second = select_frames(timestamps, 77, "between 2:00 and 3:00", relevance=relevance)
-    assert np.array_equal(first, second)
-    _check(first, 77, 900)
-    with pytest.raises(ValueError, match="budget"):
-        select_frames(timestamps, 0)
-    with pytest.raises(ValueError, match="relevance"):
-        select_frames(timestamps, 10, relevance=relevance[:5])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# FrameMemory
-# ---------------------------------------------------------------------------------------------------------
-
-def test_frame_memory_appends_and_searches() -> None:
-    generator = torch.Generator().manual_seed(0)
-    memory = FrameMemory()
-    assert len(memory) == 0
-    embeddings = torch.randn(40, 32, generator=generator)
-    tokens = torch.randn(40, 1, 16, generator=generator).to(torch.bfloat16)
-    for start in range(0, 40, 16):  # batches of 16, 16, 8; numpy and torch
-        batch = slice(start, start + 16)
-        frame_tokens = tokens[batch] if start else tokens[batch].float().numpy()
-        memory.append(frame_tokens if start else torch.from_numpy(frame_tokens).to(torch.bfloat16),
-                      np.arange(40)[batch] * 0.5, embeddings[batch] * 3.0)  # not normalised on purpose
-    assert len(memory) == 40
-    assert memory.frame_tokens.shape == (40, 1, 16)
-    assert torch.equal(memory.frame_tokens, tokens)
-    assert np.array_equal(memory.timestamps_s, np.arange(40) * 0.5)
-    assert np.allclose(np.linalg.norm(memory.embeddings, axis=1), 1.0, atol=1e-5)
-    assert torch.equal(memory.tokens_at([7, 3]), tokens[[7, 3]])
-
-    indices, scores = memory.search(embeddings[23].numpy(), k=5)
-    assert indices[0] == 23 and scores[0] == pytest.approx(1.0, abs=1e-5)
-    assert len(indices) == 5 and np.all(np.diff(scores) <= 1e-6)
-    assert len(memory.search(embeddings[0], k=100)[0]) == 40  # k clipped to the memory
-    relevance = memory.relevance(embeddings[11])
-    assert relevance.shape == (40,) and int(np.argmax(relevance)) == 11
-
-
-def test_frame_memory_rejects_inconsistent_batches() -> None:
-    memory = FrameMemory()
-    memory.append(torch.zeros(2, 1, 8), [0.0, 1.0])
-    with pytest.raises(ValueError, match="timestamps"):
-        memory.append(torch.zeros(2, 1, 8), [0.0])
-    with pytest.raises(ValueError, match="differs"):
-        memory.append(torch.zeros(2, 1, 4), [2.0, 3.0])
-    with pytest.raises(ValueError, match="every batch or for none"):
-        memory.append(torch.zeros(1, 1, 8), [2.0], np.ones((1, 4)))
-    with pytest.raises(ValueError, match="no embeddings"):
-        memory.search(np.ones(4), 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -315,7 +118,7 @@ def test_plan_kv_bytes_per_token_match_a_measured_cache(golden_dir: Path, kv_cac
 
     model, _, _ = load_model(golden_dir / "llavamini_tiny", device="cpu", dtype="bf16")
     embeds = torch.randn(1, 2049, model.hidden_size, dtype=torch.bfloat16) * 0.02
-    cache = model.prefill(embeds, model.new_cache(kv_cache), chunk_tokens=512)
+    cache = prefill(model, embeds, new_cache(model, kv_cache), chunk_tokens=512)
     measured = tensor_bytes(cache) / cache.get_seq_length()
     planned = plan_for_model(model, "1GB", kv_cache=kv_cache).kv_bytes_per_token
     assert planned == pytest.approx(measured, rel=0.10)
