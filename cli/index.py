@@ -41,6 +41,12 @@ def index(
                                 "(offline models from pip packages; searchable beside the frames)."),
     visual: bool = typer.Option(True, "--visual/--no-visual", help="--no-visual: no LLaVA-Mini model, store only "
                                 "--signals (frames already stored for a file are kept)."),
+    text_model: Optional[str] = typer.Option(None, "--text-model", help="Sentence embedder of speech / on-screen "
+                                             "text: a sentence-transformers folder or hub id (default: the bundled "
+                                             "all-MiniLM-L6-v2); recorded in the library, used by search and ask."),
+    asr_model: Optional[str] = typer.Option(None, "--asr-model", help="Speech recogniser: a Whisper size "
+                                            "(small.en) or a CTranslate2 faster-whisper folder (default: the "
+                                            "bundled tiny.en); recorded in the library."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
@@ -58,7 +64,8 @@ def index(
     progress, on_event = _progress(console, quiet=as_json)
     config = IndexConfig(model_id=model, device=device, dtype=dtype, recursive=recursive, fps=fps, decode=decode,
                          timeout_s=timeout, wait_s=wait, retry_failed=retry_failed, visual=visual,
-                         signals=tuple(name.strip() for name in signals.split(",") if name.strip()))
+                         signals=tuple(name.strip() for name in signals.split(",") if name.strip()),
+                         text_model=text_model, asr_model=asr_model)
     engines = {"local": lambda: LocalEngine(workers=workers), "ray": lambda: RayEngine(address=ray_address)}
     chosen = engines[engine]() if engine in engines else load_engine(engine)  # a third-party engine by name
     with progress:

@@ -45,6 +45,18 @@ def search(
 
 
 SIGNAL_LABELS = {"visual": "frames", "speech": "speech", "ocr": "on screen"}
+HEADERS = ("#", "video", "time", "rel.", "signal", "quote")
+
+
+def _row(rank: int, r: Any) -> list[str]:
+    """One moment's cells: rank, file name, time range, relevance (* when confident), the signals that carry it
+    (its strongest when none does), the first quote."""
+    from videomini.answer import format_time
+
+    carried = [SIGNAL_LABELS[m["signal"]] for m in r.matches if m["evidence"] > 0]
+    quote = next((f"“{m['text']}”" for m in r.matches if "text" in m), "")
+    return [str(rank), r.name, format_time(r.start_s, r.end_s), f"{r.relevance:.2f}{'*' if r.confident else ' '}",
+            "+".join(carried) or SIGNAL_LABELS[r.matches[0]["signal"]], quote]
 
 
 def render(query: str, results: list[Any], verbose: bool, thumbnails: bool) -> None:
@@ -54,26 +66,20 @@ def render(query: str, results: list[Any], verbose: bool, thumbnails: bool) -> N
     from rich.table import Table
     from rich.text import Text
 
-    from videomini.answer import format_time
-
     console = Console()
     matched = any(r.confident for r in results)
     table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left",
                   title=f"{query!r}: " + ("moments that match (* = confident)" if matched
                                           else "nothing in the library matches; the closest are shown"))
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("video", no_wrap=True, overflow="ellipsis", max_width=24)
-    table.add_column("time", no_wrap=True)
-    table.add_column("rel.", justify="right", no_wrap=True)
-    table.add_column("signal", no_wrap=True)
-    table.add_column("quote", no_wrap=True, overflow="ellipsis", ratio=1)
-    for rank, r in enumerate(results, 1):
-        top = r.matches[0]
-        quote = next((f"“{m['text']}”" for m in r.matches if "text" in m), "")
-        score = Text(f"{r.relevance:.2f}{'*' if r.confident else ' '}", style="bold green" if r.confident else "dim")
-        table.add_row(str(rank), r.name, format_time(r.start_s, r.end_s), score,
-                      "+".join(SIGNAL_LABELS[m["signal"]] for m in r.matches if m["evidence"] > 0)
-                      or SIGNAL_LABELS[top["signal"]], quote)
+    rows = [_row(rank, r) for rank, r in enumerate(results, 1)]
+    widths = [max([len(h)] + [len(str(row[i])) for row in rows]) for i, h in enumerate(HEADERS)]
+    widths[1], widths[4] = min(widths[1], 24), min(widths[4], 16)  # long file names and signal lists are cut
+    widths[5] = max(8, console.width - sum(widths[:5]) - 2 * 5)  # the quote takes what is left (2 spaces a gap)
+    for i, header in enumerate(HEADERS):
+        table.add_column(header, justify="right" if header in ("#", "rel.") else "left", no_wrap=True,
+                         overflow="ellipsis", width=widths[i])
+    for r, row in zip(results, rows):
+        table.add_row(*row[:3], Text(row[3], style="bold green" if r.confident else "dim"), *row[4:])
         if verbose:
             for m in r.matches:
                 table.add_row("", "", "", "", f"  {m['signal']}", f"cosine {m.get('cosine', m['similarity']):.3f}  "

@@ -25,7 +25,7 @@ ORPHAN_CHECK_S = 1.0  # how often a blocked worker checks whether the indexer th
 
 
 def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[str] = (),
-                    frames: bool = True, decode: str = "exact") -> Iterator[Message]:
+                    frames: bool = True, decode: str = "exact", asr_model: str | None = None) -> Iterator[Message]:
     """Probe and decode one video into messages: Probed, FrameBatch..., Finished -- or Failed instead. Never
     raises: a bad file is a message. `frames=False` (no vision model this run) sends no batches; `decode`
     "fast" lets the decoder skip frames nobody samples (`videomini.video.sample_frames`).
@@ -45,7 +45,7 @@ def decode_messages(path: str, fps: float, batch_size: int, signals: Iterable[st
         ocr_error = yield from _decode_frames(path, fps, batch_size, "ocr" in signals, frames, finished,
                                               readings, read_times, decode)
         if signals:
-            _extract_signals(path, fps, signals, ocr_error, readings, read_times, finished)
+            _extract_signals(path, fps, signals, ocr_error, readings, read_times, finished, asr_model)
         finished.decode_s = time.perf_counter() - started
         yield finished
     except VideoError as e:
@@ -78,7 +78,7 @@ def _decode_frames(path: str, fps: float, batch_size: int, ocr: bool, frames: bo
 
 
 def _extract_signals(path: str, fps: float, signals: list[str], ocr_error: str | None, readings: list,
-                     read_times: list, finished: Finished) -> None:
+                     read_times: list, finished: Finished, asr_model: str | None = None) -> None:
     """Fill `finished` with the on-screen text read while decoding and the speech of the audio track."""
     segments = []
     if "ocr" in signals:
@@ -93,7 +93,7 @@ def _extract_signals(path: str, fps: float, signals: list[str], ocr_error: str |
         try:
             from videomini.signals.speech import confident_speech, transcribe
 
-            segments += confident_speech(transcribe(path))
+            segments += confident_speech(transcribe(path, **({"model": asr_model} if asr_model else {})))
             finished.signals.append("speech")
         except Exception as e:  # a broken audio track costs the speech, not the video
             finished.warnings.append(f"{path}: speech skipped: {first_line(e)}")
@@ -115,7 +115,7 @@ def _read_on_screen_text(batch: np.ndarray, times: Any, readings: list, read_tim
 
 
 def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid: int, signals: tuple = (),
-                   frames: bool = True, decode: str = "exact") -> None:
+                   frames: bool = True, decode: str = "exact", asr_model: str | None = None) -> None:
     """Runs in a spawned process: decode_messages() into a bounded queue."""
 
     def put(message: Message) -> None:
@@ -129,7 +129,7 @@ def _decode_worker(path: str, fps: float, batch_size: int, out: Any, parent_pid:
                 if os.getppid() != parent_pid:
                     os._exit(0)
 
-    for message in decode_messages(path, fps, batch_size, signals, frames, decode):
+    for message in decode_messages(path, fps, batch_size, signals, frames, decode, asr_model):
         put(message)
     # At exit the queue's feeder thread flushes what is buffered into the pipe, which blocks while nobody reads:
     # wait for it, but give up the moment the indexer is gone.
@@ -146,12 +146,13 @@ class DecodeJob:
     """One video decoding in its own process, read through a bounded queue with a hang timeout."""
 
     def __init__(self, ctx: Any, path: Path, fps: float, batch_size: int, timeout_s: float,
-                 signals: Iterable[str] = (), frames: bool = True, decode: str = "exact"):
+                 signals: Iterable[str] = (), frames: bool = True, decode: str = "exact", asr_model: str | None = None):
         self.path, self.timeout_s = path, timeout_s
         self.waited_s = 0.0  # seconds since the last message, while the worker is alive
         self.queue = ctx.Queue(maxsize=QUEUE_BATCHES)
         self.process = ctx.Process(target=_decode_worker, args=(str(path), fps, batch_size, self.queue, os.getpid(),
-                                                                tuple(signals), frames, decode), daemon=True)
+                                                                tuple(signals), frames, decode, asr_model),
+                                   daemon=True)
         self.process.start()
 
     def messages(self) -> Iterator[Message]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from videomini.config import Event, IndexConfig
 from videomini.loading import LazyModel, default_model_id
-from videomini.pipelines.video_commit import IndexReport, IndexRunError, default_text_embedder, no_event
+from videomini.pipelines.video_commit import IndexReport, IndexRunError, no_event, text_embedder_for
 
 __all__ = ["Engine", "IndexJob", "IndexRunError", "IndexReport", "find_videos"]
 
@@ -90,6 +90,8 @@ def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[st
     from videomini.storage import LibraryStore
 
     started = time.perf_counter()
+    if "speech" in config.signals:  # checked before any work
+        config = dataclasses.replace(config, asr_model=checked_asr_model(config.asr_model))
     report = IndexReport()
     candidates, missing = find_videos(paths, config.recursive)
     report.failed += [(str(path), f"{path}: {reason}") for path, reason in missing]
@@ -108,7 +110,9 @@ def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[st
         wants_text = todo and (config.signals or any(item.signals for item in todo))
         model = model if config.visual else None
         job = IndexJob(library, todo, model, _model_id(model), config, report, emit,
-                       default_text_embedder() if wants_text else None)
+                       text_embedder_for(config.text_model) if wants_text else None)
+        if todo and "speech" in config.signals:
+            library.record_models(asr_model=config.asr_model)
         try:
             if todo:
                 engine.run(job)
@@ -194,3 +198,17 @@ def _loader(model_id: str, config: IndexConfig, emit: Event) -> Callable[[], Any
 def _model_id(model: Any) -> str | None:
     """The id a model was loaded from (a LazyModel knows it without loading)."""
     return None if model is None else str(model.model_id)
+
+
+def checked_asr_model(asr_model: str | None) -> str:
+    """The speech model a run records and uses: `asr_model` (a Whisper size or CTranslate2 folder, checked before
+    any work starts), else the bundled tiny.en."""
+    from videomini.signals import SignalError
+    from videomini.signals.speech import BUNDLED_NAMES, DEFAULT_MODEL, resolve_model
+
+    if not asr_model or asr_model in BUNDLED_NAMES:
+        return DEFAULT_MODEL
+    try:
+        return str(resolve_model(asr_model))
+    except SignalError as e:
+        raise IndexRunError(f"--asr-model: {e}") from None

@@ -51,7 +51,8 @@ class LocalEngine(Engine):
                         signals = set(config.signals) | set(todo[ahead].signals)
                         signals -= set(kept_text[ahead][0] if kept_text[ahead] else ())  # stored text: not redone
                         jobs[ahead] = DecodeJob(ctx, todo[ahead].path, config.fps, config.batch_size,
-                                                config.timeout_s, sorted(signals), job.model is not None, config.decode)
+                                                config.timeout_s, sorted(signals), job.model is not None, config.decode,
+                                                config.asr_model)
                 decoding = jobs.pop(position)
                 try:
                     _index_one(job, item, decoding, kept_text.pop(position))

@@ -58,14 +58,14 @@ TEMP_DIR_MAX = 107 - 65
 
 
 def decode_video(video: dict, *, fps: float, batch_size: int, timeout_s: float, frames: bool,
-                 decode: str = "exact") -> Iterator[dict]:
+                 decode: str = "exact", asr_model: str | None = None) -> Iterator[dict]:
     """Ray task: decode one video in an isolated child process (the local engine's DecodeJob) and yield its
     messages as rows. `frames` False (signals only): no batches."""
     import multiprocessing as mp
 
     video_id = int(video["video_id"])
     job = DecodeJob(mp.get_context("spawn"), Path(video["path"]), fps, batch_size, timeout_s,
-                    signals=json.loads(video["signals"]), frames=frames, decode=decode)
+                    signals=json.loads(video["signals"]), frames=frames, decode=decode, asr_model=asr_model)
     try:
         for message in job.messages():
             yield to_row(video_id, message)
@@ -227,7 +227,7 @@ def _run(ray: Any, job: IndexJob, load_id: str | None, encoders: int | None) -> 
         dataset = ray.data.from_items(inputs, override_num_blocks=len(inputs)).flat_map(
             decode_video, fn_kwargs={"fps": config.fps, "batch_size": config.batch_size,
                                      "timeout_s": config.timeout_s, "frames": load_id is not None,
-                                     "decode": config.decode}, num_cpus=1)
+                                     "decode": config.decode, "asr_model": config.asr_model}, num_cpus=1)
         if load_id is not None:
             dataset = dataset.map_batches(
                 EncoderActor, fn_constructor_kwargs={"model_id": load_id, "batch_size": config.batch_size},

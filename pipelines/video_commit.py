@@ -193,10 +193,16 @@ def commit_video(library: Any, assembly: VideoAssembly, result: EncodedVideo, *,
 
 def default_text_embedder() -> Any:
     """The bundled MiniLM that embeds speech / on-screen text (loaded once per process)."""
+    return text_embedder_for(None)
+
+
+def text_embedder_for(model: str | None) -> Any:
+    """The sentence embedder of speech / on-screen text: `model` (a sentence-transformers folder or hub id), else
+    the bundled MiniLM; loaded once per process. IndexRunError (one line) when it cannot be loaded."""
     from videomini.signals import SignalError
-    from videomini.signals.text import default_embedder
+    from videomini.signals.text import TextEmbedder, default_embedder
 
     try:
-        return default_embedder()
+        return TextEmbedder.shared(model) if model else default_embedder()
     except SignalError as e:
-        raise IndexRunError(str(e)) from None
+        raise IndexRunError(f"--text-model: {e}" if model else str(e)) from None

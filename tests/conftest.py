@@ -147,3 +147,53 @@ def assert_close(actual, expected, atol):
     diff = (actual.float() - expected.float()).abs().max().item()
     assert actual.shape == expected.shape and diff <= atol, \
         f"max diff {diff:.3g} > {atol} (shape {tuple(actual.shape)})"
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Tiny random speech / text models of the architectures `index --asr-model / --text-model` take
+# -------------------------------------------------------------------------------------------------------------
+
+
+def make_tiny_sentence_transformer(folder: Path) -> Path:
+    """A sentence-transformers folder (BERT + mean pooling) with random weights and a small WordPiece vocabulary:
+    the architecture of all-MiniLM-L6-v2 and of the larger embedders `--text-model` takes."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "the a to of and in is it for on at by train budget meeting cat dog weather sunny noon london".split()
+    bert = folder / "bert"
+    bert.mkdir(parents=True, exist_ok=True)
+    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
+                                               *"abcdefghijklmnopqrstuvwxyz", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]))
+    BertTokenizerFast(str(bert / "vocab.txt")).save_pretrained(bert)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len((bert / "vocab.txt").read_text().split()), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert)
+    word = models.Transformer(str(bert), max_seq_length=64)
+    SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu").save(str(folder / "st"))
+    return folder / "st"
+
+
+def make_tiny_whisper(folder: Path) -> Path:
+    """A CTranslate2 faster-whisper folder converted here from a random 1-layer Whisper (tiny.en's vocabulary and
+    tokenizer, from the bundled model): the format `--asr-model` takes for a larger Whisper."""
+    import shutil
+
+    import ctranslate2
+    import torch
+    from transformers import PreTrainedTokenizerFast, WhisperConfig, WhisperForConditionalGeneration
+
+    from videomini.signals.speech import bundled_whisper_path
+
+    bundled = bundled_whisper_path()
+    hf = folder / "hf"
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=51864, num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, decoder_start_token_id=50257,
+        eos_token_id=50256, pad_token_id=50256, bos_token_id=50256)).save_pretrained(hf)
+    PreTrainedTokenizerFast(tokenizer_file=str(bundled / "tokenizer.json")).save_pretrained(hf)
+    ctranslate2.converters.TransformersConverter(str(hf)).convert(str(folder / "ct2"), force=True)
+    shutil.copy(bundled / "tokenizer.json", folder / "ct2" / "tokenizer.json")
+    return folder / "ct2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from videomini.search import (
     Hubness,
     QueryBank,
     fuse,
+    measured_background,
     search_library,
     visual_candidates,
 )
@@ -145,7 +147,8 @@ def silent(tmp_path_factory):
 def signals_library(tmp_path_factory, narrated, silent):
     """Indexed with no vision model at all (--no-visual), as on a machine without the LLaVA-Mini weights."""
     library = tmp_path_factory.mktemp("lib") / "signals"
-    report = index_videos(library, [narrated.path, silent.path], visual=False, signals=("speech", "ocr"))
+    report = index_videos(library, [narrated.path, silent.path], visual=False, signals=("speech", "ocr"),
+                          timeout_s=600)  # a loaded machine decodes slowly
     assert sorted(Path(p).name for p in report.indexed) == ["narrated.mp4", "silent.mp4"], report.failed
     return library
 
@@ -196,6 +199,33 @@ def test_search_cli_json_shows_the_matched_signal_and_text(signals_library, narr
     best = json.loads(out.stdout)[0]
     assert best["matches"][0]["signal"] == "speech" and "London" in best["matches"][0]["text"]
     assert abs(best["start_s"] - spoken.start_s) <= TOLERANCE_S
+
+
+def test_search_reads_at_80_columns_one_line_per_result(signals_library, narrated):
+    spoken = narrated.lines[2]
+    out = subprocess.run([sys.executable, "-m", "videomini.cli", "search", spoken.paraphrase, "--library",
+                          str(signals_library), "--top-k", "4"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "VIDEOMINI_MODEL": "/nonexistent/model", "COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.rstrip("\n").splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    rows = [line for line in lines if line.lstrip()[:1].isdigit()]
+    assert len(rows) == 4  # one line per result: no wrapped cells
+    assert all("narrated.mp4" in row or "silent.mp4" in row for row in rows)
+    assert str(signals_library) not in out.stdout and "/" not in rows[0].split("narrated.mp4")[0]
+    first = rows[0]
+    assert "0:15" in first and "speech" in first and "*" in first and "“The train" in first  # range, signal, quote
+    relevance = re.search(r" (\d\.\d\d)\* ", first)  # confident: 0.50-1.00, marked *
+    assert relevance and 0.5 <= float(relevance.group(1)) <= 1.0
+
+
+def test_search_json_carries_the_relevance_the_name_and_the_full_path(signals_library):
+    out = run_cli("search", "a penguin sliding on the ice", "--library", str(signals_library), "--json")
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found and all(not m["confident"] and 0.0 <= m["relevance"] < 0.5 for m in found)
+    assert Path(found[0]["video"]).is_absolute() and found[0]["name"] == Path(found[0]["video"]).name
+    assert "nothing in the library matches" in out.stderr
 
 
 def test_ask_library_without_a_model_quotes_the_right_moment(signals_library, narrated):
@@ -284,7 +314,7 @@ def test_a_frame_that_stands_out_for_every_query_does_not_stand_out_for_this_one
     raw = frames @ queries[-1]
     assert Background.of(raw, 500).evidence(raw[:10].max()) > 5  # the query-only calibration: a confident noise hit
     z = bank.standardized(raw, frames)
-    background = Background.of(z, 500)
+    background = measured_background(z, bank.generic_z(frames), 500)
     assert max(background.evidence(v) for v in z) == 0.0
 
 
@@ -297,7 +327,7 @@ def test_an_informative_list_keeps_its_strong_hits():
     frames[7] = unit(queries[-1:] + 0.1 * rng.normal(size=(1, 256)))[0]
     bank = QueryBank(queries[:-1])
     z = bank.standardized(frames @ queries[-1], frames)
-    background = Background.of(z, 500)
+    background = measured_background(z, bank.generic_z(frames), 500)
     assert int(np.argmax(z)) == 7 and background.evidence(z[7]) > 3 * CONFIDENT_EVIDENCE
     assert sorted(background.evidence(v) for v in z)[-2] == 0.0  # and only it
 
@@ -314,7 +344,7 @@ def meeting_library(tmp_path_factory, checkpoint, videos_dir):
                                [videos_dir / "bikes.mp4", videos_dir / "safari.mp4"])
     vm = VideoMini.from_pretrained(str(checkpoint), device="cpu")
     library = tmp_path_factory.mktemp("lib") / "meeting"
-    assert index_videos(library, [video.path], vm, signals=("speech", "ocr")).indexed
+    assert index_videos(library, [video.path], vm, signals=("speech", "ocr"), timeout_s=600).indexed
     return library, video, vm
 
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from videomini.pipelines.serve import ServeConfig, ServeError, check_bind, create_app, run
-from videomini.search import search_library
+from videomini.search import relevance, search_library
 from videomini.storage import LibraryStore
 
 TOLERANCE_S = 2.0
@@ -70,6 +70,15 @@ def test_search_returns_the_cli_json_with_ids_and_thumbnails(client, library, se
     thumb = client.get(best["thumbnail"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert thumb.content[:2] == b"\xff\xd8" and len(thumb.content) > 1000
+
+
+def test_search_says_how_relevant_each_moment_is_and_when_nothing_matches(client):
+    found = client.get("/api/search", params={"q": "the shop never closes, day or night", "top_k": 3})
+    best = found.json()[0]
+    assert best["confident"] and best["relevance"] == relevance(best["score"]) >= 0.5 and best["name"] == "narrated.mp4"
+    absent = client.get("/api/search", params={"q": "a penguin sliding on the ice", "top_k": 3})
+    assert absent.status_code == 200 and all(not m["confident"] and m["relevance"] < 0.5 for m in absent.json())
+    assert "nothing in the library matches" in absent.headers["X-Videomini-Notes"]
 
 
 def test_search_limits_to_a_signal(client):

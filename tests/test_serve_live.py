@@ -83,6 +83,23 @@ def test_search_shows_the_moment_and_a_click_plays_it_from_its_start(page, serve
     assert "narrated.mp4 · 0:12–" in page.inner_text("#now-playing")
 
 
+def test_result_cards_show_the_relevance_and_mark_the_matches(page, serve_library, live_server):
+    card = search(page, "way out, no entry", "EXIT ONLY", 12.0, signal="ocr")
+    import httpx
+
+    api = httpx.get(f"{live_server}/api/search", params={"q": "way out, no entry", "signal": "ocr", "top_k": 24},
+                    headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).json()
+    best = next(m for m in api if m["matches"][0].get("text") == "EXIT ONLY")
+    assert best["confident"] and 0.5 <= best["relevance"] <= 1.0  # the API's scale: 0.5 and up is confident
+    assert "confident" in card.get_attribute("class")
+    assert card.locator(".relevance").inner_text() == f"{best['relevance']:.2f} · match"
+    assert "match “way out, no entry”" in page.inner_text("#status")
+    page.fill("#q", "a penguin sliding on the ice")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('Nothing in the library')")
+    assert page.locator(".result.confident").count() == 0 and page.locator(".result .relevance").count() > 0
+
+
 def test_ask_streams_the_answer_and_evidence_links_seek_the_player(page, tmp_path):
     search(page, "way out, no entry", "EXIT ONLY", 12.0, signal="ocr")
     page.fill("#ask-q", "Where does the train go?")

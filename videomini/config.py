@@ -121,6 +121,8 @@ class IndexConfig:
     decode: str = "exact"  # exact: every frame decoded; fast: frames nobody samples skipped (times reported)
     signals: tuple[str, ...] = ()  # also store speech / on-screen text, searchable beside the frames
     visual: bool = True  # False: no vision model, store the signals only
+    text_model: str | None = None  # sentence-transformers folder or hub id (None: the bundled all-MiniLM-L6-v2)
+    asr_model: str | None = None  # Whisper size or CTranslate2 folder (None: the bundled tiny.en)
 
     def __post_init__(self) -> None:
         _check(FPS_MIN <= self.fps <= FPS_MAX, "fps", self.fps, FPS_RANGE)

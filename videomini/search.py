@@ -2,16 +2,19 @@
 evidence-only answers.
 
 Each signal gives a ranked list: frames (the query's CLIP text embedding against the frames' CLIP image
-embeddings), speech and on-screen text (the query's MiniLM embedding against the segments'). Raw similarities do
-not compare across models, nor across queries of one model, so each is calibrated against the query's own
-background: its similarities to a random sample of the same index (median and MAD-based spread) give a z-score,
-and the hit's *evidence* is how far that z stands above the best z that pure noise would reach among all the
-index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near background
-(a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and cannot move
-the ranking. A moment joins the hits of different signals that overlap in one video and scores the sum of their
-evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that agree rank
-above either alone. Its span is that of the hits that carry evidence (the strongest alone when none does),
-at most `MAX_MOMENT_S` around its best evidence, `best_s`.
+embeddings), speech and on-screen text (the query's sentence embedding against the segments'). Raw similarities
+do not compare across models, across queries of one model, nor across items: a frame unlike the rest of its video
+(a drawn caption, a title card) lies far from the library's median for *any* query. So each is calibrated twice.
+Per item (`QueryBank`): the item's similarity to the query as a z against its similarities to a fixed bank of
+generic queries, so an item that stands out for every query does not stand out for this one. Per query
+(`Background`): those z over a random sample of the same index give the query's background (median and MAD-based
+spread, at least 1), and the hit's *evidence* is how far it stands above the best that pure noise would reach
+among all the index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near
+background (a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and
+cannot move the ranking. A moment joins the hits of different signals that overlap in one video and scores the
+sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that
+agree rank above either alone. Its span is that of the hits that carry evidence (the strongest alone when none
+does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence on a 0-1 scale.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ NOTHING_MATCHES = "nothing in the library matches this query: no moment stands o
 CANDIDATES_PER_RESULT = 8  # hits fetched from each index per moment returned
 BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its background
 MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
-HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
 CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
 ITEM_MIN_SCALE = 0.01  # floor of one item's spread over the generic queries (cosine units)
+NULL_MIN_SCALE = 0.25  # floor of the generic queries' spread over items' z (a tower that embeds all text alike)
+HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
+MIN_CEILING = 1.0  # the best of several unrelated items lies at least one spread above their median
 
 # Queries about nothing in particular, in the forms users type (a thing, a scene, a question, a sentence heard):
 # what a stored item scores for these is what it scores for a query that is not about it. Fixed text, so its
@@ -68,6 +73,7 @@ class Background:
     center: float
     scale: float
     n_total: int
+    ceiling: float | None = None  # measured: what the best item reaches for queries not about it (QueryBank)
 
     @classmethod
     def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> Background:
@@ -76,13 +82,14 @@ class Background:
         if values.size == 0:
             return cls(0.0, 1.0, max(1, n_total or 1))
         center = float(np.median(values))
-        scale = max(MIN_SCALE, 1.4826 * float(np.median(np.abs(values - center))))
+        scale = max(min_scale, 1.4826 * float(np.median(np.abs(values - center))))
         return cls(center, scale, max(1, int(n_total or values.size)))
 
     @property
     def noise_ceiling(self) -> float:
-        """The z that the best of `n_total` pure-noise similarities reaches (expected maximum of N Gaussians)."""
-        return math.sqrt(2.0 * math.log(self.n_total)) if self.n_total > 1 else 0.0
+        """The z that the best of `n_total` unrelated similarities reaches: measured when `ceiling` is given, else
+        the expected maximum of N Gaussians."""
+        return self.ceiling if self.ceiling is not None else gaussian_max(self.n_total)
 
     def z(self, similarity: float) -> float:
         return (float(similarity) - self.center) / self.scale
@@ -128,6 +135,11 @@ class Hubness:
         return np.asarray(cosines, dtype=np.float64) - 0.5 * np.asarray(r, dtype=np.float64)
 
 
+def gaussian_max(n: int) -> float:
+    """sqrt(2 ln n): about where the largest of n standard Gaussians lies."""
+    return math.sqrt(2.0 * math.log(n)) if n > 1 else 0.0
+
+
 @dataclass(frozen=True)
 class QueryBank:
     """The item side of the calibration: `GENERIC_QUERIES` embedded by one model (B, D). An item whose
@@ -139,11 +151,38 @@ class QueryBank:
 
     def standardized(self, similarities: Sequence[float] | np.ndarray, items: np.ndarray) -> np.ndarray:
         """Each item's similarity to the query as a z against its similarities to the generic queries."""
+        center, scale, _ = self._item_stats(items)
+        return (np.asarray(similarities, dtype=np.float64).reshape(-1) - center) / scale
+
+    def _item_stats(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per item: median and 1.4826 x MAD of its similarities to the generic queries, and those (N, B)."""
         items = np.asarray(items, dtype=np.float32).reshape(-1, self.vectors.shape[1])
         bank = (items @ self.vectors.T).astype(np.float64)  # (N, B)
         center = np.median(bank, axis=1)
         scale = np.maximum(ITEM_MIN_SCALE, 1.4826 * np.median(np.abs(bank - center[:, None]), axis=1))
-        return (np.asarray(similarities, dtype=np.float64).reshape(-1) - center) / scale
+        return center, scale, bank
+
+    def generic_z(self, sample: np.ndarray) -> np.ndarray:
+        """(S, B): each generic query's per-item z over the sample items (what `standardized` gives a query)."""
+        center, scale, bank = self._item_stats(sample)
+        return (bank - center[:, None]) / scale[:, None]
+
+
+def measured_background(query_values: np.ndarray, generic_values: np.ndarray, n_total: int,
+                        min_scale: float = MIN_SCALE) -> Background:
+    """A query's background over a sample of the index, measured against queries not about it: centred on the
+    median of this query's values over the sample items, in the spread that the generic queries' values
+    (`generic_values`, (S, B), calibrated as the query's are) show across the same items, with the noise ceiling
+    they reach there -- the median over generic queries of their best item, plus the expected maximum's growth
+    from the S sampled items to all N."""
+    query_values = np.asarray(query_values, dtype=np.float64).reshape(-1)
+    if query_values.size == 0:
+        return Background(0.0, 1.0, max(1, n_total))
+    shifted = generic_values - np.median(generic_values, axis=0)
+    spread = max(min_scale, float(np.median(1.4826 * np.median(np.abs(shifted), axis=0))))
+    best = float(np.median(shifted.max(axis=0))) / spread  # what a query about none of them reaches
+    ceiling = max(MIN_CEILING, best + gaussian_max(max(n_total, query_values.size)) - gaussian_max(query_values.size))
+    return Background(float(np.median(query_values)), spread, max(1, n_total), ceiling=ceiling)
 
 
 _banks: dict[tuple[str, int], QueryBank] = {}
@@ -169,7 +208,7 @@ class Candidate:
     similarity: float
     signal: str  # visual | speech | ocr
     text: str | None = None
-    cosine: float | None = None  # the raw cosine, where `similarity` is hubness-corrected (text)
+    cosine: float | None = None  # the raw cosine, where `similarity` is calibrated per item (QueryBank)
 
 
 @dataclass
@@ -343,7 +382,8 @@ def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: f
     query_vector = text_tower.embed(query)[0].numpy()
     bank = query_bank(lambda texts: text_tower.embed(texts).numpy(), f"clip:{getattr(text_tower, 'name', '')}")
     sample = library.sample_vectors("frames", BACKGROUND_SAMPLE)
-    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample), library.manifest()["n_vectors"])
+    background = measured_background(bank.standardized(sample @ _unit(query_vector), sample),
+                                     bank.generic_z(sample), library.manifest()["n_vectors"], NULL_MIN_SCALE)
     hits = library.search_vectors(query_vector, top_k=depth)
     if not hits:
         lists["visual"], backgrounds["visual"] = [], background
@@ -360,15 +400,19 @@ def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: f
 
 def _text_lists(library: Any, query: str, text_embedder: Any, depth: int, signals: Sequence[str],
                 lists: dict, backgrounds: dict) -> None:
-    """The speech and on-screen text lists: sentence embeddings, calibrated per item and per query."""
+    """The speech and on-screen text lists: sentence embeddings, hubness-corrected per item (CSLS) and calibrated
+    per query against the generic queries (`measured_background`)."""
     query_vector = text_embedder.encode([query])[0]
     bank = query_bank(text_embedder.encode, f"text:{getattr(text_embedder, 'name', '')}")
-    sample = library.sample_vectors("text", BACKGROUND_SAMPLE)
-    background = Background.of(bank.standardized(sample @ _unit(query_vector), sample),
-                               library.manifest()["text_n_vectors"])
+    hubness = Hubness.of_sample(library.sample_vectors("text", BACKGROUND_SAMPLE))
+    sample, half_r = hubness.sample, 0.5 * hubness.sample_r[:, None]
+    background = measured_background(Hubness.corrected(sample @ _unit(query_vector), hubness.sample_r),
+                                     sample.astype(np.float64) @ bank.vectors.T - half_r,
+                                     library.manifest()["text_n_vectors"])
     hits = [hit for hit in library.search_text(query_vector, top_k=depth) if hit.source in signals]
-    z = bank.standardized([h.score for h in hits], np.stack([h.vector for h in hits])) if hits else []
-    for hit, similarity in zip(hits, z):
+    corrected = Hubness.corrected([h.score for h in hits], hubness.of(np.stack([h.vector for h in hits]))
+                                  ) if hits else []
+    for hit, similarity in zip(hits, corrected):
         lists.setdefault(hit.source, []).append(Candidate(
             hit.path, hit.start_s, hit.end_s, hit.start_s, float(similarity), hit.source, hit.text, cosine=hit.score))
         backgrounds[hit.source] = background
@@ -405,8 +449,10 @@ def rank_segments(query: str, segments: Sequence[Any], embedder: Any, top_k: int
     vectors = embedder.encode([query] + [seg.text for seg in segments])
     cosines = (vectors[1:] @ vectors[0]).astype(np.float64)
     bank = query_bank(embedder.encode, f"text:{getattr(embedder, 'name', '')}")
-    similarities = bank.standardized(cosines, vectors[1:])
-    background = Background.of(similarities)
+    hubness = Hubness.of_sample(vectors[1:])
+    similarities = Hubness.corrected(cosines, hubness.sample_r)
+    background = measured_background(similarities, vectors[1:].astype(np.float64) @ bank.vectors.T
+                                     - 0.5 * hubness.sample_r[:, None], len(segments))
     lists: dict[str, list[Candidate]] = {}
     for seg, cosine, similarity in zip(segments, cosines, similarities):
         lists.setdefault(seg.source, []).append(Candidate(video, seg.start_s, seg.end_s, seg.start_s,

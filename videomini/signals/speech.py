@@ -20,6 +20,7 @@ from videomini.errors import first_line
 from videomini.signals import SignalError, TextSegment
 
 BUNDLED_NAMES = ("tiny.en", "bundled")
+DEFAULT_MODEL = "tiny.en"  # the bundled Whisper: what `index --signals speech` uses without --asr-model
 _INSTALL_HINT = "pip install 'videomini[speech]'"
 
 _models: dict[tuple[str, str, str], Any] = {}
@@ -44,7 +45,7 @@ def bundled_whisper_path() -> Path:
                               _INSTALL_HINT)
 
 
-def _resolve_model(model: str | os.PathLike) -> str:
+def resolve_model(model: str | os.PathLike) -> str:
     """Bundled name → its folder; an existing folder → itself; anything else is a faster-whisper size or hub id."""
     if str(model) in BUNDLED_NAMES:
         return str(bundled_whisper_path())
@@ -79,7 +80,7 @@ def load_whisper(model: str | os.PathLike = "tiny.en", device: str = "auto", com
         from faster_whisper import WhisperModel
     except ImportError:
         raise SignalError(f"faster-whisper is not installed: {_INSTALL_HINT}") from None
-    model_ref = _resolve_model(model)
+    model_ref = resolve_model(model)
     device = _resolve_device(device)
     if compute_type == "auto":
         # int8 on CPU: ~1.5x faster than float32 with the same transcript on tiny.en here; fp16 on CUDA.

@@ -324,6 +324,11 @@ class Catalog:
         with self.transaction():
             self.db.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in video_ids])
 
+    def set_meta(self, values: dict[str, Any]) -> None:
+        """Record meta keys, replacing their earlier values."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+
     def set_meta_once(self, values: dict[str, Any]) -> None:
         """Record meta keys not yet set (the first video fixes the library's dimensions)."""
         with self.transaction():

@@ -27,7 +27,7 @@ class TextHit(NamedTuple):
     text: str
     score: float  # cosine between the query's and the segment's text embeddings
     video_id: int
-    vector: Any = None  # the stored (unit) text embedding: search calibrates with it (videomini.search.Hubness)
+    vector: Any = None  # the stored (unit) text embedding: search calibrates with it (videomini.search.QueryBank)
 
 
 class Moment(NamedTuple):

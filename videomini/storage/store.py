@@ -287,6 +287,13 @@ class LibraryStore(StoreIndex):
         self.shards.write(name, ShardContent(tensors, metadata))
         return name
 
+    @guarded
+    def record_models(self, **models: str) -> None:
+        """Record in the library's meta the models a run used that no shard records (`asr_model`: the speech
+        recogniser), replacing an earlier run's."""
+        self._require_writer()
+        self.catalog.set_meta(models)
+
     def _check_text_dims(self, label: str, dim: int, text_model: str | None) -> None:
         have = self.meta()
         if "text_dim" in have and (int(have["text_dim"]) != dim or have.get("text_model") != (text_model or "")):

@@ -98,8 +98,9 @@ function resultCard(moment) {
   const name = baseName(moment.video);
   const signals = [...new Set(moment.matches.map((m) => m.signal))];
   const quotes = moment.matches.filter((m) => m.text).map((m) => el("p", { class: "quote" }, m.text));
+  const relevance = Number(moment.relevance || 0).toFixed(2);
   const card = el("article", {
-    class: "result", tabindex: "0", "data-video-id": String(moment.video_id), "data-start": String(moment.start_s),
+    class: `result${moment.confident ? " confident" : ""}`, tabindex: "0", "data-video-id": String(moment.video_id), "data-start": String(moment.start_s),
     title: `Play ${name} from ${clock(moment.start_s)}`,
     onclick: () => play(moment.video_id, moment.start_s, name, moment.end_s),
     onkeydown: (e) => { if (e.key === "Enter") play(moment.video_id, moment.start_s, name, moment.end_s); },
@@ -107,7 +108,9 @@ function resultCard(moment) {
   moment.thumbnail ? el("img", { src: moment.thumbnail, alt: `${name} at ${clock(moment.best_s)}`, loading: "lazy" }) : null,
   el("div", { class: "body" },
     el("div", { class: "name" }, name),
-    el("div", { class: "when" }, `${clock(moment.start_s)}–${clock(moment.end_s)}`),
+    el("div", { class: "when" }, `${clock(moment.start_s)}–${clock(moment.end_s)}`,
+      el("span", { class: "relevance", title: "relevance 0–1: 0.5 and above is a confident match" },
+        moment.confident ? `${relevance} · match` : relevance)),
     el("div", { class: "badges" }, ...signals.map((s) => el("span", { class: `badge ${s}` }, s === "ocr" ? "on screen" : s))),
     ...quotes));
   return card;
@@ -121,8 +124,11 @@ async function search(query) {
     const response = await api(`/api/search?q=${encodeURIComponent(query)}&top_k=24${signal ? `&signal=${signal}` : ""}`);
     const moments = await response.json();
     const notes = response.headers.get("X-Videomini-Notes");
-    $("#status").textContent = moments.length
-      ? `${moments.length} moments for “${query}”${notes ? ` — ${notes}` : ""}` : `Nothing found for “${query}”.`;
+    const matching = moments.filter((m) => m.confident).length;
+    $("#status").textContent = !moments.length ? `Nothing found for “${query}”.`
+      : matching ? `${matching} of ${moments.length} moments match “${query}” (relevance ≥ 0.5)`
+      : `Nothing in the library matches “${query}”: the ${moments.length} closest moments are shown, none is a match.`;
+    if (notes && matching) $("#status").textContent += ` — ${notes}`;
     $("#results").replaceChildren(...moments.map(resultCard));
   } catch (error) { $("#status").textContent = `Search failed: ${error.message}`; }
 }
