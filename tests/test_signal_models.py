@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_tiny_sentence_transformer, make_tiny_whisper
 from videomini.search import search_library
 from videomini.storage import LibraryStore
+
+from conftest import make_tiny_sentence_transformer, make_tiny_whisper
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
