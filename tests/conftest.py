@@ -164,12 +164,13 @@ def make_tiny_sentence_transformer(folder: Path) -> Path:
     words = "the a to of and in is it for on at by train budget meeting cat dog weather sunny noon london".split()
     bert = folder / "bert"
     bert.mkdir(parents=True, exist_ok=True)
-    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words,
-                                               *"abcdefghijklmnopqrstuvwxyz", *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz")]))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *letters, *(f"##{c}" for c in letters)]
+    (bert / "vocab.txt").write_text("\n".join(vocab))
     BertTokenizerFast(str(bert / "vocab.txt")).save_pretrained(bert)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len((bert / "vocab.txt").read_text().split()), hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(bert)
     word = models.Transformer(str(bert), max_seq_length=64)
     SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu").save(str(folder / "st"))
     return folder / "st"

@@ -76,8 +76,10 @@ class Background:
     ceiling: float | None = None  # measured: what the best item reaches for queries not about it (QueryBank)
 
     @classmethod
-    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None) -> Background:
-        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them)."""
+    def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None,
+           min_scale: float = MIN_SCALE) -> Background:
+        """Median and 1.4826 x MAD (robust: the few true matches in the sample do not move them), the spread at
+        least `min_scale`."""
         values = np.asarray(similarities, dtype=np.float64).reshape(-1)
         if values.size == 0:
             return cls(0.0, 1.0, max(1, n_total or 1))
