@@ -5,14 +5,15 @@ Each signal gives a ranked list: frames (the query's CLIP text embedding against
 embeddings), speech and on-screen text (the query's sentence embedding against the segments'). Raw similarities
 do not compare across models, across queries of one model, nor across items: a frame unlike the rest of its video
 (a drawn caption, a title card) lies far from the library's median for *any* query. So each is calibrated twice.
-Per item (`QueryBank`): the item's similarity to the query as a z against its similarities to a fixed bank of
-generic queries, so an item that stands out for every query does not stand out for this one. Per query
-(`Background`): those z over a random sample of the same index give the query's background (median and MAD-based
-spread, at least 1), and the hit's *evidence* is how far it stands above the best that pure noise would reach
-among all the index's vectors (sqrt(2 ln N), the expected maximum of N Gaussians). A list whose hits are all near
-background (a random or weak CLIP tower, a query that names nothing in the library) so gives zero evidence and
-cannot move the ranking. A moment joins the hits of different signals that overlap in one video and scores the
-sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that
+Per item: a frame's similarity to the query as a z against its similarities to a fixed bank of generic queries
+(`QueryBank`), so a frame that stands out for every query does not stand out for this one; a text's cosine less
+half its hubness (`Hubness`, CSLS), which measured better on text. Per query (`measured_background`): the list's
+values over a random sample of the same index give the query's centre; the generic queries' values over the same
+items give the spread and the noise ceiling (what the best item reaches for a query about none of them, grown to
+all N items by sqrt(2 ln N)); a hit's *evidence* is how far it stands above that ceiling. A list whose hits are
+all near background (a random or weak CLIP tower, a query that names nothing in the library) so gives zero
+evidence and cannot move the ranking. A moment joins the hits of different signals that overlap in one video and
+scores the sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong signals that
 agree rank above either alone. Its span is that of the hits that carry evidence (the strongest alone when none
 does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence on a 0-1 scale.
 """
