@@ -14,8 +14,9 @@ all N items by sqrt(2 ln N)); a hit's *evidence* is how far it stands above that
 all near background (a random or weak CLIP tower, a query that names nothing in the library) so gives zero
 evidence and cannot move the ranking. A moment joins the hits of different signals that overlap in one video and
 scores the sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong
-signals that agree rank above either alone. Its span is that of the hits that carry evidence (the strongest alone when none
-does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence on a 0-1 scale.
+signals that agree rank above either alone. Its span is that of the hits that carry evidence (the strongest
+alone when none does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence
+on a 0-1 scale.
 """
 
 from __future__ import annotations
