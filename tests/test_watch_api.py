@@ -52,3 +52,29 @@ def test_bad_requests_are_one_line(live_client):
     assert "\n" not in json.dumps(too_long.json())
     tokens = client.post("/api/live/ask", json={"question": "why?", "max_new_tokens": 100_000})
     assert tokens.status_code == 400 and "max_new_tokens" in tokens.json()["error"]
+
+
+def test_the_openai_route_addresses_the_live_session(live_client):
+    client, session = live_client
+    assert "videomini:live" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    question = {"role": "user", "content": "What happened in the last 2 seconds?"}
+    as_model = client.post("/v1/chat/completions", json={"model": "videomini:live", "max_tokens": 4,
+                                                         "messages": [question]})
+    assert as_model.status_code == 200, as_model.text
+    out = as_model.json()
+    assert out["videomini"]["frame_times_s"] == [4.0, 5.0]  # the stream's last two seconds, in stream time
+    assert all(e["wall_utc"].endswith("Z") for e in out["videomini"]["evidence"])
+    assert out["choices"][0]["message"]["content"] == out["videomini"]["text"] and out["usage"]["completion_tokens"]
+    as_video = client.post("/v1/chat/completions", json={"max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": "videomini:live"}}, {"type": "text", "text": "What is shown?"}]}]})
+    assert as_video.status_code == 200 and as_video.json()["videomini"]["frames_used"] >= 1
+
+
+def test_the_openai_route_without_a_live_session_is_one_line(checkpoint):
+    from videomini.pipelines.serve import ServeConfig, create_app
+
+    app = create_app(ServeConfig(model=str(checkpoint)))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        response = client.post("/v1/chat/completions", json={"model": "videomini:live", "messages": [
+            {"role": "user", "content": "What is happening?"}]})
+    assert response.status_code == 404 and "watch --serve" in response.json()["error"]["message"]

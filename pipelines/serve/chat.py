@@ -8,7 +8,8 @@ a `frame_times_s` list; with no media, the answer comes from the library's best 
 may carry `media_io_kwargs: {"video": {"num_frames": N}}` (lmms-eval's pass_video_url mode): at most N frames.
 The answer's evidence times ride in an extra field, `evidence`, of the completion (and of the last chunk when
 streamed); `videomini` carries the whole answer as `ask --json` prints it. Every field is checked against
-videomini/limits.py before anything is decoded.
+videomini/limits.py before anything is decoded. Under `videomini watch --serve`, the model or video_url
+`videomini:live` asks about the stream as it plays (its evidence dated in stream time and UTC).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from videomini.errors import LimitExceeded
 from videomini.pipelines.serve import jobs
 from videomini.pipelines.serve.state import ServeError, ServerState
 from videomini.pipelines.serve.wire import error_body, error_status, sse
+
+LIVE_MODEL = "videomini:live"  # the model (or video_url) that names the stream `watch --serve` is watching
 
 
 class ChatMessage(BaseModel):
@@ -79,6 +82,8 @@ def choose_job(state: ServerState, body: ChatRequest, question: str, media: list
                max_new_tokens: int):
     """No media: the library answers. One video or image: `ask` on it. Several images: the frames of ONE video
     (what evaluation harnesses send: lmms-eval's openai backends decode a video client-side into PNG frames)."""
+    if body.model == LIVE_MODEL or [url for _, url in media] == [LIVE_MODEL]:
+        return jobs.live_answer(state, question, max_new_tokens)  # the stream `watch --serve` is watching
     if not media:
         return jobs.library_answer(state, question, top_k=TOP_K, max_frames=None, max_new_tokens=max_new_tokens)
     kinds = {kind for kind, _ in media}
@@ -169,8 +174,9 @@ def completion(answer: Any, completion_id: str, created: int) -> dict:
 def add_chat_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models", tags=["openai"], summary="The model this server answers with")
     def models():
-        return {"object": "list", "data": [{"id": state.model_id(), "object": "model", "created": 0,
-                                            "owned_by": "videomini"}]}
+        served = [state.model_id()] + ([LIVE_MODEL] if state.live is not None else [])
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "videomini"}
+                                           for name in served]}
 
     @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (ask)")
     async def chat(body: ChatRequest):

@@ -76,6 +76,20 @@ def file_answer(state: ServerState, path: Path, question: str, max_frames: int |
     return job
 
 
+def live_answer(state: ServerState, question: str, max_new_tokens: int) -> Callable[[TokenFn], Any]:
+    """The live session's answer about what the stream has shown so far (`watch --serve`), as the chat route's
+    model or video `videomini:live`."""
+    if state.live is None:
+        raise ServeError(404, "videomini:live: this server watches no stream (start it with videomini watch --serve)")
+    session = state.live
+
+    def job(on_token: TokenFn) -> Any:
+        return session.ask(question, max_new_tokens=max_new_tokens, on_token=on_token)
+
+    job.cleanup = lambda: None  # type: ignore[attr-defined]  # nothing held
+    return job
+
+
 def frames_answer(state: ServerState, frames: Any, times_s: Any, question: str, max_new_tokens: int,
                   pixels: int = 0) -> Callable[[TokenFn], Any]:
     """The frames of one video, in order (as an evaluation harness sends them): one token each, the question

@@ -70,7 +70,9 @@ def _offer(queue: asyncio.Queue, item: Any) -> None:
 
 
 def add_live_routes(app: FastAPI, session: Any, hub: LiveHub) -> None:
-    """The live session's routes and page on `app` (auth and errors are the app's own)."""
+    """The live session's routes and page on `app` (auth and errors are the app's own); the OpenAI-compatible
+    route answers about it as the model (or video) `videomini:live`."""
+    app.state.videomini.live = session
 
     @app.get("/live", include_in_schema=False)
     def page() -> FileResponse:

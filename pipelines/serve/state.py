@@ -157,6 +157,7 @@ class ServerState:
         self._text_tower: Any = None
         self._vm: Any = None
         self._load_lock = threading.Lock()
+        self.live: Any = None  # the live session (`watch --serve`): the chat route answers about it as LIVE_MODEL
 
     def close(self) -> None:
         import shutil

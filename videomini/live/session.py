@@ -78,6 +78,23 @@ class LiveAnswer:
     def text(self) -> str:
         return self.answer.text
 
+    # what the OpenAI-compatible route renders of any answer (pipelines/serve/chat.py)
+    @property
+    def model(self) -> str:
+        return self.answer.model
+
+    @property
+    def evidence(self) -> list:
+        return self.answer.evidence
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.answer.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.answer.completion_tokens
+
     def to_dict(self) -> dict:
         out = self.answer.to_dict()
         for evidence, wall in zip(out["evidence"], self.wall_utc):
