@@ -210,8 +210,9 @@ def lie_about_duration(src: str | Path, dst: str | Path, factor: float) -> Path:
 
 
 def make_testsrc_video(path: str | Path, seconds: float, size: tuple[int, int] = (640, 360), fps: int = 30,
-                       preset: str = "ultrafast") -> Path:
-    """A long H.264 video from ffmpeg's testsrc (fast to generate; the burnt-in counter shows the second)."""
+                       preset: str = "ultrafast", pattern: str = "testsrc", keyframe_s: float = 10) -> Path:
+    """A long H.264 video from ffmpeg's testsrc (fast to generate; the burnt-in counter shows the second), or
+    `pattern` testsrc2 (moving, colourful), with a keyframe every `keyframe_s` seconds."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError("ffmpeg binary not found (apt-get install -y ffmpeg)")
@@ -220,8 +221,8 @@ def make_testsrc_video(path: str | Path, seconds: float, size: tuple[int, int] =
     width, height = size
     subprocess.run(
         [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc=size={width}x{height}:rate={fps}:duration={seconds}",
-         "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-g", str(fps * 10), str(tmp)],
+         f"{pattern}=size={width}x{height}:rate={fps}:duration={seconds}",
+         "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-g", str(round(fps * keyframe_s)), str(tmp)],
         check=True,
     )
     tmp.replace(path)

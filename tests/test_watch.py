@@ -9,17 +9,16 @@ import functools
 import http.server
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import stderr_line
 from typer.testing import CliRunner
 
 from videomini.cli.main import app
@@ -217,21 +216,6 @@ def test_cli_file_answers_piped_questions_and_prints_alerts_as_json(checkpoint, 
     assert "6 frames, 0 dropped, 0 gaps, 1 connections" in result.stderr
 
 
-def _readline(process: subprocess.Popen, pattern: str, timeout_s: float) -> str:
-    """The first stderr line of `process` containing `pattern`, waiting at most `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
-    while time.monotonic() < deadline:
-        if selector.select(timeout=deadline - time.monotonic()):
-            line = process.stderr.readline()
-            if not line:
-                break
-            if pattern in line:
-                return line
-    raise AssertionError(f"no stderr line with {pattern!r} within {timeout_s} s")
-
-
 @pytest.mark.slow
 def test_library_is_searchable_while_watching_and_survives_sigkill(checkpoint, tmp_path):
     from videomini.search import search_library
@@ -244,10 +228,10 @@ def test_library_is_searchable_while_watching_and_survives_sigkill(checkpoint, t
                                 "--library", str(library), "--piece", "2s", "--no-prompt"],
                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
-        _readline(watcher, "watch: piece", timeout_s=120)
+        stderr_line(watcher, "watch: piece", timeout_s=120)
         found = search_library(library, "a red screen", top_k=3)  # while the stream runs
         assert found and all("/live/" in moment.video for moment in found)
-        _readline(watcher, "watch: piece", timeout_s=30)
+        stderr_line(watcher, "watch: piece", timeout_s=30)
     finally:
         watcher.send_signal(signal.SIGKILL)
         watcher.wait(timeout=10)

@@ -4,10 +4,11 @@ streamed), one-line errors."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from fastapi.testclient import TestClient
+
+from synth import make_testsrc_video
 
 
 @pytest.fixture
@@ -15,10 +16,7 @@ def live_client(vm, tmp_path):
     from videomini.pipelines.serve import ServeConfig, create_app
     from videomini.pipelines.serve.live import LiveHub, add_live_routes
 
-    video = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=160x120:rate=5", "-t", "6", "-c:v", "libx264", "-g", "5", str(video)],
-                   check=True, timeout=60)
+    video = make_testsrc_video(tmp_path / "clip.mp4", 6, size=(160, 120), fps=5, pattern="testsrc2", keyframe_s=1)
     hub = LiveHub()
     session = vm.watch(str(video), max_new_tokens=4, on_event=hub.publish)
     app = create_app(ServeConfig())

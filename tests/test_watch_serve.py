@@ -5,14 +5,15 @@ in both clocks), and the standing question's state."""
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import stderr_line
+
+from synth import make_testsrc_video
 
 pytestmark = pytest.mark.slow  # a live process driven by chromium
 
@@ -22,25 +23,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def _served_url(process: subprocess.Popen, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    selector = selectors.DefaultSelector()
-    selector.register(process.stderr, selectors.EVENT_READ)
-    while time.monotonic() < deadline:
-        if selector.select(timeout=deadline - time.monotonic()):
-            line = process.stderr.readline()
-            if not line:
-                break
-            if "serving http" in line:
-                return line.split("serving ", 1)[1].split()[0]
-    raise AssertionError(f"watch --serve did not announce its URL within {timeout_s} s")
+    return stderr_line(process, "serving http", timeout_s).split("serving ", 1)[1].split()[0]
 
 
 @pytest.fixture
 def watch_server(checkpoint, tmp_path):
-    video = tmp_path / "stream.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=size=320x240:rate=10", "-t", "30", "-c:v", "libx264", "-g", "10", str(video)],
-                   check=True, timeout=60)
+    video = make_testsrc_video(tmp_path / "stream.mp4", 30, size=(320, 240), fps=10, pattern="testsrc2", keyframe_s=1)
     process = subprocess.Popen([sys.executable, "-m", "videomini.cli", "watch", str(video), "--realtime", "--loop",
                                 "--serve", "--port", "0", "--model", str(checkpoint), "--max-new-tokens", "4",
                                 "--alert", "Is there a test pattern?", "--every", "1s"],
