@@ -15,8 +15,10 @@ all near background (a random or weak CLIP tower, a query that names nothing in 
 evidence and cannot move the ranking. A moment joins the hits of different signals that overlap in one video and
 scores the sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong
 signals that agree rank above either alone. Its span is that of the hits that carry evidence (the strongest
-alone when none does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence
-on a 0-1 scale.
+alone when none does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. It is confident when its
+evidence reaches its strongest list's margin, measured from the same generic queries (how far above their median
+best item all but `FALSE_CONFIDENT_RATE` of them reach); `relevance` puts the evidence on a 0-1 scale, 0.5 at
+the margin.
 """
 
 from __future__ import annotations
