@@ -113,7 +113,7 @@ def test_cli_fast_decode_reports_the_frame_times_it_used(golden_dir, minute_vide
     assert result.exit_code != 0 and "decode" in result.output and "Traceback" not in result.output
 
 
-def test_cli_errors_are_one_line(golden_dir, tmp_path):
+def test_cli_errors_are_one_line(golden_dir, tmp_path, minute_video):
     runner = CliRunner()
     result = runner.invoke(app, ["ask", str(tmp_path / "missing.mp4"), "Q?"])
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0 and "missing.mp4" in result.stderr
@@ -121,7 +121,12 @@ def test_cli_errors_are_one_line(golden_dir, tmp_path):
     bogus.write_text("not a video")
     result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", str(golden_dir / "llavamini_tiny")])
     assert result.exit_code == 1 and "bogus.mp4" in result.stderr and "Traceback" not in result.output
+    # the file is checked before the model loads (decoding starts first): a bad file is named even when the model
+    # cannot load either; a good file with an unloadable model names the model
     result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", "ICTNLP/llava-mini-llama-3.1-8b",
+                                 "--no-fallback"])
+    assert result.exit_code == 1 and "bogus.mp4" in result.stderr and "Traceback" not in result.output
+    result = runner.invoke(app, ["ask", str(minute_video), "Q?", "--model", "ICTNLP/llava-mini-llama-3.1-8b",
                                  "--no-fallback"])
     assert result.exit_code == 2 and "not in the Hugging Face cache" in result.stderr
 
