@@ -220,34 +220,136 @@ def bench_rss(checkpoint: Path, videos: dict[float, Path], batch_size: int) -> l
 # 4. ask's wall time over the decode floor, exact and fast decoding, time to the first frame
 # -------------------------------------------------------------------------------------------------------------
 
-def ask_child(checkpoint: str, video: str, decode: str, out: str) -> None:
-    """Child process: `videomini ask` in-process, noting when the first decoded batch reached the encoder (from
-    this process's start) and every frame time used."""
-    import psutil
+class _AfterImport:
+    """A meta-path finder that runs `patches[name](module)` right after `name` is imported, so the child can time
+    the model's stages without importing the model stack before `ask` would (which would change start-up)."""
 
-    born = psutil.Process().create_time()
-    from videomini.video import prefetch
+    def __init__(self, patches: dict) -> None:
+        self.patches = patches
 
-    first, times = [], []
+    def find_spec(self, name, path, target=None):
+        import importlib.util
+
+        if name not in self.patches:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        exec_module, patch = spec.loader.exec_module, self.patches.pop(name)
+
+        def exec_and_patch(module):
+            exec_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _timed(owner, name: str, totals: dict, key: str, first: dict | None = None) -> None:
+    """Wrap `owner.name` so its wall time adds up in `totals[key]` (and its first return is noted in `first`)."""
+    inner = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        begun = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - begun
+            if first is not None:
+                first.setdefault(key, time.perf_counter())
+
+    setattr(owner, name, timed)
+
+
+def _instrument(totals: dict, marks: dict, streams: list, times: list) -> None:
+    """Time the stages of one `ask`: decoder thread (conversion, resize, waits), encoder (preprocess, model),
+    model loading; note the frame times used. Light modules are patched now, the model's after their import."""
+    from videomini import video
+    from videomini.video import prefetch, pyav_backend
+
+    make_stream, make_converter = video.decode_ahead, pyav_backend.frame_converter
+    video.decode_ahead = lambda *a, **k: streams.append(make_stream(*a, **k)) or streams[-1]
+    _timed(pyav_backend, "resize_nearest", totals, "decoder: resize to 336x336 (exact mode)")
+
+    def frame_converter(*args, **kwargs):
+        convert = make_converter(*args, **kwargs)
+        holder = type("Holder", (), {"convert": staticmethod(convert)})
+        _timed(holder, "convert", totals, "decoder: RGB conversion + resize")
+        return holder.convert
+
+    pyav_backend.frame_converter = frame_converter
+    worker = prefetch.FrameBatches._worker
+
+    def timed_worker(self):
+        worker(self)
+        marks["decoder_done"] = time.perf_counter()
+
+    prefetch.FrameBatches._worker = timed_worker
     next_batch = prefetch.FrameBatches.__next__
 
     def noting(self):
         frames, stamps = next_batch(self)
-        first.append(first[0] if first else time.time() - born)
         times.extend(float(t) for t in stamps)
         return frames, stamps
 
     prefetch.FrameBatches.__next__ = noting
+
+    def patch_ask(module):
+        ask = module.VideoMini.ask
+        module.VideoMini.ask = lambda *a, **k: marks.setdefault("ask began", time.perf_counter()) and ask(*a, **k)
+        inner = module.VideoMini.from_pretrained.__func__
+        module.VideoMini.from_pretrained = classmethod(
+            lambda cls, *a, **k: marks.setdefault("load_begun", time.perf_counter()) and inner(cls, *a, **k))
+        marks["imports_done"] = time.perf_counter()
+
+    def patch_encoder(module):
+        _timed(module.FrameEncoder, "preprocess_frames", totals, "encoder: preprocess (normalise)")
+        _timed(module.FrameEncoder, "encode_pixels", totals, "encoder: model (CLIP, compressor, pre-fusion)", marks)
+
+    sys.meta_path.insert(0, _AfterImport({"videomini.ask": patch_ask, "videomini.encoder": patch_encoder}))
+
+
+def ask_child(checkpoint: str, video: str, decode: str, out: str, launched: str) -> None:
+    """Child process: `videomini ask` in-process (the CLI's own start: decoding begins before the model loads),
+    every stage timed from `launched`, the parent's clock just before it started this process (the kernel's
+    process start time is whole seconds off: /proc's boot time is rounded to the second)."""
+    import contextlib
+    import io
+
+    since_start = time.time() - float(launched) - time.perf_counter()  # + perf_counter() = seconds since launch
+    totals, marks, streams, times = {}, {}, [], []
+    _instrument(totals, marks, streams, times)
     from videomini.cli.main import main as cli
 
     sys.argv = ["videomini", "ask", video, QUESTION, "--model", checkpoint, "--device", "cpu", "--decode", decode,
                 "--max-new-tokens", "1", "--json"]
+    printed = io.StringIO()
     try:
-        cli()
+        with contextlib.redirect_stdout(printed):
+            cli()
     except SystemExit as done:
         if done.code:
             raise
-    Path(out).write_text(json.dumps({"first_frame_s": first[0] if first else None, "times": times}))
+    ended = time.perf_counter()
+    answer = json.loads(printed.getvalue())
+    stream = streams[0]
+    at = {"decoding started": stream.started_at, "first frame decoded": stream.first_frame_at,
+          "model stack imported": marks.get("imports_done"), "model loaded": marks.get("ask began"),
+          "first batch encoded": marks.get("encoder: model (CLIP, compressor, pre-fusion)"),
+          "decoder done": marks.get("decoder_done"), "answered": ended}
+    at = {k: round(v + since_start, 3) for k, v in at.items() if v is not None}
+    spent = {k: round(v, 3) for k, v in totals.items()}
+    spent["decoder: waited on a full queue"] = round(stream.decoder_waited_s, 3)
+    spent["encoder: waited on an empty queue"] = round(stream.consumer_waited_s, 3)
+    spent["model load (from_pretrained)"] = round(marks["ask began"] - marks["load_begun"], 3)
+    spent["answer (select + generate)"] = answer["timings_s"]["generate"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    Path(out).write_text(json.dumps({"first_frame_s": at["first frame decoded"],
+                                     "first_encoded_s": at["first batch encoded"], "at_s": at, "spent_s": spent,
+                                     "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "times": times,
+                                     "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
 
 
 def decode_floor(video: Path, threads: int) -> float:
@@ -271,8 +373,9 @@ def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
         times = {}
         for decode in ("exact", "fast"):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                start = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), decode, out.name],
+                start, launched = time.perf_counter(), time.time()
+                subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), decode, out.name,
+                                repr(launched)],
                                check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
                 wall = time.perf_counter() - start
                 child = json.loads(Path(out.name).read_text())
@@ -327,7 +430,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--floor", action="store_true", help="only part 4: ask's wall over the decode floor")
     parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
-    parser.add_argument("--ask-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--ask-child", nargs=5, help=argparse.SUPPRESS)
     return parser
 
 
