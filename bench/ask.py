@@ -263,14 +263,24 @@ def _timed(owner, name: str, totals: dict, key: str, first: dict | None = None) 
     setattr(owner, name, timed)
 
 
-def _instrument(totals: dict, marks: dict, streams: list, times: list) -> None:
+def _instrument(totals: dict, marks: dict, streams: list, times: list, late: bool = False) -> None:
     """Time the stages of one `ask`: decoder thread (conversion, resize, waits), encoder (preprocess, model),
-    model loading; note the frame times used. Light modules are patched now, the model's after their import."""
+    model loading; note the frame times used. Light modules are patched now, the model's after their import.
+    `late`: decoding starts when the encoder asks for the first batch, after the model loaded (two batches
+    ahead), as before `decode_ahead` — the comparison that shows what starting early gains."""
     from videomini import video
     from videomini.video import prefetch, pyav_backend
 
     make_stream, make_converter = video.decode_ahead, pyav_backend.frame_converter
-    video.decode_ahead = lambda *a, **k: streams.append(make_stream(*a, **k)) or streams[-1]
+
+    def make_late(path, fps, sampling="fps", decode="exact", batch_size=16, ahead_bytes=0):
+        stream = video.sample_frames(path, fps=fps, batch_size=batch_size, sampling=sampling, decode=decode,
+                                     size=video.reference.REFERENCE_FRAME_SIZE, prefetch=2)
+        stream.made_for = (str(path), float(fps), sampling, decode)
+        return stream  # not started: the encoder's first request starts it
+
+    make = make_late if late else make_stream
+    video.decode_ahead = lambda *a, **k: streams.append(make(*a, **k)) or streams[-1]
     _timed(pyav_backend, "resize_nearest", totals, "decoder: resize to 336x336 (exact mode)")
 
     def frame_converter(*args, **kwargs):
@@ -311,7 +321,7 @@ def _instrument(totals: dict, marks: dict, streams: list, times: list) -> None:
     sys.meta_path.insert(0, _AfterImport({"videomini.ask": patch_ask, "videomini.encoder": patch_encoder}))
 
 
-def ask_child(checkpoint: str, video: str, decode: str, out: str, launched: str) -> None:
+def ask_child(checkpoint: str, video: str, mode: str, out: str, launched: str) -> None:
     """Child process: `videomini ask` in-process (the CLI's own start: decoding begins before the model loads),
     every stage timed from `launched`, the parent's clock just before it started this process (the kernel's
     process start time is whole seconds off: /proc's boot time is rounded to the second)."""
@@ -320,7 +330,8 @@ def ask_child(checkpoint: str, video: str, decode: str, out: str, launched: str)
 
     since_start = time.time() - float(launched) - time.perf_counter()  # + perf_counter() = seconds since launch
     totals, marks, streams, times = {}, {}, [], []
-    _instrument(totals, marks, streams, times)
+    decode, _, late = mode.partition("-")
+    _instrument(totals, marks, streams, times, late=bool(late))
     from videomini.cli.main import main as cli
 
     sys.argv = ["videomini", "ask", video, QUESTION, "--model", checkpoint, "--device", "cpu", "--decode", decode,
@@ -360,8 +371,19 @@ def decode_floor(video: Path, threads: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
-    """Per video: the floor, then ask in exact and fast mode (fresh processes), and fast mode's frame moves."""
+def run_ask_child(checkpoint: Path, video: Path, mode: str) -> tuple[float, dict]:
+    """One `videomini ask` in a fresh process: (wall seconds from launch to exit, the child's stage timings)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        start, launched = time.perf_counter(), time.time()
+        subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), mode, out.name,
+                        repr(launched)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        return time.perf_counter() - start, json.loads(Path(out.name).read_text())
+
+
+def bench_floor(checkpoint: Path, videos: dict[float, Path], late: bool = False) -> list[dict]:
+    """Per video: the floor, then ask in exact and fast mode (fresh processes; with `late`, also exact mode with
+    decoding started only once the model has loaded, as before decode_ahead), and fast mode's frame moves."""
     import numpy as np
 
     from videomini.video.pyav_backend import decoder_threads
@@ -371,19 +393,14 @@ def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
         floor_s = decode_floor(video, threads)
         row: dict = {"minutes": minutes, "threads": threads, "floor_s": round(floor_s, 2)}
         times = {}
-        for decode in ("exact", "fast"):
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                start, launched = time.perf_counter(), time.time()
-                subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), decode, out.name,
-                                repr(launched)],
-                               check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-                wall = time.perf_counter() - start
-                child = json.loads(Path(out.name).read_text())
-            times[decode] = np.asarray(child["times"])
-            row[decode] = {"wall_s": round(wall, 2), "over_floor": round(wall / floor_s, 3),
-                           "first_frame_s": round(child["first_frame_s"], 2), "frames": len(child["times"])}
-            print(f"  {minutes:g} min {decode}: {wall:.1f} s = {wall / floor_s:.2f}x the floor ({floor_s:.1f} s), "
-                  f"first frame at {child['first_frame_s']:.2f} s", file=sys.stderr, flush=True)
+        for mode in ("exact", "fast") + (("exact-late",) if late else ()):
+            wall, child = run_ask_child(checkpoint, video, mode)
+            times[mode] = np.asarray(child.pop("times"))
+            row[mode] = {"wall_s": round(wall, 2), "over_floor": round(wall / floor_s, 3),
+                         "frames": len(times[mode]), **child}
+            print(f"  {minutes:g} min {mode}: {wall:.1f} s = {wall / floor_s:.2f}x the floor ({floor_s:.1f} s), "
+                  f"first frame decoded at {child['first_frame_s']:.2f} s, encoded at {child['first_encoded_s']:.2f}"
+                  f" s, peak RSS {child['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         n = min(len(times["exact"]), len(times["fast"]))
         moved = np.abs(times["exact"][:n] - times["fast"][:n])
         row["fast_moved_ms"] = {"mean": round(float(moved.mean()) * 1000, 1),
@@ -399,14 +416,38 @@ def print_floor(console, rows: list[dict]) -> None:
     threads = rows[0]["threads"] if rows else "?"
     table = Table(title=f"videomini ask (golden tiny checkpoint, 1 fps) over the decode floor: ffmpeg -threads "
                         f"{threads} -f null, 640x360 30 fps H.264")
-    for col in ("video", "floor s", "exact s", "exact / floor", "fast s", "fast / floor", "first frame s (exact)",
-                "fast: frames moved", "mean / max move ms"):
+    for col in ("video", "floor s", "exact s", "exact / floor", "fast s", "fast / floor",
+                "first frame decoded / encoded s (exact)", "peak RSS MB (exact)", "fast: frames moved",
+                "mean / max move ms"):
         table.add_column(col, justify="right")
     for r in rows:
         e, f, m = r["exact"], r["fast"], r["fast_moved_ms"]
         table.add_row(f"{r['minutes']:g} min", f"{r['floor_s']:.1f}", f"{e['wall_s']:.1f}", f"{e['over_floor']:.2f}",
-                      f"{f['wall_s']:.1f}", f"{f['over_floor']:.2f}", f"{e['first_frame_s']:.2f}",
+                      f"{f['wall_s']:.1f}", f"{f['over_floor']:.2f}",
+                      f"{e['first_frame_s']:.2f} / {e['first_encoded_s']:.2f}", f"{e['peak_rss_mb']:.0f}",
                       f"{m['frames_moved']} / {m['frames']}", f"{m['mean']:.0f} / {m['max']:.0f}")
+    console.print(table)
+    for r in rows:
+        print_stages(console, r)
+
+
+def print_stages(console, row: dict) -> None:
+    """Where one video's ask went: moments (s from launch) and time spent per stage (s), per decode mode."""
+    from rich.table import Table
+
+    modes = [m for m in ("exact", "fast", "exact-late") if m in row]
+    table = Table(title=f"{row['minutes']:g} min: where the time goes (s; moments from the command's launch)")
+    table.add_column("stage")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for section in ("at_s", "spent_s"):
+        names = dict.fromkeys(name for mode in modes for name in row[mode][section])
+        for name in names:
+            cells = [row[mode][section].get(name) for mode in modes]
+            label = f"at: {name}" if section == "at_s" else name
+            table.add_row(label, *("" if c is None else f"{c:.2f}" for c in cells))
+    table.add_row("process CPU (user + sys)", *(f"{row[mode]['cpu_s']:.2f}" for mode in modes))
+    table.add_row("wall", *(f"{row[mode]['wall_s']:.2f}" for mode in modes))
     console.print(table)
 
 
@@ -429,6 +470,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videomini-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--floor", action="store_true", help="only part 4: ask's wall over the decode floor")
+    parser.add_argument("--late", action="store_true", help="with --floor: also exact mode with decoding started "
+                                                            "only after the model loads (the start-up comparison)")
     parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
     parser.add_argument("--ask-child", nargs=5, help=argparse.SUPPRESS)
     return parser
@@ -537,7 +580,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.floor:
         minutes = args.minutes or ([1] if args.quick else [6, 60])
-        rows = bench_floor(GOLDEN_CHECKPOINT, {m: testsrc_video(args.cache, m, "veryfast") for m in minutes})
+        rows = bench_floor(GOLDEN_CHECKPOINT, {m: testsrc_video(args.cache, m, "veryfast") for m in minutes},
+                           late=args.late)
         print_floor(console, rows)
         if args.json:
             args.json.write_text(json.dumps({"floor": rows, "bench_s": round(time.perf_counter() - started, 1)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import sys
 from pathlib import Path
@@ -81,6 +83,9 @@ def ask(
                        sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
                        fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                        fallback=fallback)
+    # the answer is printed by then: the interpreter's last garbage collections over torch's and transformers'
+    # objects took 2 s of every exit under load (0.3 s frozen); files are closed and flushed before, explicitly
+    atexit.register(gc.freeze)
     # decoding starts now, in its thread, so that it overlaps the seconds of heavy imports and model loading
     # below; a file that is not a video is answered here, in a fraction of a second
     frames = None if library is not None else _decode_ahead(Path(targets[0]), config)
