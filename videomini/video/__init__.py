@@ -29,6 +29,7 @@ from videomini.video.reference import (
 )
 from videomini.video.sampling import (
     BACKENDS,
+    DECODE_AHEAD_BYTES,
     DECODE_MODES,
     SAMPLINGS,
     decode_ahead,
@@ -42,5 +43,5 @@ __all__ = [
     "VideoInfo", "FrameBatches", "probe", "sample_frames", "decode_ahead", "read_frames_at", "IMAGE_EXTENSIONS",
     "uniform_frame_indices",
     "sample_uniform", "reference_video_frames", "reference_timestamps", "reference_n_frames", "open_container",
-    "BACKENDS", "SAMPLINGS", "DECODE_MODES",
+    "BACKENDS", "SAMPLINGS", "DECODE_MODES", "DECODE_AHEAD_BYTES",
 ]

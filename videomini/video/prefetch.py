@@ -97,6 +97,11 @@ class FrameBatches:
         finally:
             self.decoder_waited_s += time.perf_counter() - waited_from
 
+    @property
+    def prefetch(self) -> int:
+        """Batches the decoder may hold ahead of the consumer (0: decoded on demand, no thread)."""
+        return self._prefetch
+
     def start(self) -> FrameBatches:
         """Begin decoding now, into the bounded queue (inline streams, `prefetch=0`, start on first use)."""
         if self.started_at is None:
