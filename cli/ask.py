@@ -19,7 +19,7 @@ from videomini.config import FPS, MAX_NEW_TOKENS, TOP_K
 def evidence_table(answer, title: str = "evidence"):
     from rich.table import Table
 
-    from videomini.answer import format_time
+    from videomini.timerefs import format_time
 
     methods = sorted({e.method for e in answer.evidence}) or ["none"]
     table = Table(title=f"{title} ({', '.join(methods)})")

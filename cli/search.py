@@ -51,7 +51,7 @@ HEADERS = ("#", "video", "time", "rel.", "signal", "quote")
 def _row(rank: int, r: Any) -> list[str]:
     """One moment's cells: rank, file name, time range, relevance (* when confident), the signals that carry it
     (its strongest when none does), the first quote."""
-    from videomini.answer import format_time
+    from videomini.timerefs import format_time
 
     carried = [SIGNAL_LABELS[m["signal"]] for m in r.matches if m["evidence"] > 0]
     quote = next((f"“{m['text']}”" for m in r.matches if "text" in m), "")

@@ -52,7 +52,7 @@ def _printer(as_json: bool):
 
 def _answers(as_json: bool, lock: threading.Lock):
     def on_answer(question: str, result) -> None:
-        from videomini.answer import format_time
+        from videomini.timerefs import format_time
 
         with lock:
             if isinstance(result, Exception):

@@ -22,6 +22,7 @@ from typing import Any
 from videomini.config import Event, IndexConfig
 from videomini.loading import LazyModel, default_model_id
 from videomini.pipelines.video_commit import IndexReport, IndexRunError, no_event, text_embedder_for
+from videomini.search import prepare_query_encoders
 
 __all__ = ["Engine", "IndexJob", "IndexRunError", "IndexReport", "find_videos"]
 
@@ -123,6 +124,8 @@ def run_index(engine: Engine, library_dir: str | os.PathLike, paths: Iterable[st
         if report.indexed or library.index_needs_update():
             emit("index", {})
             library.update_index()
+        if report.indexed:  # the first search of this library then starts without torch (query_encoder)
+            prepare_query_encoders(_model_id(model) or model_id if config.visual else None, job.text_embedder)
     except Exception:
         library.close()
         if created and not report.indexed:  # a refused run leaves no half-made library behind

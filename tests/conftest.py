@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
         path = home / sub
         path.mkdir(parents=True, exist_ok=True)
         os.environ[var] = str(path)
+    os.environ.pop("VIDEOMINI_CACHE", None)  # the query encoders go to XDG_CACHE_HOME above
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

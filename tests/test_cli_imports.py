@@ -37,11 +37,11 @@ finally:
 """
 
 
-def imported_by(tmp_path: Path, *args: str) -> set[str]:
+def imported_by(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     run = subprocess.run([sys.executable, "-c", PROBE, str(out), *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "120"}, timeout=300)
+                         env={**os.environ, "COLUMNS": "120", **(env or {})}, timeout=300)
     assert out.is_file(), run.stderr
     return set(json.loads(out.read_text()))
 
@@ -70,9 +70,7 @@ def libraries(tmp_path_factory, checkpoint):
 def test_help_and_a_missing_file_import_nothing_heavy(tmp_path):
     for args in (["--help"], ["ask", "--help"], ["ask", tmp_path / "missing.mp4", "what happens?"],
                  ["info", tmp_path / "missing.mp4"], ["search", "x", "--library", tmp_path / "no-library"]):
-        modules = imported_by(tmp_path, *args)
-        heavy = NOTHING_HEAVY if args[0] != "search" else (LLM, CLIP, *QUANTIZATION, *OPTIONAL, *EXTRACTORS)
-        assert_not_imported(modules, heavy)
+        assert_not_imported(imported_by(tmp_path, *args), NOTHING_HEAVY)
 
 
 def test_info_and_library_import_no_model_stack(tmp_path, libraries):
@@ -81,21 +79,29 @@ def test_info_and_library_import_no_model_stack(tmp_path, libraries):
     assert_not_imported(imported_by(tmp_path, "library", frames), ("torch", "transformers", *QUANTIZATION))
 
 
-def test_search_imports_the_clip_text_tower_but_not_the_llm(tmp_path, libraries):
+def test_search_imports_neither_torch_nor_transformers(tmp_path, libraries):
+    """`index` exported the query encoders (ONNX): a search embeds its query with onnxruntime alone."""
     frames, text, _ = libraries
-    modules = imported_by(tmp_path, "search", "a number", "--library", frames)
+    for library, query in ((frames, "a number"), (text, "loading dock")):
+        modules = imported_by(tmp_path, "search", query, "--library", library)
+        assert "onnxruntime" in modules  # the query was embedded: the search really ran
+        assert_not_imported(modules, ("torch", "transformers", "sentence_transformers", LLM, CLIP, *QUANTIZATION,
+                                      *OPTIONAL, *EXTRACTORS))
+
+
+def test_search_without_exports_loads_the_clip_text_tower_but_not_the_llm(tmp_path, libraries):
+    frames, _, _ = libraries
+    modules = imported_by(tmp_path, "search", "a number", "--library", frames,
+                          env={"VIDEOMINI_CACHE": str(tmp_path / "empty-cache")})
     assert CLIP in modules  # the query is embedded by the CLIP text tower: the search really ran
     assert_not_imported(modules, (LLM, *QUANTIZATION, *OPTIONAL, *EXTRACTORS))
-    # a library of on-screen text only: no CLIP either
-    modules = imported_by(tmp_path, "search", "loading dock", "--library", text)
-    assert "sentence_transformers" in modules
-    assert_not_imported(modules, (LLM, CLIP, *QUANTIZATION, *OPTIONAL, *EXTRACTORS))
+    assert any((tmp_path / "empty-cache" / "query-encoders").glob("clip-*/model.onnx"))  # exported for next time
 
 
 def test_ask_a_text_only_library_imports_neither_the_llm_nor_clip(tmp_path, libraries):
     _, text, _ = libraries
     modules = imported_by(tmp_path, "ask", "--library", text, "Where is the loading dock?")
-    assert "sentence_transformers" in modules
+    assert "onnxruntime" in modules  # the question was embedded
     assert_not_imported(modules, (LLM, CLIP, *QUANTIZATION, *OPTIONAL, *EXTRACTORS))
 
 

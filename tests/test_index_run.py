@@ -146,6 +146,9 @@ def test_search_finds_the_known_frame_and_ask_cites_it(tmp_path, checkpoint, med
             rows = [injected if text in questions else rng.standard_normal(self.dim) for text in texts]
             return torch.from_numpy(np.stack(rows).astype(np.float32))
 
+        def encode(self, texts):
+            return self.embed(list(texts)).numpy()
+
     monkeypatch.setattr(search_module, "text_tower_for", lambda model_id, device="cpu": KnownTower())
     results = search_module.search_library(library, questions[0], top_k=3, thumbnails_dir=tmp_path / "thumbs")
     best = results[0]

@@ -23,9 +23,10 @@ import torch
 from videomini.config import MAX_NEW_TOKENS
 from videomini.generation import PREFILL_CHUNK_TOKENS, generate, new_cache, prefill
 from videomini.moments import moment_gap, runs
+from videomini.timerefs import format_time  # noqa: F401  (re-exported: the one time format)
 
 # The LLM stack (transformers' Llama modelling, videomini.model) is imported by the functions that generate:
-# `search` and the evidence-only answers use this module's Answer / Evidence / format_time without it.
+# the evidence-only answers use this module's Answer / Evidence without it.
 
 EVIDENCE_SCORE_BYTES = 64 << 20  # attention scores materialised at once by the evidence computation
 
@@ -76,20 +77,6 @@ WHEN_QUESTION = re.compile(r"^\s*(when|at what (time|point|moment)|what time|how
 
 def is_when_question(question: str) -> bool:
     return bool(WHEN_QUESTION.search(question))
-
-
-def format_time(seconds: float, end_s: float | None = None) -> str:
-    """m:ss (h:mm:ss past an hour) with tenths when they are not 0; with `end_s`, the range "m:ss–m:ss"
-    (one time when both ends read the same). The one time format of everything videomini prints."""
-    if end_s is not None:
-        start, end = format_time(seconds), format_time(end_s)
-        return start if start == end else f"{start}–{end}"
-    seconds = max(0.0, float(seconds))
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    frac = seconds - int(seconds)
-    tail = f"{secs:02d}" + (f".{int(frac * 10)}" if frac >= 0.05 else "")
-    return f"{hours}:{minutes:02d}:{tail}" if hours else f"{minutes}:{tail}"
 
 
 class _LayerInputs:

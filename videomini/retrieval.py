@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +48,22 @@ class TextTower:
         batch.pop("token_type_ids", None)
         out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
         return F.normalize(out.text_embeds.float(), dim=-1).cpu()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(N, D) float32 rows of unit length: the interface of the sentence embedders and ONNX query encoders."""
+        return self.embed(list(texts)).numpy()
+
+    def export_query_encoder(self, name: str) -> bool:
+        """Export this tower as the ONNX query encoder of model `name` (`videomini.query_encoder`), so that a search
+        of its frames starts without torch; True when one is ready."""
+        from videomini.query_encoder import eager_attention, export, unit_embedding_module
+
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        module = unit_embedding_module(self.model, lambda model, ids, mask: model(
+            input_ids=ids, attention_mask=mask).text_embeds)
+        with eager_attention(self.model):
+            return export("clip", name, Path(self.name).resolve(), module, self.tokenizer, self.max_length)
 
 
 def load_text_tower(tower_dir: str | Path | None, device: str | torch.device = "cpu") -> TextTower | None:

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from videomini.answer import Answer, Evidence, format_time
+from videomini.answer import Answer, Evidence
 from videomini.config import FPS, SIGNALS
 from videomini.search import SearchMoment, rank_segments, search_library
 from videomini.signals import TextSegment
 from videomini.signals.speech import MIN_SPEECH_SCORE, confident_speech
 from videomini.signals.text import MINILM
+from videomini.timerefs import format_time
 
 EVIDENCE_ONLY_LABEL = "[evidence only — no LLaVA-Mini model was available]"
 NOT_CONFIDENT_NOTE = ("No speech or on-screen text stands out from the rest for this question: the moments below "

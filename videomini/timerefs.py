@@ -1,5 +1,6 @@
 """Explicit time references in a question ("at 12:30", "the last minute", "between 1 and 2 minutes") -> windows
-of the video, in seconds. Pure text: no model, no video."""
+of the video, in seconds; and the one format every printed time takes (`format_time`). Pure text: no model, no
+video."""
 
 from __future__ import annotations
 
@@ -253,3 +254,17 @@ def parse_time_references(question: str, duration_s: float) -> list[Window]:
             # Blank the text this rule used so that later rules do not read it again.
             text = text[: m.start()] + " " * (m.end() - m.start()) + text[m.end():]
     return _merge_windows(windows, duration)
+
+
+def format_time(seconds: float, end_s: float | None = None) -> str:
+    """m:ss (h:mm:ss past an hour) with tenths when they are not 0; with `end_s`, the range "m:ss–m:ss"
+    (one time when both ends read the same). The one time format of everything videomini prints."""
+    if end_s is not None:
+        start, end = format_time(seconds), format_time(end_s)
+        return start if start == end else f"{start}–{end}"
+    seconds = max(0.0, float(seconds))
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    frac = seconds - int(seconds)
+    tail = f"{secs:02d}" + (f".{int(frac * 10)}" if frac >= 0.05 else "")
+    return f"{hours}:{minutes:02d}:{tail}" if hours else f"{minutes}:{tail}"

@@ -9,6 +9,8 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
+from videomini.timerefs import format_time
+
 # "14:05", "14:05:30", "2:05 pm", "14:05 UTC": a time of day (an explicit hour 0-23)
 _TIME_OF_DAY = re.compile(r"(?<![\d:.])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::(?P<s>[0-5]\d))?"
                           r"(?:\s*(?P<ampm>[ap]\.?m\.?)(?![a-z]))?(?:\s*(?P<utc>utc|gmt|z)\b)?", re.I)
@@ -59,8 +61,6 @@ class Timeline:
         """The question with wall-clock times of day that fall inside the stream rewritten as stream times
         ("at 14:05" -> "at 5:03" when the stream started at 13:59:57 UTC); "since the start" -> "from the start to
         the end". A clock that is no time of day inside the stream stays a stream time ("at 2:30" = 2 min 30 s)."""
-        from videomini.answer import format_time  # the one time format (answer.py imports torch: lazily)
-
         question = _SINCE_START.sub("from the start to the end", question)
 
         def rewrite(m: re.Match) -> str:

@@ -71,6 +71,18 @@ class TextEmbedder:
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def export_query_encoder(self) -> bool:
+        """Export this model as an ONNX query encoder (`videomini.query_encoder`), so that a search of a library
+        indexed with it starts without torch; True when one is ready."""
+        from videomini.query_encoder import eager_attention, export, model_folder, unit_embedding_module
+
+        transformer = self.model[0]
+        module = unit_embedding_module(self.model, lambda model, ids, mask: model(
+            {"input_ids": ids, "attention_mask": mask})["sentence_embedding"])
+        with eager_attention(transformer.auto_model):
+            return export("sentence", self.label, model_folder(self.name), module, self.model.tokenizer,
+                          self.model.max_seq_length, lower=bool(getattr(transformer, "do_lower_case", False)))
+
 
 @lru_cache(maxsize=1)
 def default_embedder() -> TextEmbedder:
