@@ -9,12 +9,15 @@
    (goal: flat). Uses the golden tiny checkpoint by default, so that an hour of video finishes in about a minute.
 4. `--floor`: the wall time of `videomini ask` (a fresh process: start-up, decode, encode, answer; golden tiny
    checkpoint, 1 fps) over the decode floor, `ffmpeg -threads N -i v.mp4 -f null -` with the same N decoder
-   threads, per video length, in `--decode exact` and `fast`; the time from process start to the first decoded
-   frame; and how far fast mode's frames moved from exact mode's (the frame times each reports). The videos are
-   640x360 30 fps H.264 testsrc encoded with x264's veryfast preset (B-frames, as in real files; GOP 10 s).
+   threads, per video length, in `--decode exact` and `fast`; the time from the command's launch to the first
+   decoded frame and to the first encoded batch; where the time goes (a per-stage table: moments from launch,
+   seconds per stage); peak RSS; and how far fast mode's frames moved from exact mode's (the frame times each
+   reports). `--late` adds exact mode with decoding started only once the model has loaded (as before
+   `video.decode_ahead`), to show what starting early gains. The videos are 640x360 30 fps H.264 testsrc encoded
+   with x264's veryfast preset (B-frames, as in real files; GOP 10 s), made once and cached in `--cache`.
 
     python bench/ask.py [--quick] [--minutes 6 60] [--rss-model golden|bench|PATH] [--json out.json]
-    python bench/ask.py --floor [--minutes 6 60] [--json out.json]
+    python bench/ask.py --floor [--minutes 6 60] [--late] [--json out.json]
 """
 
 from __future__ import annotations
