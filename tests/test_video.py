@@ -201,9 +201,9 @@ def test_decode_ahead_decodes_before_anyone_asks_and_gives_the_same_frames(media
     """`decode_ahead` (what `ask` starts before its model loads) decodes in its thread at once, into a bounded
     queue: a video that fits the bound is decoded completely before the first batch is asked for, and the frames
     are those `sample_frames` squashes to the tower's 336 x 336."""
-    ahead = V.decode_ahead(media["cfr"], fps=2, batch_size=4)
+    ahead = V.decode_ahead(media["cfr"], fps=2, batch_size=4, ahead_bytes=8 * 4 * 336 * 336 * 3)
     assert ahead.started_at is not None and ahead.made_for == (str(media["cfr"]), 2.0, "fps", "exact")
-    ahead._thread.join(timeout=60)  # 13 frames of 336 x 336 fit the bound: the decoder finishes on its own
+    ahead._thread.join(timeout=60)  # 13 frames fit a bound of 8 batches of 4: the decoder finishes on its own
     assert not ahead._thread.is_alive() and ahead.first_frame_at is not None and ahead.first_batch_at is None
     got = list(ahead)
     assert ahead.started_at < ahead.first_frame_at < ahead.first_batch_at
@@ -222,8 +222,8 @@ def test_decode_ahead_holds_at_most_its_byte_bound(media):
     with V.decode_ahead(media["long"], fps=2, batch_size=4, ahead_bytes=0) as ahead:
         assert ahead.prefetch == 2
         assert len(next(ahead)[0]) == 4
-    with V.decode_ahead(media["long"], fps=1) as ahead:  # the default: 64 MiB = 12 batches of 16 frames
-        assert ahead.prefetch == V.DECODE_AHEAD_BYTES // (16 * frame_bytes) == 12
+    with V.decode_ahead(media["long"], fps=1) as ahead:  # the default: 12 MiB = 2 batches of 16 frames
+        assert ahead.prefetch == V.DECODE_AHEAD_BYTES // (16 * frame_bytes) == 2
 
 
 def test_decode_ahead_names_a_bad_file_at_once(media, tmp_path):

@@ -23,9 +23,12 @@ from videomini.video.timeline import DECODE_MODES, Warn, fps_targets, resize_nea
 
 BACKENDS = ("pyav", "decord", "ffmpeg")
 SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
-# Frames `decode_ahead` may hold decoded before the encoder takes them: 64 MiB = 12 batches of 16 frames of
-# 336 x 336 x 3 bytes (338,688 B a frame, 5.4 MB a batch); 192 frames is 3 min 12 s of video at 1 fps.
-DECODE_AHEAD_BYTES = 64 * 2**20
+# Frames `decode_ahead` may hold decoded before the encoder takes them: 12 MiB = 2 batches of 16 frames of
+# 336 x 336 x 3 bytes (338,688 B a frame, 5.4 MB a batch). Enough for the first frames to be ready when the model
+# is; more bought nothing on 2 cores, where the encoder, not decoding, sets the pace, and slowed the imports it
+# ran beside (64 MiB, 12 batches: imports 1.4-2.3 s slower under load, 0.3 s with 2 batches). A caller whose
+# encoder outpaces decoding (a GPU) can pass more.
+DECODE_AHEAD_BYTES = 12 * 2**20
 __all__ = ["BACKENDS", "SAMPLINGS", "DECODE_MODES", "DECODE_AHEAD_BYTES", "sample_frames", "read_frames_at",
            "decode_ahead"]
 
