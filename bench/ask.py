@@ -9,12 +9,15 @@
    (goal: flat). Uses the golden tiny checkpoint by default, so that an hour of video finishes in about a minute.
 4. `--floor`: the wall time of `videomini ask` (a fresh process: start-up, decode, encode, answer; golden tiny
    checkpoint, 1 fps) over the decode floor, `ffmpeg -threads N -i v.mp4 -f null -` with the same N decoder
-   threads, per video length, in `--decode exact` and `fast`; the time from process start to the first decoded
-   frame; and how far fast mode's frames moved from exact mode's (the frame times each reports). The videos are
-   640x360 30 fps H.264 testsrc encoded with x264's veryfast preset (B-frames, as in real files; GOP 10 s).
+   threads, per video length, in `--decode exact` and `fast`; the time from the command's launch to the first
+   decoded frame and to the first encoded batch; where the time goes (a per-stage table: moments from launch,
+   seconds per stage); peak RSS; and how far fast mode's frames moved from exact mode's (the frame times each
+   reports). `--late` adds exact mode with decoding started only once the model has loaded (as before
+   `video.decode_ahead`), to show what starting early gains. The videos are 640x360 30 fps H.264 testsrc encoded
+   with x264's veryfast preset (B-frames, as in real files; GOP 10 s), made once and cached in `--cache`.
 
     python bench/ask.py [--quick] [--minutes 6 60] [--rss-model golden|bench|PATH] [--json out.json]
-    python bench/ask.py --floor [--minutes 6 60] [--json out.json]
+    python bench/ask.py --floor [--minutes 6 60] [--late] [--json out.json]
 """
 
 from __future__ import annotations
@@ -220,34 +223,147 @@ def bench_rss(checkpoint: Path, videos: dict[float, Path], batch_size: int) -> l
 # 4. ask's wall time over the decode floor, exact and fast decoding, time to the first frame
 # -------------------------------------------------------------------------------------------------------------
 
-def ask_child(checkpoint: str, video: str, decode: str, out: str) -> None:
-    """Child process: `videomini ask` in-process, noting when the first decoded batch reached the encoder (from
-    this process's start) and every frame time used."""
-    import psutil
+class _AfterImport:
+    """A meta-path finder that runs `patches[name](module)` right after `name` is imported, so the child can time
+    the model's stages without importing the model stack before `ask` would (which would change start-up)."""
 
-    born = psutil.Process().create_time()
-    from videomini.video import prefetch
+    def __init__(self, patches: dict) -> None:
+        self.patches = patches
 
-    first, times = [], []
+    def find_spec(self, name, path, target=None):
+        import importlib.util
+
+        if name not in self.patches:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        exec_module, patch = spec.loader.exec_module, self.patches.pop(name)
+
+        def exec_and_patch(module):
+            exec_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _timed(owner, name: str, totals: dict, key: str, first: dict | None = None) -> None:
+    """Wrap `owner.name` so its wall time adds up in `totals[key]` (and its first return is noted in `first`)."""
+    inner = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        begun = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - begun
+            if first is not None:
+                first.setdefault(key, time.perf_counter())
+
+    setattr(owner, name, timed)
+
+
+def _instrument(totals: dict, marks: dict, streams: list, times: list, late: bool = False) -> None:
+    """Time the stages of one `ask`: decoder thread (conversion, resize, waits), encoder (preprocess, model),
+    model loading; note the frame times used. Light modules are patched now, the model's after their import.
+    `late`: decoding starts when the encoder asks for the first batch, after the model loaded (two batches
+    ahead), as before `decode_ahead` — the comparison that shows what starting early gains."""
+    from videomini import video
+    from videomini.video import prefetch, pyav_backend
+
+    make_stream, make_converter = video.decode_ahead, pyav_backend.frame_converter
+
+    def make_late(path, fps, sampling="fps", decode="exact", batch_size=16, ahead_bytes=0):
+        stream = video.sample_frames(path, fps=fps, batch_size=batch_size, sampling=sampling, decode=decode,
+                                     size=video.reference.REFERENCE_FRAME_SIZE, prefetch=2)
+        stream.made_for = (str(path), float(fps), sampling, decode)
+        return stream  # not started: the encoder's first request starts it
+
+    make = make_late if late else make_stream
+    video.decode_ahead = lambda *a, **k: streams.append(make(*a, **k)) or streams[-1]
+    _timed(pyav_backend, "resize_nearest", totals, "decoder: resize to 336x336 (exact mode)")
+
+    def frame_converter(*args, **kwargs):
+        convert = make_converter(*args, **kwargs)
+        holder = type("Holder", (), {"convert": staticmethod(convert)})
+        _timed(holder, "convert", totals, "decoder: RGB conversion + resize")
+        return holder.convert
+
+    pyav_backend.frame_converter = frame_converter
+    worker = prefetch.FrameBatches._worker
+
+    def timed_worker(self):
+        worker(self)
+        marks["decoder_done"] = time.perf_counter()
+
+    prefetch.FrameBatches._worker = timed_worker
     next_batch = prefetch.FrameBatches.__next__
 
     def noting(self):
         frames, stamps = next_batch(self)
-        first.append(first[0] if first else time.time() - born)
         times.extend(float(t) for t in stamps)
         return frames, stamps
 
     prefetch.FrameBatches.__next__ = noting
+
+    def patch_ask(module):
+        ask = module.VideoMini.ask
+        module.VideoMini.ask = lambda *a, **k: marks.setdefault("ask began", time.perf_counter()) and ask(*a, **k)
+        inner = module.VideoMini.from_pretrained.__func__
+        module.VideoMini.from_pretrained = classmethod(
+            lambda cls, *a, **k: marks.setdefault("load_begun", time.perf_counter()) and inner(cls, *a, **k))
+        marks["imports_done"] = time.perf_counter()
+
+    def patch_encoder(module):
+        _timed(module.FrameEncoder, "preprocess_frames", totals, "encoder: preprocess (normalise)")
+        _timed(module.FrameEncoder, "encode_pixels", totals, "encoder: model (CLIP, compressor, pre-fusion)", marks)
+
+    sys.meta_path.insert(0, _AfterImport({"videomini.ask": patch_ask, "videomini.encoder": patch_encoder}))
+
+
+def ask_child(checkpoint: str, video: str, mode: str, out: str, launched: str) -> None:
+    """Child process: `videomini ask` in-process (the CLI's own start: decoding begins before the model loads),
+    every stage timed from `launched`, the parent's clock just before it started this process (the kernel's
+    process start time is whole seconds off: /proc's boot time is rounded to the second)."""
+    import contextlib
+    import io
+
+    since_start = time.time() - float(launched) - time.perf_counter()  # + perf_counter() = seconds since launch
+    totals, marks, streams, times = {}, {}, [], []
+    decode, _, late = mode.partition("-")
+    _instrument(totals, marks, streams, times, late=bool(late))
     from videomini.cli.main import main as cli
 
     sys.argv = ["videomini", "ask", video, QUESTION, "--model", checkpoint, "--device", "cpu", "--decode", decode,
                 "--max-new-tokens", "1", "--json"]
+    printed = io.StringIO()
     try:
-        cli()
+        with contextlib.redirect_stdout(printed):
+            cli()
     except SystemExit as done:
         if done.code:
             raise
-    Path(out).write_text(json.dumps({"first_frame_s": first[0] if first else None, "times": times}))
+    ended = time.perf_counter()
+    answer = json.loads(printed.getvalue())
+    stream = streams[0]
+    at = {"decoding started": stream.started_at, "first frame decoded": stream.first_frame_at,
+          "model stack imported": marks.get("imports_done"), "model loaded": marks.get("ask began"),
+          "first batch encoded": marks.get("encoder: model (CLIP, compressor, pre-fusion)"),
+          "decoder done": marks.get("decoder_done"), "answered": ended}
+    at = {k: round(v + since_start, 3) for k, v in at.items() if v is not None}
+    spent = {k: round(v, 3) for k, v in totals.items()}
+    spent["decoder: waited on a full queue"] = round(stream.decoder_waited_s, 3)
+    spent["encoder: waited on an empty queue"] = round(stream.consumer_waited_s, 3)
+    spent["model load (from_pretrained)"] = round(marks["ask began"] - marks["load_begun"], 3)
+    spent["answer (select + generate)"] = answer["timings_s"]["generate"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    Path(out).write_text(json.dumps({"first_frame_s": at["first frame decoded"],
+                                     "first_encoded_s": at["first batch encoded"], "at_s": at, "spent_s": spent,
+                                     "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "times": times,
+                                     "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
 
 
 def decode_floor(video: Path, threads: int) -> float:
@@ -258,8 +374,19 @@ def decode_floor(video: Path, threads: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
-    """Per video: the floor, then ask in exact and fast mode (fresh processes), and fast mode's frame moves."""
+def run_ask_child(checkpoint: Path, video: Path, mode: str) -> tuple[float, dict]:
+    """One `videomini ask` in a fresh process: (wall seconds from launch to exit, the child's stage timings)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        start, launched = time.perf_counter(), time.time()
+        subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), mode, out.name,
+                        repr(launched)], check=True, capture_output=True,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        return time.perf_counter() - start, json.loads(Path(out.name).read_text())
+
+
+def bench_floor(checkpoint: Path, videos: dict[float, Path], late: bool = False) -> list[dict]:
+    """Per video: the floor, then ask in exact and fast mode (fresh processes; with `late`, also exact mode with
+    decoding started only once the model has loaded, as before decode_ahead), and fast mode's frame moves."""
     import numpy as np
 
     from videomini.video.pyav_backend import decoder_threads
@@ -269,18 +396,14 @@ def bench_floor(checkpoint: Path, videos: dict[float, Path]) -> list[dict]:
         floor_s = decode_floor(video, threads)
         row: dict = {"minutes": minutes, "threads": threads, "floor_s": round(floor_s, 2)}
         times = {}
-        for decode in ("exact", "fast"):
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                start = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--ask-child", str(checkpoint), str(video), decode, out.name],
-                               check=True, capture_output=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-                wall = time.perf_counter() - start
-                child = json.loads(Path(out.name).read_text())
-            times[decode] = np.asarray(child["times"])
-            row[decode] = {"wall_s": round(wall, 2), "over_floor": round(wall / floor_s, 3),
-                           "first_frame_s": round(child["first_frame_s"], 2), "frames": len(child["times"])}
-            print(f"  {minutes:g} min {decode}: {wall:.1f} s = {wall / floor_s:.2f}x the floor ({floor_s:.1f} s), "
-                  f"first frame at {child['first_frame_s']:.2f} s", file=sys.stderr, flush=True)
+        for mode in ("exact", "fast") + (("exact-late",) if late else ()):
+            wall, child = run_ask_child(checkpoint, video, mode)
+            times[mode] = np.asarray(child.pop("times"))
+            row[mode] = {"wall_s": round(wall, 2), "over_floor": round(wall / floor_s, 3),
+                         "frames": len(times[mode]), **child}
+            print(f"  {minutes:g} min {mode}: {wall:.1f} s = {wall / floor_s:.2f}x the floor ({floor_s:.1f} s), "
+                  f"first frame decoded at {child['first_frame_s']:.2f} s, encoded at {child['first_encoded_s']:.2f}"
+                  f" s, peak RSS {child['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
         n = min(len(times["exact"]), len(times["fast"]))
         moved = np.abs(times["exact"][:n] - times["fast"][:n])
         row["fast_moved_ms"] = {"mean": round(float(moved.mean()) * 1000, 1),
@@ -296,14 +419,38 @@ def print_floor(console, rows: list[dict]) -> None:
     threads = rows[0]["threads"] if rows else "?"
     table = Table(title=f"videomini ask (golden tiny checkpoint, 1 fps) over the decode floor: ffmpeg -threads "
                         f"{threads} -f null, 640x360 30 fps H.264")
-    for col in ("video", "floor s", "exact s", "exact / floor", "fast s", "fast / floor", "first frame s (exact)",
-                "fast: frames moved", "mean / max move ms"):
+    for col in ("video", "floor s", "exact s", "exact / floor", "fast s", "fast / floor",
+                "first frame decoded / encoded s (exact)", "peak RSS MB (exact)", "fast: frames moved",
+                "mean / max move ms"):
         table.add_column(col, justify="right")
     for r in rows:
         e, f, m = r["exact"], r["fast"], r["fast_moved_ms"]
         table.add_row(f"{r['minutes']:g} min", f"{r['floor_s']:.1f}", f"{e['wall_s']:.1f}", f"{e['over_floor']:.2f}",
-                      f"{f['wall_s']:.1f}", f"{f['over_floor']:.2f}", f"{e['first_frame_s']:.2f}",
+                      f"{f['wall_s']:.1f}", f"{f['over_floor']:.2f}",
+                      f"{e['first_frame_s']:.2f} / {e['first_encoded_s']:.2f}", f"{e['peak_rss_mb']:.0f}",
                       f"{m['frames_moved']} / {m['frames']}", f"{m['mean']:.0f} / {m['max']:.0f}")
+    console.print(table)
+    for r in rows:
+        print_stages(console, r)
+
+
+def print_stages(console, row: dict) -> None:
+    """Where one video's ask went: moments (s from launch) and time spent per stage (s), per decode mode."""
+    from rich.table import Table
+
+    modes = [m for m in ("exact", "fast", "exact-late") if m in row]
+    table = Table(title=f"{row['minutes']:g} min: where the time goes (s; moments from the command's launch)")
+    table.add_column("stage")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for section in ("at_s", "spent_s"):
+        names = dict.fromkeys(name for mode in modes for name in row[mode][section])
+        for name in names:
+            cells = [row[mode][section].get(name) for mode in modes]
+            label = f"at: {name}" if section == "at_s" else name
+            table.add_row(label, *("" if c is None else f"{c:.2f}" for c in cells))
+    table.add_row("process CPU (user + sys)", *(f"{row[mode]['cpu_s']:.2f}" for mode in modes))
+    table.add_row("wall", *(f"{row[mode]['wall_s']:.2f}" for mode in modes))
     console.print(table)
 
 
@@ -326,8 +473,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videomini-bench")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--floor", action="store_true", help="only part 4: ask's wall over the decode floor")
+    parser.add_argument("--late", action="store_true", help="with --floor: also exact mode with decoding started "
+                                                            "only after the model loads (the start-up comparison)")
     parser.add_argument("--child", nargs=2, metavar=("CHECKPOINT", "VIDEO"), help=argparse.SUPPRESS)
-    parser.add_argument("--ask-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--ask-child", nargs=5, help=argparse.SUPPRESS)
     return parser
 
 
@@ -434,7 +583,8 @@ def main() -> None:
     started = time.perf_counter()
     if args.floor:
         minutes = args.minutes or ([1] if args.quick else [6, 60])
-        rows = bench_floor(GOLDEN_CHECKPOINT, {m: testsrc_video(args.cache, m, "veryfast") for m in minutes})
+        rows = bench_floor(GOLDEN_CHECKPOINT, {m: testsrc_video(args.cache, m, "veryfast") for m in minutes},
+                           late=args.late)
         print_floor(console, rows)
         if args.json:
             args.json.write_text(json.dumps({"floor": rows, "bench_s": round(time.perf_counter() - started, 1)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import sys
 from pathlib import Path
@@ -81,7 +83,12 @@ def ask(
                        sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
                        fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),
                        fallback=fallback)
-    # only now the heavy imports: a mistyped command or a missing file is answered in a fraction of a second
+    # the answer is printed by then: the interpreter's last garbage collections over torch's and transformers'
+    # objects took 2 s of every exit under load (0.3 s frozen); files are closed and flushed before, explicitly
+    atexit.register(gc.freeze)
+    # decoding starts now, in its thread, so that it overlaps the seconds of heavy imports and model loading
+    # below; a file that is not a video is answered here, in a fraction of a second
+    frames = None if library is not None else _decode_ahead(Path(targets[0]), config)
     from rich.console import Console
 
     from videomini import ask_policy as job
@@ -98,8 +105,17 @@ def ask(
                                      on_notice=on_notice)
         else:
             answer = job.ask_video(Path(targets[0]), targets[1], config, on_progress=on_progress,
-                                   on_token=on_token, on_notice=on_notice)
+                                   on_token=on_token, on_notice=on_notice, frames=frames)
     print_answer(answer, console, as_json, streamed=stream and answer.generated_by != "signals")
+
+
+def _decode_ahead(path: Path, config):
+    """The video's frames, decoding from now on (None for a still image)."""
+    from videomini.video import IMAGE_EXTENSIONS, decode_ahead
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return None
+    return decode_ahead(path, config.fps, config.sampling, config.decode)
 
 
 def _live_output(console, stream: bool, quiet: bool):

@@ -22,7 +22,7 @@ from typing import Any
 from videomini.config import Event, IndexConfig
 from videomini.loading import LazyModel, default_model_id
 from videomini.pipelines.video_commit import IndexReport, IndexRunError, no_event, text_embedder_for
-from videomini.search import prepare_query_encoders
+from videomini.search_encoders import prepare_query_encoders
 
 __all__ = ["Engine", "IndexJob", "IndexRunError", "IndexReport", "find_videos"]
 

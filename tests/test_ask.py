@@ -113,7 +113,38 @@ def test_cli_fast_decode_reports_the_frame_times_it_used(golden_dir, minute_vide
     assert result.exit_code != 0 and "decode" in result.output and "Traceback" not in result.output
 
 
-def test_cli_errors_are_one_line(golden_dir, tmp_path):
+def test_ask_takes_frames_decoded_ahead(videomini_golden, minute_video):
+    """Frames `decode_ahead` started before the model loaded give the same answer as `ask` decoding them itself;
+    the timings count from when decoding began; a stream made for other settings is refused, not misused."""
+    from videomini.video import decode_ahead
+
+    own = videomini_golden.ask(minute_video, "What is shown?", max_new_tokens=3, max_frames=8)
+    ahead = decode_ahead(minute_video, fps=1.0)
+    given = videomini_golden.ask(minute_video, "What is shown?", max_new_tokens=3, max_frames=8, frames=ahead)
+    assert (given.text, given.frame_times_s, given.frames_total) == (own.text, own.frame_times_s, own.frames_total)
+    t = given.timings_s
+    assert 0 <= t["first_frame"] <= t["first_encoded"] <= t["decode_encode"] <= t["total"]
+    assert ahead.started_at is not None and ahead.first_frame_at >= ahead.started_at
+    wrong = decode_ahead(minute_video, fps=2.0)
+    with pytest.raises(ValueError, match="decoded for"):
+        videomini_golden.ask(minute_video, "What is shown?", max_new_tokens=1, frames=wrong)
+    assert wrong.first_batch_at is None  # closed unused
+
+
+def test_cli_names_a_damaged_file_before_importing_the_model(tmp_path, golden_dir):
+    """`videomini ask` opens the video before its heavy imports (decoding starts first): a file that is not a
+    video is one line, with neither torch nor transformers imported."""
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_text("not a video\n" * 20)
+    probe_modules = ("import sys\nfrom videomini.cli.main import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+                     "    print(e.code, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe_modules, "ask", str(bogus), "What happens?", "--model",
+                          str(golden_dir / "llavamini_tiny")], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "1 []", out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "bogus.mp4" in out.stderr
+
+
+def test_cli_errors_are_one_line(golden_dir, tmp_path, minute_video):
     runner = CliRunner()
     result = runner.invoke(app, ["ask", str(tmp_path / "missing.mp4"), "Q?"])
     assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0 and "missing.mp4" in result.stderr
@@ -121,7 +152,12 @@ def test_cli_errors_are_one_line(golden_dir, tmp_path):
     bogus.write_text("not a video")
     result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", str(golden_dir / "llavamini_tiny")])
     assert result.exit_code == 1 and "bogus.mp4" in result.stderr and "Traceback" not in result.output
+    # the file is checked before the model loads (decoding starts first): a bad file is named even when the model
+    # cannot load either; a good file with an unloadable model names the model
     result = runner.invoke(app, ["ask", str(bogus), "Q?", "--model", "ICTNLP/llava-mini-llama-3.1-8b",
+                                 "--no-fallback"])
+    assert result.exit_code == 1 and "bogus.mp4" in result.stderr and "Traceback" not in result.output
+    result = runner.invoke(app, ["ask", str(minute_video), "Q?", "--model", "ICTNLP/llava-mini-llama-3.1-8b",
                                  "--no-fallback"])
     assert result.exit_code == 2 and "not in the Hugging Face cache" in result.stderr
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from videomini.encoder import FrameEncoder
+from videomini import encoder as encoder_module
+from videomini.encoder import FrameEncoder, threads_beside_decoder
 from videomini.video import reference_video_frames
 
 
@@ -39,3 +40,23 @@ def test_encoded_frame_tokens_own_their_memory(golden_model, golden_cases):
     encoded = encoder.encode_pixels(tensors["video.pixel_values"][0], np.arange(5.0), tensors["video.input_ids"])
     tokens = encoded.frame_tokens
     assert tokens.untyped_storage().nbytes() == tokens.numel() * tokens.element_size()
+
+
+def test_encoding_leaves_a_core_to_the_decoder_and_restores_threads(monkeypatch):
+    """While the decoder's thread runs beside it, the CPU encoder uses the cores less one (never 0), then torch
+    has its threads back for the answer; CUDA encodes as it did."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(encoder_module, "decoder_threads", lambda: 2)
+        with threads_beside_decoder(torch.device("cpu")) as threads:
+            assert threads == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr(encoder_module, "decoder_threads", lambda: 1)
+        with threads_beside_decoder(torch.device("cpu")) as threads:
+            assert threads == torch.get_num_threads() == 1
+        with threads_beside_decoder(torch.device("cuda")) as threads:
+            assert threads == torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -197,6 +197,42 @@ def test_prefetch_off_gives_the_same_batches(media):
         np.testing.assert_array_equal(ta, tb)
 
 
+def test_decode_ahead_decodes_before_anyone_asks_and_gives_the_same_frames(media):
+    """`decode_ahead` (what `ask` starts before its model loads) decodes in its thread at once, into a bounded
+    queue: a video that fits the bound is decoded completely before the first batch is asked for, and the frames
+    are those `sample_frames` squashes to the tower's 336 x 336."""
+    ahead = V.decode_ahead(media["cfr"], fps=2, batch_size=4, ahead_bytes=8 * 4 * 336 * 336 * 3)
+    assert ahead.started_at is not None and ahead.made_for == (str(media["cfr"]), 2.0, "fps", "exact")
+    ahead._thread.join(timeout=60)  # 13 frames fit a bound of 8 batches of 4: the decoder finishes on its own
+    assert not ahead._thread.is_alive() and ahead.first_frame_at is not None and ahead.first_batch_at is None
+    got = list(ahead)
+    assert ahead.started_at < ahead.first_frame_at < ahead.first_batch_at
+    expected = list(sample_frames(media["cfr"], fps=2, batch_size=4, size=(336, 336)))
+    assert [len(f) for f, _ in got] == [len(f) for f, _ in expected] == [4, 4, 4, 1]
+    for (fa, ta), (fb, tb) in zip(got, expected):
+        np.testing.assert_array_equal(fa, fb)
+        np.testing.assert_array_equal(ta, tb)
+
+
+def test_decode_ahead_holds_at_most_its_byte_bound(media):
+    """The queue bound is bytes of 336 x 336 RGB frames (at least two batches), whatever the video's length."""
+    frame_bytes = 336 * 336 * 3
+    with V.decode_ahead(media["long"], fps=2, batch_size=4, ahead_bytes=10 * 4 * frame_bytes) as ahead:
+        assert ahead.prefetch == 10
+    with V.decode_ahead(media["long"], fps=2, batch_size=4, ahead_bytes=0) as ahead:
+        assert ahead.prefetch == 2
+        assert len(next(ahead)[0]) == 4
+    with V.decode_ahead(media["long"], fps=1) as ahead:  # the default: 12 MiB = 2 batches of 16 frames
+        assert ahead.prefetch == V.DECODE_AHEAD_BYTES // (16 * frame_bytes) == 2
+
+
+def test_decode_ahead_names_a_bad_file_at_once(media, tmp_path):
+    with pytest.raises(VideoNotFound, match="missing.mp4"):
+        V.decode_ahead(tmp_path / "missing.mp4")
+    with pytest.raises(V.NotAVideo):
+        V.decode_ahead(media["text"])
+
+
 def test_max_side_scales_4k_early(tmp_path):
     path = synth.make_numbered_video(tmp_path / "4k.mp4", 0.3, FPS, size=(3840, 2160), bframes=False)
     info = probe(path)

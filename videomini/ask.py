@@ -34,7 +34,7 @@ from videomini.answer import (
     moments_from_scores,
 )
 from videomini.config import BATCH_SIZE, AskConfig, configured
-from videomini.encoder import FrameEncoder
+from videomini.encoder import FrameEncoder, threads_beside_decoder
 from videomini.errors import VideominiError
 from videomini.frame_memory import FrameMemory
 from videomini.generation import check_kv_cache
@@ -46,9 +46,18 @@ from videomini.retrieval import load_text_tower
 from videomini.selection import select_frames
 from videomini.storage import LibraryError, LibraryStore
 from videomini.timerefs import parse_time_references
-from videomini.video import DecodeError, NotAVideo, VideoNotFound, probe, read_frames_at, sample_frames
+from videomini.video import (
+    IMAGE_EXTENSIONS,
+    DecodeError,
+    FrameBatches,
+    NotAVideo,
+    VideoNotFound,
+    decode_ahead,
+    probe,
+    read_frames_at,
+)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+__all__ = ["VideoMini", "ask_library", "NoStoredFrames", "IMAGE_EXTENSIONS"]
 LIBRARY_MOMENTS_PER_VIDEO = 3  # evidence moments cited per video in a library answer
 ProgressFn = Callable[[str, int, int | None], None]  # (stage, done, total)
 TokenFn = Callable[[str], None]
@@ -100,7 +109,7 @@ class VideoMini:
     # -- ask ------------------------------------------------------------------------------------------------
     def ask(self, path: str | os.PathLike, question: str, config: AskConfig | None = None, *,
             on_progress: ProgressFn | None = None, on_token: TokenFn | None = None, context: str | None = None,
-            **overrides: Any) -> Answer:
+            frames: FrameBatches | None = None, **overrides: Any) -> Answer:
         """Answer `question` about the video or image at `path`, as `config` (and keyword `overrides` of its
         fields: fps, max_frames, max_new_tokens, fusion, sampling ...) says.
 
@@ -110,20 +119,30 @@ class VideoMini:
         frames stream, since the prompt is fused with every frame. `sampling="reference"` takes the official
         evaluation's frames (segment centres) instead of the frame on screen at k/fps (`video.sample_frames`).
         `decode="fast"` lets the decoder skip frames nobody samples (the evidence gives the frame times used).
+        `frames`: the stream `video.decode_ahead(path, fps, sampling, decode)` started earlier (before the model
+        loaded, so decoding overlapped it); then the timings count from when decoding started.
         """
         config = configured(config, AskConfig, overrides)
         started = time.perf_counter()
         path = Path(path)
-        input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
+        frames = self._checked_frames(frames, path, config)
         if path.suffix.lower() in IMAGE_EXTENSIONS:
+            input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
             return self._ask_image(path, question, input_ids, config, on_token, started)
-        info = probe(path)
-        budget = self.frame_budget(input_ids.shape[1], config.max_new_tokens)
+        if frames is None:  # nothing else to overlap with: two batches ahead of the encoder are enough
+            frames = decode_ahead(path, config.fps, config.sampling, config.decode, self.encoder.batch_size, 0)
+        started = min(started, frames.started_at or started)  # decoding may have begun before the model loaded
+        try:
+            input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
+            info = probe(path)
+            budget = self.frame_budget(input_ids.shape[1], config.max_new_tokens)
+        except BaseException:
+            frames.close()
+            raise
         budget = min(budget, config.max_frames) if config.max_frames is not None else budget
         fps = config.fps
         expected = max(1, int(math.floor(info.duration_s * fps)) + 1) if info.duration_s else None
-        memory, fused, first_frame_at = self._encode_video(path, input_ids, fps, expected, on_progress,
-                                                           config.sampling, config.decode)
+        memory, fused, first_encoded_at = self._encode_video(path, frames, input_ids, expected, on_progress)
         encoded_at = time.perf_counter()
         duration_s = info.duration_s or float(memory.timestamps_s[-1]) + 1 / fps
         selected, notes = self._select(memory, question, budget, duration_s)
@@ -140,7 +159,8 @@ class VideoMini:
             notes.append(f"prompt context: {len(context.splitlines())} timestamped lines of speech/on-screen text")
         answer.context = context
         answer.notes = notes + answer.notes
-        answer.timings_s = {"first_frame": round(first_frame_at - started, 3),
+        answer.timings_s = {"first_frame": round((frames.first_frame_at or encoded_at) - started, 3),
+                            "first_encoded": round(first_encoded_at - started, 3),
                             "decode_encode": round(encoded_at - started, 3),
                             "generate": round(time.perf_counter() - encoded_at, 3),
                             "total": round(time.perf_counter() - started, 3)}
@@ -175,25 +195,41 @@ class VideoMini:
         answer.timings_s = {"total": round(time.perf_counter() - started, 3)}
         return answer
 
-    def _encode_video(self, path: Path, input_ids: torch.Tensor, fps: float, expected: int | None,
-                      on_progress: ProgressFn | None, sampling: str = "fps",
-                      decode: str = "exact") -> tuple[FrameMemory, FusedText, float]:
+    @staticmethod
+    def _checked_frames(frames: FrameBatches | None, path: Path, config: AskConfig) -> FrameBatches | None:
+        """The stream given, after checking it was made for this question's video and sampling; an image's is
+        closed (it is not used)."""
+        if frames is None:
+            return None
+        wanted = (str(path), float(config.fps), config.sampling, config.decode)
+        if frames.made_for == wanted and path.suffix.lower() not in IMAGE_EXTENSIONS:
+            return frames
+        frames.close()
+        if frames.made_for != wanted:
+            raise ValueError(f"frames were decoded for {frames.made_for}, the question asks for {wanted}: "
+                             "make them with video.decode_ahead(path, fps, sampling, decode)")
+        return None
+
+    def _encode_video(self, path: Path, batches: FrameBatches, input_ids: torch.Tensor, expected: int | None,
+                      on_progress: ProgressFn | None) -> tuple[FrameMemory, FusedText, float]:
         """Stream every sampled frame through the encoder once: frame tokens into memory, fused text summed.
-        Frames come squashed to the tower's input by the decoder's thread; also returns when the first arrived."""
+        Frames come squashed to the tower's input by the decoder's thread; also returns when the first batch
+        was encoded."""
         memory, fused = FrameMemory(), FusedText()
-        batches = sample_frames(path, fps=fps, batch_size=self.encoder.batch_size, sampling=sampling, decode=decode,
-                                size=self.encoder.frame_size)
+        first_encoded_at = None
         try:
-            for encoded in self.encoder.encode_stream(batches, input_ids):
-                memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
-                fused.add(encoded.fused_text_sum, len(encoded.timestamps_s))
-                if on_progress:
-                    on_progress("encode", len(memory), expected)
+            with threads_beside_decoder(self.model.device):
+                for encoded in self.encoder.encode_stream(batches, input_ids):
+                    first_encoded_at = first_encoded_at or time.perf_counter()
+                    memory.append(encoded.frame_tokens, encoded.timestamps_s, encoded.clip_embeddings)
+                    fused.add(encoded.fused_text_sum, len(encoded.timestamps_s))
+                    if on_progress:
+                        on_progress("encode", len(memory), expected)
         finally:
             batches.close()
-        if len(memory) == 0:
+        if len(memory) == 0 or first_encoded_at is None:
             raise DecodeError(path, "no frames could be decoded")
-        return memory, fused, batches.first_batch_at
+        return memory, fused, first_encoded_at
 
     def _select(self, memory: FrameMemory, question: str, budget: int,
                 duration_s: float) -> tuple[np.ndarray, list[str]]:

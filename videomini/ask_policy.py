@@ -27,6 +27,7 @@ import numpy as np
 from videomini.answer import Answer
 from videomini.config import AskConfig, configured
 from videomini.errors import CheckpointError
+from videomini.video import IMAGE_EXTENSIONS, FrameBatches, decode_ahead
 
 if TYPE_CHECKING:  # videomini.ask (the model stack) is imported where a model answers, not by the text-only paths
     from videomini.ask import ProgressFn, TokenFn, VideoMini
@@ -76,14 +77,27 @@ def _signal_context(path: str | os.PathLike, signals: tuple[str, ...], fps: floa
 
 def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None = None, *,
               model: VideoMini | None = None, load: Loader | None = None, on_progress: ProgressFn | None = None,
-              on_token: TokenFn | None = None, on_notice: NoticeFn | None = None, **overrides: Any) -> Answer:
+              on_token: TokenFn | None = None, on_notice: NoticeFn | None = None, frames: FrameBatches | None = None,
+              **overrides: Any) -> Answer:
     """Answer `question` about one video or image as `config` (and keyword `overrides` of its fields) says.
     `model` is a loaded VideoMini, else `config.model_id` is loaded with `load` (default: from_pretrained on the
-    config's device, dtype, quantize, kv_cache). With no loadable model and `config.fallback`, the speech and
-    on-screen text answer (Answer.generated_by == "signals")."""
+    config's device, dtype, quantize, kv_cache) while the video's frames are decoded ahead (`frames`, when the
+    caller started them even earlier: `video.decode_ahead`). With no loadable model and `config.fallback`, the
+    speech and on-screen text answer (Answer.generated_by == "signals")."""
     config = configured(config, AskConfig, overrides)
+    if frames is None and model is None and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+        frames = decode_ahead(path, config.fps, config.sampling, config.decode)  # overlaps the model's loading
+    try:
+        return _ask_video(path, question, config, model, load, on_progress, on_token, on_notice, frames)
+    finally:
+        if frames is not None:
+            frames.close()  # a no-op once the answer has used them; stops the decoder on a failure or fallback
+
+
+def _ask_video(path: str | os.PathLike, question: str, config: AskConfig, vm: VideoMini | None,
+               load: Loader | None, on_progress: ProgressFn | None, on_token: TokenFn | None,
+               on_notice: NoticeFn | None, frames: FrameBatches | None) -> Answer:
     signals, fps = config.signals, config.fps
-    vm = model
     if vm is None:
         from videomini.loading import default_model_id
 
@@ -99,8 +113,6 @@ def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None =
             if on_progress:
                 on_progress("transcribing speech and reading on-screen text", 0, None)
             return answer_from_signals(path, question, signals=signals or FALLBACK_SIGNALS, ocr_fps=fps)
-    from videomini.ask import IMAGE_EXTENSIONS
-
     context, signals_s = None, 0.0
     if signals and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         if on_progress:
@@ -108,8 +120,9 @@ def ask_video(path: str | os.PathLike, question: str, config: AskConfig | None =
         started = time.perf_counter()
         context = _signal_context(path, signals, fps)
         signals_s = time.perf_counter() - started
-    answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context)
-    if signals_s:  # the reported time is the whole answer's: extracting speech / on-screen text included
+    answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context,
+                    frames=frames)
+    if signals_s and frames is None:  # the whole answer's time (decoding ahead, its clock began before signals)
         answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s,
                             "total": round(answer.timings_s.get("total", 0.0) + signals_s, 3)}
     return answer

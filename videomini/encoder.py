@@ -14,6 +14,7 @@ as the reference does. Still images go through the CLIP processor (shortest-edge
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from videomini.config import BATCH_SIZE
+from videomini.video.pyav_backend import decoder_threads
+from videomini.video.reference import REFERENCE_FRAME_SIZE
 
-REFERENCE_VIDEO_SIZE = 336  # the reference squashes every video frame to 336 x 336 before the CLIP processor
+REFERENCE_VIDEO_SIZE = REFERENCE_FRAME_SIZE[0]  # the reference squashes video frames to 336 x 336 before CLIP
 
 
 @dataclass
@@ -68,7 +71,7 @@ class FrameEncoder:
         self.rescale = float(image_processor.rescale_factor)
 
     # -- preprocessing ----------------------------------------------------------------------------------------
-    frame_size = (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE)  # (width, height) decoders may deliver frames at
+    frame_size = REFERENCE_FRAME_SIZE  # (width, height) decoders may deliver frames at
 
     def squash(self, frames: np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, 336, 336) uint8 on the device: nearest resize, as the reference's video path.
@@ -94,15 +97,20 @@ class FrameEncoder:
             pixels = (squashed.float() * self.rescale - self.mean) / self.std
             return pixels.unsqueeze(1)
         images = [Image.fromarray(f) for f in squashed.permute(0, 2, 3, 1).cpu().numpy()]
-        return torch.cat([self.preprocess_image(image) for image in images])
+        return self.preprocess_images(images)
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """A still image -> pixel_values (1, parts, 3, S, S) through the CLIP processor (as the reference)."""
-        parts = split_image(image.convert("RGB"), self.ratio)
+        return self.preprocess_images([image])
+
+    def preprocess_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """Images -> pixel_values (N, parts, 3, S, S): every part of every image through ONE processor call (the
+        same per-image operations as a call per image, without its fixed cost: 0.8 against 1.1 ms a frame)."""
+        parts = [part for image in images for part in split_image(image.convert("RGB"), self.ratio)]
         if self.model.config.image_aspect_ratio == "pad":
             parts = [_expand_to_square(p, tuple(int(x * 255) for x in self.image_processor.image_mean)) for p in parts]
         pixel_values = self.image_processor(parts, return_tensors="pt")["pixel_values"]
-        return pixel_values.unsqueeze(0).to(self.device)
+        return pixel_values.unflatten(0, (len(images), -1)).to(self.device)
 
     # -- encoding ---------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -132,6 +140,23 @@ class FrameEncoder:
             if keep_frames:
                 encoded.frames = frames
             yield encoded
+
+
+@contextmanager
+def threads_beside_decoder(device: torch.device) -> Iterator[int]:
+    """torch's CPU threads while the decoder's thread runs beside the encoder: the cores less one (at least
+    one), then back to what they were. On 2 cores two OpenMP threads that must meet at every op's barrier stall
+    whenever the decoder (or any other process) takes one core: measured on the 6-minute video, encoding took
+    4-6 s with one thread against 16-26 s with two under other jobs' load, and no longer quiet. CUDA: unchanged."""
+    before = torch.get_num_threads()
+    wanted = before if device.type == "cuda" else max(1, min(before, decoder_threads() - 1))
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
 
 
 def _nearest_source(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:

@@ -12,7 +12,7 @@ Where: one folder per model under the user's cache (`$VIDEOMINI_CACHE`, else `$X
 model's source folder and the size and mtime of its files; a changed model reads as absent and is exported again.
 When: `index` exports what its library's search will need; a search that had to load a model the slow way exports
 it for the next one. Export is best-effort: an architecture torch.onnx cannot trace, a read-only or full cache,
-leaves the torch path in use, never fails the command.
+leaves the torch path in use, never fails the command. Which encoder a search uses: `videomini.search_encoders`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ the margin.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -34,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from videomini.config import TOP_K
-from videomini.errors import VideominiError
 from videomini.moments import moment_gap, runs
+from videomini.search_encoders import library_text_embedder, text_tower_for
 
 SIGNALS = ("visual", "speech", "ocr")
 NOTHING_MATCHES = "nothing in the library matches this query: no moment stands out (the closest are shown)"
@@ -329,45 +328,6 @@ def _moment(group: list[tuple], max_span_s: float, margin: float = CONFIDENT_EVI
                         margin=round(margin, 3))
 
 
-def text_tower_for(model_id: str, device: str = "cpu") -> Any:
-    """The query encoder of the frames: the CLIP text tower beside the checkpoint's vision tower — search needs
-    only that, not the LLM. Its ONNX export when one is cached (no torch, no transformers: `query_encoder`), else
-    the tower loaded with transformers and exported for the next search."""
-    from videomini.query_encoder import cached
-
-    exported = cached("clip", model_id)
-    if exported is not None:
-        return exported
-    text_tower = _load_text_tower(model_id, device)
-    text_tower.export_query_encoder(model_id)
-    return text_tower
-
-
-def _load_text_tower(model_id: str, device: str) -> Any:
-    from videomini.loading import CheckpointError, read_config, resolve_checkpoint, resolve_vision_tower
-    from videomini.retrieval import load_text_tower
-
-    folder = resolve_checkpoint(model_id)
-    tower = resolve_vision_tower(read_config(folder)["mm_vision_tower"], folder)
-    text_tower = load_text_tower(tower, device)
-    if text_tower is None:
-        raise CheckpointError(f"{tower}: the vision tower has no CLIP text tower, so text search is not possible")
-    return text_tower
-
-
-def prepare_query_encoders(model_id: str | None, text_embedder: Any = None) -> None:
-    """Export the query encoders a library's search will need (called by `index`), so that the first search is
-    as quick as the next: the CLIP text tower of `model_id`'s frames, the sentence embedder of its text. Best
-    effort: what cannot be exported is loaded the usual way by the search."""
-    from videomini.query_encoder import cached
-
-    if model_id and cached("clip", model_id) is None:
-        with contextlib.suppress(VideominiError, OSError):
-            text_tower_for(model_id)
-    if text_embedder is not None and hasattr(text_embedder, "export_query_encoder"):
-        text_embedder.export_query_encoder()
-
-
 def search_library(library_dir: str | os.PathLike, query: str, top_k: int = TOP_K, text_tower: Any = None,
                    thumbnails_dir: str | os.PathLike | None = None, gap_s: float | None = None,
                    text_embedder: Any = None, signals: Sequence[str] = SIGNALS,
@@ -409,22 +369,6 @@ def search_library(library_dir: str | os.PathLike, query: str, top_k: int = TOP_
     if thumbnails_dir is not None:
         write_thumbnails(results, Path(thumbnails_dir))
     return results
-
-
-def library_text_embedder(library: Any) -> Any:
-    """The sentence embedder the library's text was indexed with (its `text_model`; the bundled MiniLM when none
-    is recorded): a query must be embedded by the model that embedded what it is compared with. Its ONNX export
-    when one is cached, else the model loaded with sentence-transformers and exported for the next search."""
-    from videomini.query_encoder import cached
-    from videomini.signals.text import MINILM, TextEmbedder, default_embedder
-
-    name = str(library.meta().get("text_model") or "") or MINILM
-    exported = cached("sentence", name)
-    if exported is not None:
-        return exported
-    embedder = default_embedder() if name == MINILM else TextEmbedder.shared(name)
-    embedder.export_query_encoder()
-    return embedder
 
 
 def _visual_list(library: Any, query: str, text_tower: Any, depth: int, gap_s: float, frame_s: float,

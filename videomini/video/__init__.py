@@ -27,12 +27,21 @@ from videomini.video.reference import (
     sample_uniform,
     uniform_frame_indices,
 )
-from videomini.video.sampling import BACKENDS, DECODE_MODES, SAMPLINGS, read_frames_at, sample_frames
-from videomini.video.source import open_container
+from videomini.video.sampling import (
+    BACKENDS,
+    DECODE_AHEAD_BYTES,
+    DECODE_MODES,
+    SAMPLINGS,
+    decode_ahead,
+    read_frames_at,
+    sample_frames,
+)
+from videomini.video.source import IMAGE_EXTENSIONS, open_container
 
 __all__ = [
     "VideoError", "VideoNotFound", "NotAVideo", "NoVideoStream", "DecodeError", "BackendUnavailable",
-    "VideoInfo", "FrameBatches", "probe", "sample_frames", "read_frames_at", "uniform_frame_indices",
+    "VideoInfo", "FrameBatches", "probe", "sample_frames", "decode_ahead", "read_frames_at", "IMAGE_EXTENSIONS",
+    "uniform_frame_indices",
     "sample_uniform", "reference_video_frames", "reference_timestamps", "reference_n_frames", "open_container",
-    "BACKENDS", "SAMPLINGS", "DECODE_MODES",
+    "BACKENDS", "SAMPLINGS", "DECODE_MODES", "DECODE_AHEAD_BYTES",
 ]

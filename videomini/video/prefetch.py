@@ -1,6 +1,7 @@
 """`FrameBatches`: a backend's (frame, time) stream gathered into batches, decoded ahead in a thread into a
 bounded queue, so decoding overlaps whatever the consumer does with the previous batch (encoding) while memory
-stays bounded by `prefetch` batches whatever the video's length."""
+stays bounded by `prefetch` batches whatever the video's length. `start()` begins decoding before the consumer
+exists (`ask` starts it before the model is loaded, so the two overlap)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ class FrameBatches:
         self._queue: queue.Queue | None = None
         self._inline: Iterator[Any] | None = None
         self._closed = False
-        self.first_batch_at: float | None = None  # time.perf_counter() when the consumer got the first batch
+        self.made_for: tuple | None = None  # what the stream was made for (path, fps, sampling, decode), if said
+        self.started_at: float | None = None  # time.perf_counter() when decoding started
+        self.first_frame_at: float | None = None  # ... when the decoder delivered its first frame
+        self.first_batch_at: float | None = None  # ... when the consumer got the first batch
+        self.decoder_waited_s = 0.0  # the decoder blocked on a full queue: it was ahead (decoding is not the limit)
+        self.consumer_waited_s = 0.0  # the consumer blocked on an empty queue: it waited for decoding
 
     def _batches(self) -> Iterator[Any]:
         items = self._make_items()
@@ -45,6 +51,8 @@ class FrameBatches:
                 if isinstance(item, Warn):
                     yield item
                     continue
+                if self.first_frame_at is None:
+                    self.first_frame_at = time.perf_counter()
                 frames.append(item[0])
                 times.append(item[1])
                 if len(frames) == self._batch_size:
@@ -72,13 +80,37 @@ class FrameBatches:
     def _put(self, item: Any) -> bool:
         """Put into the bounded queue, waiting for room; False once the consumer has closed the iterator."""
         assert self._queue is not None
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        waited_from = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self.decoder_waited_s += time.perf_counter() - waited_from
+
+    @property
+    def prefetch(self) -> int:
+        """Batches the decoder may hold ahead of the consumer (0: decoded on demand, no thread)."""
+        return self._prefetch
+
+    def start(self) -> FrameBatches:
+        """Begin decoding now, into the bounded queue (inline streams, `prefetch=0`, start on first use)."""
+        if self.started_at is None:
+            self.started_at = time.perf_counter()
+        if self._prefetch > 0 and self._thread is None and not self._closed:
+            self._queue = queue.Queue(maxsize=self._prefetch)
+            self._thread = threading.Thread(target=self._worker, name="videomini-decode", daemon=True)
+            self._thread.start()
+        return self
 
     def __iter__(self) -> FrameBatches:
         return self
@@ -89,6 +121,7 @@ class FrameBatches:
                 raise StopIteration
             if self._prefetch <= 0:
                 if self._inline is None:
+                    self.started_at = self.started_at or time.perf_counter()
                     self._inline = self._batches()
                 try:
                     item = next(self._inline)
@@ -99,11 +132,14 @@ class FrameBatches:
                     self.close()
                     raise
             else:
-                if self._thread is None:
-                    self._queue = queue.Queue(maxsize=self._prefetch)
-                    self._thread = threading.Thread(target=self._worker, name="videomini-decode", daemon=True)
-                    self._thread.start()
-                item = self._queue.get()
+                self.start()
+                assert self._queue is not None
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    waited_from = time.perf_counter()
+                    item = self._queue.get()
+                    self.consumer_waited_s += time.perf_counter() - waited_from
                 if item is self._DONE:
                     self.close()
                     raise StopIteration

@@ -20,6 +20,8 @@ from videomini.video.pyav_backend import decoding_stream
 from videomini.video.source import check_path, cw_from_ccw, rotation_cw, stream_origin
 from videomini.video.timeline import FALLBACK_FPS, rotate
 
+REFERENCE_FRAME_SIZE = (336, 336)  # (width, height): the reference squashes every video frame to this first
+
 
 def uniform_frame_indices(n_frames_total: int, n: int) -> list[int]:
     """The official evaluation's sampling: `n` segment midpoints over `n_frames_total` frames.

@@ -13,6 +13,7 @@ from typing import Any
 
 from videomini.video.errors import NotAVideo, NoVideoStream, VideoNotFound
 
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}  # asked about as stills
 DEFAULT_SEEK_GAP_S = 10.0  # used when the keyframe interval is unknown
 MIN_SEEK_GAP_S = 2.0  # never seek for a target closer than this: decoding through is cheaper
 
