@@ -16,6 +16,7 @@ import pytest
 from videomini.pipelines import index_videos
 from videomini.search import (
     CONFIDENT_EVIDENCE,
+    FALSE_CONFIDENT_RATE,
     GENERIC_QUERIES,
     MAX_MOMENT_S,
     MIN_SCALE,
@@ -25,6 +26,7 @@ from videomini.search import (
     QueryBank,
     fuse,
     measured_background,
+    relevance,
     search_library,
     visual_candidates,
 )
@@ -332,6 +334,28 @@ def test_an_informative_list_keeps_its_strong_hits():
     assert sorted(background.evidence(v) for v in z)[-2] == 0.0  # and only it
 
 
+def test_the_confident_margin_is_what_all_but_one_in_twenty_queries_about_nothing_reach():
+    """The generic queries' best items scatter with a long upper tail (a few share a word with some item): a hit
+    one spread above their median best is one that several generic queries reach, so it is not confident; the
+    margin is measured as their 95th percentile above that median."""
+    rng = np.random.default_rng(3)
+    generic = rng.normal(0.0, 0.05, size=(200, 100))  # (items, generic queries): cosine spread 0.05
+    lucky = rng.choice(100, 20, replace=False)  # a fifth of the generic queries share a word with one item
+    generic[rng.integers(0, 200, 20), lucky] += rng.uniform(0.1, 0.25, 20)
+    query = rng.normal(0.0, 0.05, 200)
+    background = measured_background(query, generic, 200)
+    bests = (generic - np.median(generic, axis=0)).max(axis=0) / background.scale
+    assert background.margin == pytest.approx(np.quantile(bests, 1 - FALSE_CONFIDENT_RATE) - np.median(bests))
+    assert background.margin > 1.5 * CONFIDENT_EVIDENCE
+    shared_word = background.center + background.scale * (background.noise_ceiling + 1.2)  # evidence 1.2
+    strong = background.center + background.scale * (background.noise_ceiling + background.margin + 2)
+    moments = fuse({"speech": [hit("a.mp4", 0, 4, shared_word, "speech", "a shared word"),
+                               hit("b.mp4", 0, 4, strong, "speech", "the answer")]}, {"speech": background})
+    assert [m.video for m in moments] == ["b.mp4", "a.mp4"]
+    assert moments[0].confident and not moments[1].confident
+    assert moments[1].relevance < 0.5 <= moments[0].relevance == relevance(moments[0].score, background.margin)
+
+
 @pytest.fixture(scope="module")
 def meeting_library(tmp_path_factory, checkpoint, videos_dir):
     """The narrated example of issue 22, indexed with frames (the tiny checkpoint's random CLIP tower) and
@@ -366,3 +390,14 @@ def test_the_random_tower_carries_no_evidence(meeting_library, query):
     results = search_library(library, query, top_k=10, text_tower=vm.text_tower)
     visual = [m for r in results for m in r.matches if m["signal"] == "visual"]
     assert visual and all(m["evidence"] == 0 for m in visual)
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["the price of lunch", "a budget airline flight"])
+def test_a_query_that_shares_a_word_with_the_video_but_is_not_answered_is_not_confident(meeting_library, query):
+    """"Lunch will be served in the main hall" does not say what lunch costs; a taxi on screen is no airline:
+    each shares a word or a topic with the video, and before the measured margin each was a confident moment."""
+    library, _video, vm = meeting_library
+    results = search_library(library, query, top_k=5, text_tower=vm.text_tower)
+    assert results and not any(m.confident for m in results) and results[0].relevance < 0.5

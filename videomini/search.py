@@ -15,8 +15,10 @@ all near background (a random or weak CLIP tower, a query that names nothing in 
 evidence and cannot move the ranking. A moment joins the hits of different signals that overlap in one video and
 scores the sum of their evidence: a strong hit of one signal outranks a weak coincidence of two, and two strong
 signals that agree rank above either alone. Its span is that of the hits that carry evidence (the strongest
-alone when none does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. `relevance` puts the evidence
-on a 0-1 scale.
+alone when none does), at most `MAX_MOMENT_S` around its best evidence, `best_s`. It is confident when its
+evidence reaches its strongest list's margin, measured from the same generic queries (how far above their median
+best item all but `FALSE_CONFIDENT_RATE` of them reach); `relevance` puts the evidence on a 0-1 scale, 0.5 at
+the margin.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ BACKGROUND_SAMPLE = 1024  # stored vectors a query is compared with to find its 
 MIN_SCALE = 0.02  # floor of a background's spread (cosine units): a handful of similar values is not a scale
 MAX_MOMENT_S = 10.0  # longest span a moment reports (see README: one sentence or one shot, a place to watch)
 NEAR_PEAK_Z = 1.0  # frames within this many background spreads of a visual moment's peak frame share its span
-CONFIDENT_EVIDENCE = 1.0  # a moment is confident when its evidence is at least this (in background spreads)
+CONFIDENT_EVIDENCE = 1.0  # least evidence a moment needs to be confident (in background spreads)
+FALSE_CONFIDENT_RATE = 0.05  # share of queries about nothing in an index allowed a confident moment (measured margin)
 ITEM_MIN_SCALE = 0.01  # floor of one item's spread over the generic queries (cosine units)
 NULL_MIN_SCALE = 0.25  # floor of the generic queries' spread over items' z (a tower that embeds all text alike)
 HUB_NEIGHBOURS = 10  # k of CSLS (Conneau et al., 2018), its published value: a text's k nearest stored texts
@@ -78,6 +81,7 @@ class Background:
     scale: float
     n_total: int
     ceiling: float | None = None  # measured: what the best item reaches for queries not about it (QueryBank)
+    margin: float = CONFIDENT_EVIDENCE  # evidence a confident hit needs: measured by `measured_background`
 
     @classmethod
     def of(cls, similarities: Sequence[float] | np.ndarray, n_total: int | None = None,
@@ -180,15 +184,20 @@ def measured_background(query_values: np.ndarray, generic_values: np.ndarray, n_
     median of this query's values over the sample items, in the spread that the generic queries' values
     (`generic_values`, (S, B), calibrated as the query's are) show across the same items, with the noise ceiling
     they reach there -- the median over generic queries of their best item, plus the expected maximum's growth
-    from the S sampled items to all N."""
+    from the S sampled items to all N -- and the confident margin: how far above that median the best item of
+    all but `FALSE_CONFIDENT_RATE` of the generic queries lies (their best items scatter with a long upper tail,
+    so one fixed margin let a query about nothing that shares a word with one item pass as a match)."""
     query_values = np.asarray(query_values, dtype=np.float64).reshape(-1)
     if query_values.size == 0:
         return Background(0.0, 1.0, max(1, n_total))
     shifted = generic_values - np.median(generic_values, axis=0)
     spread = max(min_scale, float(np.median(1.4826 * np.median(np.abs(shifted), axis=0))))
-    best = float(np.median(shifted.max(axis=0))) / spread  # what a query about none of them reaches
+    bests = shifted.max(axis=0) / spread  # (B,) what each query about none of them reaches
+    best = float(np.median(bests))
     ceiling = max(MIN_CEILING, best + gaussian_max(max(n_total, query_values.size)) - gaussian_max(query_values.size))
-    return Background(float(np.median(query_values)), spread, max(1, n_total), ceiling=ceiling)
+    # e.g. bests' median 2.5 and 95th percentile 4.1 spreads: confident from 1.6 spreads above the ceiling
+    margin = max(CONFIDENT_EVIDENCE, float(np.quantile(bests, 1.0 - FALSE_CONFIDENT_RATE)) - best)
+    return Background(float(np.median(query_values)), spread, max(1, n_total), ceiling=ceiling, margin=margin)
 
 
 _banks: dict[tuple[str, int], QueryBank] = {}
@@ -224,10 +233,11 @@ class SearchMoment:
     end_s: float
     score: float  # summed calibrated evidence of its signals (the ranking key)
     best_s: float  # the time of its best evidence (the strongest hit's frame, or the start of its segment)
-    confident: bool = False  # score >= CONFIDENT_EVIDENCE: some signal stands clearly above its background
+    confident: bool = False  # score >= the margin of its strongest hit's list (`Background.margin`)
     thumbnail: str | None = None
     matches: list[dict] = field(default_factory=list)  # per signal: signal, rank, similarity, z, evidence, span, text
-    relevance: float = 0.0  # `relevance(score)`: 0 = nothing above noise, 0.5 = confident, towards 1 = far above
+    relevance: float = 0.0  # `relevance(score, margin)`: 0 = nothing above noise, 0.5 = confident, 1 = far above
+    margin: float = CONFIDENT_EVIDENCE  # the evidence this moment needed to be confident (its best hit's list's)
 
     @property
     def signals(self) -> list[str]:
@@ -242,11 +252,11 @@ class SearchMoment:
         return {**asdict(self), "name": self.name}
 
 
-def relevance(score: float) -> float:
-    """A moment's evidence on a 0-1 scale a person can read: score / (score + CONFIDENT_EVIDENCE). 0 means no
-    signal rises above what unrelated content reaches for this query; 0.5 is the confidence threshold (one
-    background spread above that); 0.75 is three spreads, 0.9 nine."""
-    return round(score / (score + CONFIDENT_EVIDENCE), 3) if score > 0 else 0.0
+def relevance(score: float, margin: float = CONFIDENT_EVIDENCE) -> float:
+    """A moment's evidence on a 0-1 scale a person can read: score / (score + margin). 0 means no signal rises
+    above what unrelated content reaches for this query; 0.5 is the confidence threshold (the margin, at least
+    one background spread, above that); 0.75 is three margins, 0.9 nine."""
+    return round(score / (score + margin), 3) if score > 0 else 0.0
 
 
 def visual_candidates(times_s: np.ndarray, similarities: np.ndarray, videos: Sequence[str], background: Background,
@@ -292,7 +302,7 @@ def fuse(lists: dict[str, list[Candidate]], backgrounds: dict[str, Background], 
                 break
         else:
             groups.append([item])
-    moments = [_moment(group, max_span_s) for group in groups]
+    moments = [_moment(group, max_span_s, backgrounds[group[0][3].signal].margin) for group in groups]
     moments.sort(key=lambda m: (-m.score, -max(x["z"] for x in m.matches), m.video, m.start_s))
     return moments
 
@@ -301,8 +311,9 @@ def _span(candidates: list[Candidate]) -> tuple[float, float]:
     return min(c.start_s for c in candidates), max(c.end_s for c in candidates)
 
 
-def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
-    """One moment from its hits (the first is the strongest)."""
+def _moment(group: list[tuple], max_span_s: float, margin: float = CONFIDENT_EVIDENCE) -> SearchMoment:
+    """One moment from its hits (the first is the strongest; `margin`: the evidence its list needs to be
+    confident)."""
     best = group[0][3]
     start, end = _span([g[3] for g in group if g[0] > 0] or [best])
     if end - start > max_span_s:  # keep the part around the best evidence
@@ -314,7 +325,8 @@ def _moment(group: list[tuple], max_span_s: float) -> SearchMoment:
                 **({"cosine": round(c.cosine, 4)} if c.cosine is not None else {}),
                 **({"text": c.text} if c.text is not None else {})} for evidence, z, rank, c in group]
     return SearchMoment(best.video, round(start, 3), round(end, 3), round(score, 4), round(best.best_s, 3),
-                        confident=score >= CONFIDENT_EVIDENCE, matches=matches, relevance=relevance(score))
+                        confident=score >= margin, matches=matches, relevance=relevance(score, margin),
+                        margin=round(margin, 3))
 
 
 def text_tower_for(model_id: str, device: str = "cpu") -> Any:
