@@ -122,9 +122,10 @@ def _ask_video(path: str | os.PathLike, question: str, config: AskConfig, vm: Vi
         signals_s = time.perf_counter() - started
     answer = vm.ask(path, question, config, on_progress=on_progress, on_token=on_token, context=context,
                     frames=frames)
-    if signals_s and frames is None:  # the whole answer's time (decoding ahead, its clock began before signals)
-        answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s,
-                            "total": round(answer.timings_s.get("total", 0.0) + signals_s, 3)}
+    if signals_s:  # the whole answer's time: extracting speech / on-screen text included (frames decoded ahead:
+        # the answer's clock began with decoding, before the signals, so they are counted already)
+        total = answer.timings_s.get("total", 0.0) + (signals_s if frames is None else 0.0)
+        answer.timings_s = {"signals": round(signals_s, 3), **answer.timings_s, "total": round(total, 3)}
     return answer
 
 
