@@ -46,3 +46,20 @@ def test_quantized_kv_cache_keeps_greedy_ids(golden_model, golden_cases, case, k
     assert torch.equal(quantized.sequences, tensors[f"{case}.generated_ids"])
     drift = max((a - b).abs().max().item() for a, b in zip(exact.logits, quantized.logits))
     assert drift <= {"int8": 0.01, "int4": 0.2}[kv_cache], drift
+
+
+@pytest.mark.parametrize("kv_cache", ["int8", "int4"])
+def test_quantized_kv_cache_on_keys_narrower_than_a_group(vm, kv_cache):
+    """The tiny checkpoint's keys are 2 heads x 16 = 32 values a position, so at an odd prompt length a cache
+    tensor holds 32 x odd values, which transformers' default group of 64 does not divide: HQQ and quanto refused
+    with a traceback (`ask --kv-cache int8` on the README's tiny checkpoint). The group now divides a position."""
+    from videomini.generation import quantization_group
+
+    model = vm.model
+    config = model.llm.config
+    width = config.num_key_value_heads * config.head_dim
+    assert width % 64 and quantization_group(config) == width
+    embeds = torch.randn(1, 167, config.hidden_size, dtype=model.dtype, generator=torch.Generator().manual_seed(0))
+    for chunk in (16, 167):  # flushed into the quantized store chunk by chunk, or at once
+        ids = generate(model, inputs_embeds=embeds, max_new_tokens=3, kv_cache=kv_cache, prefill_chunk_tokens=chunk)
+        assert 1 <= ids.shape[-1] <= 3

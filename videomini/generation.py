@@ -7,6 +7,7 @@ videomini/model.py. `generate(model, input_ids=..., pixel_values=...)` is the re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,7 +41,18 @@ def new_cache(model: Any, kv_cache: str | None = None) -> Any:
 
     enable()  # the CLI keeps the quantization libraries out until an option needs them
     backend, nbits = KV_CACHE_BACKENDS[kv_cache]
-    return QuantizedCache(backend=backend, config=model.llm.config, nbits=nbits)
+    return QuantizedCache(backend=backend, config=model.llm.config, nbits=nbits,
+                          q_group_size=quantization_group(model.llm.config))
+
+
+def quantization_group(config: Any, preferred: int = 64) -> int:
+    """The quantized cache's group size: transformers' 64 where it divides one position's keys (kv heads x
+    head_dim: Llama-3.1-8B 8 x 128 = 1024), else the largest size that does, since HQQ and quanto group the
+    flattened (B, heads, T, head_dim) tensor and refuse a size that does not divide it (a tiny model's 2 x 16 at
+    an odd T)."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return math.gcd(preferred, heads * head_dim)
 
 
 @torch.inference_mode()
