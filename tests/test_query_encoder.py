@@ -110,3 +110,26 @@ def test_search_runs_on_the_exports_that_index_prepared(cache, checkpoint, tmp_p
     assert [(m.video, m.start_s, m.end_s) for m in fast] == [(m.video, m.start_s, m.end_s) for m in slow]
     assert any(m.get("text") == "LOADING DOCK" for r in fast for m in r.matches)
     np.testing.assert_allclose([m.score for m in fast], [m.score for m in slow], atol=1e-3)
+
+
+def test_index_succeeds_when_its_query_encoders_cannot_be_prepared(cache, checkpoint, tmp_path, monkeypatch):
+    """Preparing the exports runs after the videos are committed and only speeds up later searches: a failure
+    there (here: a tower that cannot be loaded for any reason) is not a failure of the `index` run."""
+    from videomini import search_encoders
+    from videomini.pipelines import index_videos
+    from videomini.search import search_library
+
+    from synth import make_numbered_video
+
+    def broken(model_id, device="cpu"):
+        raise RuntimeError("cannot trace this tower")
+
+    monkeypatch.setattr(search_encoders, "text_tower_for", broken)
+    numbers = make_numbered_video(tmp_path / "numbers.mp4", seconds=2, fps=5)
+    report = index_videos(tmp_path / "lib", [numbers], model_id=str(checkpoint))
+    assert len(report.indexed) == 1 and not report.failed
+    assert query_encoder.cached("clip", str(checkpoint)) is None
+    monkeypatch.undo()  # the search then loads the tower the usual way, and exports it for the next one
+    monkeypatch.setenv("VIDEOMINI_CACHE", str(cache.parent))
+    assert search_library(tmp_path / "lib", "a number", top_k=3)
+    assert query_encoder.cached("clip", str(checkpoint)) is not None

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
+import logging
 from typing import Any
 
-from videomini.errors import VideominiError
 from videomini.query_encoder import cached
+
+log = logging.getLogger(__name__)
 
 
 def text_tower_for(model_id: str, device: str = "cpu") -> Any:
@@ -38,12 +39,15 @@ def _load_text_tower(model_id: str, device: str) -> Any:
 def prepare_query_encoders(model_id: str | None, text_embedder: Any = None) -> None:
     """Export the query encoders a library's search will need (called by `index`), so that the first search is
     as quick as the next: the CLIP text tower of `model_id`'s frames, the sentence embedder of its text. Best
-    effort: what cannot be exported is loaded the usual way by the search."""
-    if model_id and cached("clip", model_id) is None:
-        with suppress(VideominiError, OSError):
+    effort, after the videos are committed: whatever fails here (no checkpoint on this machine, an architecture
+    that does not trace) leaves the search to load the model the usual way, and never fails the `index`."""
+    try:
+        if model_id and cached("clip", model_id) is None:
             text_tower_for(model_id)
-    if text_embedder is not None and hasattr(text_embedder, "export_query_encoder"):
-        text_embedder.export_query_encoder()
+        if text_embedder is not None and hasattr(text_embedder, "export_query_encoder"):
+            text_embedder.export_query_encoder()
+    except Exception as exc:  # noqa: BLE001 -- an optimisation of later searches, never an error of this run
+        log.debug("query encoders not prepared for %s: %s", model_id, exc)
 
 
 def library_text_embedder(library: Any) -> Any:

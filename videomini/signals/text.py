@@ -77,6 +77,8 @@ class TextEmbedder:
         from videomini.query_encoder import eager_attention, export, model_folder, unit_embedding_module
 
         transformer = self.model[0]
+        if not hasattr(transformer, "auto_model"):  # not a transformers-backed module: the torch path stays
+            return False
         module = unit_embedding_module(self.model, lambda model, ids, mask: model(
             {"input_ids": ids, "attention_mask": mask})["sentence_embedding"])
         with eager_attention(transformer.auto_model):
