@@ -115,8 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder.exists() and any(args.folder.iterdir()):
         print(f"error: {args.folder}: exists and is not empty; choose a new folder", file=sys.stderr)
         return 1
+    from videomini import backends
+
+    backends.defer()  # as the CLI: transformers would import torchao & co. and print their load failures
+    from videomini.loading import quiet_transformers
+
     try:
-        make_tiny_checkpoint(args.folder, with_clip_text=not args.no_clip_text, tokenizer_dir=args.tokenizer)
+        with quiet_transformers():  # no "Writing model shards" bar: one line says what was written
+            make_tiny_checkpoint(args.folder, with_clip_text=not args.no_clip_text, tokenizer_dir=args.tokenizer)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
