@@ -83,8 +83,7 @@ class OnnxTextEncoder:
         self.lower = bool(meta.get("lower"))
         self.dim = int(meta["dim"])
         self.name = str(meta["name"])  # the name the library records for the model
-        self.label = self.name
-        self.folder = folder
+        self.label = self.name  # as TextEmbedder's: the name a library records for its text model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32, each row of unit length; an empty list gives a (0, dim) array."""
@@ -100,21 +99,28 @@ class OnnxTextEncoder:
         return np.ascontiguousarray(np.concatenate(out))
 
 
+def current_meta(kind: str, name: str) -> dict[str, Any] | None:
+    """The meta.json of `name`'s export when it is current (this format, and its model's files unchanged), else
+    None. Reads one small file and stats the model's; builds no session."""
+    try:
+        meta = json.loads((entry_folder(kind, name) / "meta.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("name") != name:
+            return None
+        return meta if fingerprint(Path(meta["source"])) == meta["fingerprint"] else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cached(kind: str, name: str) -> OnnxTextEncoder | None:
     """The exported encoder of `name`, or None when there is none, it is stale (the model's files changed) or
     it cannot be read — the caller then takes the torch path. Imports neither torch nor transformers."""
-    folder = entry_folder(kind, name)
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != FORMAT or meta.get("name") != name:
-            return None
-        if fingerprint(Path(meta["source"])) != meta["fingerprint"]:
-            return None
-        return OnnxTextEncoder(folder, meta)
-    except (OSError, ValueError, KeyError, TypeError):
+    meta = current_meta(kind, name)
+    if meta is None:
         return None
+    try:
+        return OnnxTextEncoder(entry_folder(kind, name), meta)
     except Exception as exc:  # onnxruntime's own errors (a damaged graph): the torch path still works
-        log.debug("query encoder %s unreadable: %s", folder, exc)
+        log.debug("query encoder %s of %s unreadable: %s", kind, name, exc)
         return None
 
 
@@ -122,16 +128,16 @@ def export(kind: str, name: str, source: Path, module: Any, tokenizer: Any, max_
            lower: bool = False) -> bool:
     """Export `module` — forward(input_ids, attention_mask) → (B, D) unit rows — with `tokenizer` (a transformers
     fast tokenizer) into the cache as `name`'s encoder; True when a current one is there afterwards."""
-    folder = entry_folder(kind, name)
-    if cached(kind, name) is not None:
+    if current_meta(kind, name) is not None:
         return True
+    folder = entry_folder(kind, name)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
             dim = _export_graph(module, tokenizer, staging / "model.onnx")
             tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
-            pad_token = tokenizer.pad_token or tokenizer.eos_token or tokenizer.unk_token
+            pad_token = tokenizer.pad_token  # TextTower and sentence-transformers both set one
             meta = {"format": FORMAT, "name": name, "kind": kind, "source": str(source),
                     "fingerprint": fingerprint(source), "max_length": int(max_length), "lower": lower, "dim": dim,
                     "pad_token": str(pad_token), "pad_id": int(tokenizer.convert_tokens_to_ids(pad_token))}
@@ -142,7 +148,7 @@ def export(kind: str, name: str, source: Path, module: Any, tokenizer: Any, max_
             shutil.rmtree(staging, ignore_errors=True)
     except Exception as exc:  # best-effort: the torch path stays in use
         log.debug("cannot export the %s encoder of %s: %s", kind, name, exc)
-    return cached(kind, name) is not None
+    return current_meta(kind, name) is not None
 
 
 def unit_embedding_module(model: Any, embed: Callable[[Any, Any, Any], Any]) -> Any:

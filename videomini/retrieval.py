@@ -31,6 +31,8 @@ class TextTower:
             self.model = CLIPTextModelWithProjection.from_pretrained(str(tower_dir), dtype=dtype,
                                                                      use_safetensors=True).to(device).eval()
         self.tokenizer: Any = PreTrainedTokenizerFast.from_pretrained(str(tower_dir))
+        if self.tokenizer.pad_token is None:  # CLIP's tokenizer may have none; a batch pads with its end token
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.device = torch.device(device)
         self.name = str(tower_dir)  # names the model in caches of its embeddings (videomini.search.query_bank)
         self.max_length = self.model.config.max_position_embeddings
@@ -42,8 +44,6 @@ class TextTower:
     @torch.inference_mode()
     def embed(self, texts: list[str] | str) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch.pop("token_type_ids", None)
         out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
@@ -58,8 +58,6 @@ class TextTower:
         of its frames starts without torch; True when one is ready."""
         from videomini.query_encoder import eager_attention, export, unit_embedding_module
 
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         module = unit_embedding_module(self.model, lambda model, ids, mask: model(
             input_ids=ids, attention_mask=mask).text_embeds)
         with eager_attention(self.model):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from videomini.query_encoder import cached
+from videomini.query_encoder import cached, current_meta
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def prepare_query_encoders(model_id: str | None, text_embedder: Any = None) -> N
     effort, after the videos are committed: whatever fails here (no checkpoint on this machine, an architecture
     that does not trace) leaves the search to load the model the usual way, and never fails the `index`."""
     try:
-        if model_id and cached("clip", model_id) is None:
+        if model_id and current_meta("clip", model_id) is None:
             text_tower_for(model_id)
         if text_embedder is not None and hasattr(text_embedder, "export_query_encoder"):
             text_embedder.export_query_encoder()
