@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from videomini.cli.common import absolute_model, checked_index, display_name, warn, without_path
+from videomini.cli.common import checked_index, display_name, warn, without_path
 from videomini.cli.main import app
 from videomini.config import FPS
 
@@ -51,7 +51,6 @@ def index(
 ) -> None:
     """Index videos into a library: incremental (unchanged files are skipped), resumable and crash-safe."""
     checked_index(fps, workers, timeout, wait)  # before any heavy import: a bad flag is answered at once
-    model = absolute_model(model)  # stored in the catalog: a search from another folder finds the same model
 
     from rich.console import Console
 

@@ -96,9 +96,9 @@ class Library:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         config = configured(config, IndexConfig, overrides)
-        model = None
-        if config.visual and config.model_id in (None, self.model_id):  # another model_id: the run loads that one
-            config = configured(config, IndexConfig, {"model_id": self.model_id})
+        model, model_id = None, self.model_id  # (may read the catalog: once)
+        if config.visual and config.model_id in (None, model_id):  # another model_id: the run loads that one
+            config = configured(config, IndexConfig, {"model_id": model_id})
             from videomini.loading import LazyModel  # torch: only when a run indexes frames
 
             model = self._model if self._model is not None else LazyModel(self.model, config.model_id)
