@@ -40,8 +40,7 @@ class EncodedFrames:
     """A `FrameBatch` after the encoder: what the library stores for those frames."""
 
     seq: int
-    frame_tokens: np.ndarray  # fp16 (B, T, H)
-    embeddings: np.ndarray  # fp32 (B, D): CLIP image embeddings, searched by text
+    embeddings: np.ndarray  # fp32 (B, D): CLIP image embeddings, searched by text (frame tokens are not stored)
     timestamps_s: np.ndarray  # f64 (B,)
     encode_s: float = 0.0
 
@@ -75,7 +74,7 @@ class Fatal:
 Message = Union[Probed, FrameBatch, EncodedFrames, Finished, Failed, Fatal]
 MESSAGES: dict[str, type] = {cls.__name__: cls for cls in (Probed, FrameBatch, EncodedFrames, Finished, Failed,
                                                              Fatal)}
-ARRAY_COLUMNS = ("frames", "timestamps_s", "frame_tokens", "embeddings")
+ARRAY_COLUMNS = ("frames", "timestamps_s", "embeddings")
 ROW_COLUMNS = ("video_id", "kind", *ARRAY_COLUMNS, "meta")
 
 

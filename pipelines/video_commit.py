@@ -48,12 +48,9 @@ class IndexReport:
 
 def encode_batch(encoder: Any, batch: FrameBatch) -> EncodedFrames:
     """Encode one decoded batch on the encoder's device (`FrameEncoder.encode`), as both engines do."""
-    import torch
-
     started = time.perf_counter()
     encoded = encoder.encode(batch.frames, batch.timestamps_s)
-    return EncodedFrames(batch.seq, encoded.frame_tokens.to(torch.float16).numpy(),
-                         encoded.clip_embeddings.numpy(), encoded.timestamps_s,
+    return EncodedFrames(batch.seq, encoded.clip_embeddings.numpy(), encoded.timestamps_s,
                          encode_s=time.perf_counter() - started)
 
 

@@ -31,8 +31,7 @@ class Item(NamedTuple):  # the fields of a library plan item an assembly reads
 
 def encoded(seq: int, n: int = 2) -> EncodedFrames:
     rng = np.random.default_rng(seq)
-    return EncodedFrames(seq, rng.standard_normal((n, 1, 4)).astype(np.float16),
-                         rng.standard_normal((n, 3)).astype(np.float32), np.arange(n, dtype=np.float64) + 10 * seq,
+    return EncodedFrames(seq, rng.standard_normal((n, 3)).astype(np.float32), np.arange(n, dtype=np.float64) + 10 * seq,
                          encode_s=0.5)
 
 
