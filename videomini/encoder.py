@@ -26,6 +26,7 @@ from PIL import Image
 from videomini.config import BATCH_SIZE
 from videomini.video.pyav_backend import decoder_threads
 from videomini.video.reference import REFERENCE_FRAME_SIZE
+from videomini.video.timeline import nearest_indices
 
 REFERENCE_VIDEO_SIZE = REFERENCE_FRAME_SIZE[0]  # the reference squashes video frames to 336 x 336 before CLIP
 
@@ -85,8 +86,8 @@ class FrameEncoder:
         pixels = pixels.permute(0, 3, 1, 2)
         height, width = pixels.shape[-2:]
         if (height, width) != (REFERENCE_VIDEO_SIZE, REFERENCE_VIDEO_SIZE):
-            rows = _nearest_source(height, REFERENCE_VIDEO_SIZE, pixels.device)
-            cols = _nearest_source(width, REFERENCE_VIDEO_SIZE, pixels.device)
+            rows = torch.from_numpy(nearest_indices(height, REFERENCE_VIDEO_SIZE)).to(pixels.device)
+            cols = torch.from_numpy(nearest_indices(width, REFERENCE_VIDEO_SIZE)).to(pixels.device)
             pixels = pixels.index_select(2, rows).index_select(3, cols)
         return pixels
 
@@ -157,13 +158,6 @@ def threads_beside_decoder(device: torch.device) -> Iterator[int]:
     finally:
         if wanted != before:
             torch.set_num_threads(before)
-
-
-def _nearest_source(size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
-    """The input index torch's nearest interpolate reads for each output index (found by interpolating the
-    indices themselves, so it is torch's own arithmetic)."""
-    ramp = torch.arange(size_in, dtype=torch.float32).view(1, 1, size_in)
-    return F.interpolate(ramp, size=size_out, mode="nearest").view(-1).long().to(device)
 
 
 def _rebatch(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
