@@ -45,7 +45,8 @@ def _vision_tower(tower_dir: Path, vision: dict, with_clip_text: bool, tokenizer
     """A random CLIP vision tower saved in `tower_dir`; with `with_clip_text` a full CLIP (text tower and both
     projections), so the same pass yields CLIP image embeddings and a query can be embedded by the text tower."""
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+
+    from videomini.loading import quiet_transformers
 
     if not with_clip_text:
         tower = CLIPVisionModel(CLIPVisionConfig(**vision))
@@ -55,11 +56,8 @@ def _vision_tower(tower_dir: Path, vision: dict, with_clip_text: bool, tokenizer
                 max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu", bos_token_id=400,
                 eos_token_id=401, pad_token_id=401)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(str(tower_dir))
-    hf_logging.set_verbosity_error()  # the text tower's keys are expected to go unused here
-    hf_logging.disable_progress_bar()
-    tower = CLIPVisionModelWithProjection.from_pretrained(str(tower_dir))
-    hf_logging.set_verbosity_warning()
-    hf_logging.enable_progress_bar()
+    with quiet_transformers():  # the text tower's keys are expected to go unused here
+        tower = CLIPVisionModelWithProjection.from_pretrained(str(tower_dir))
     _copy_tokenizer(tokenizer_dir, tower_dir)  # the text tower's tokenizer (the real CLIP folder has its own)
     return tower
 
