@@ -26,8 +26,8 @@ TOP_K_EVIDENCE = 5  # evidence moments cited for one video's answer
 BATCH_SIZE = 16  # frames per CLIP forward (decoded, encoded and sent between processes in batches of this size)
 FPS_RANGE = f"must be within {FPS_MIN:g} to {FPS_MAX:g} (videomini/limits.py)"  # NaN and inf fail it too
 FUSIONS = ("all", "selected")
-SAMPLINGS = ("fps", "reference")
-DECODES = ("exact", "fast")  # every frame decoded | frames nobody samples skipped (videomini.video.DECODE_MODES)
+SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
+DECODES = ("exact", "fast")  # every frame decoded | frames nobody samples skipped (PyAV; videomini.video.DECODE_MODES)
 SIGNALS = ("speech", "ocr")  # what an index run or a prompt can quote beside the frames
 
 CLI_FLAGS = {"timeout_s": "timeout", "wait_s": "wait", "model_id": "model"}  # fields whose option is named otherwise

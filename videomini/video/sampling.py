@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from videomini.config import BATCH_SIZE, FPS
+from videomini.config import BATCH_SIZE, FPS, SAMPLINGS
+from videomini.config import DECODES as DECODE_MODES  # exact: every frame | fast: frames nobody samples skipped
 from videomini.video.decord_backend import decord_frames
 from videomini.video.ffmpeg_backend import ffmpeg_binaries, ffmpeg_frames
 from videomini.video.info import VideoInfo, probe
@@ -19,10 +20,9 @@ from videomini.video.prefetch import FrameBatches
 from videomini.video.pyav_backend import pyav_frames
 from videomini.video.reference import REFERENCE_FRAME_SIZE, reference_timestamps
 from videomini.video.source import check_path
-from videomini.video.timeline import DECODE_MODES, Warn, fps_targets, resize_nearest, scaled_size
+from videomini.video.timeline import Warn, fps_targets, resize_nearest, scaled_size
 
 BACKENDS = ("pyav", "decord", "ffmpeg")
-SAMPLINGS = ("fps", "reference")  # frames on screen at k/fps (default) | the official evaluation's segment centres
 # Frames `decode_ahead` may hold decoded before the encoder takes them: 12 MiB = 2 batches of 16 frames of
 # 336 x 336 x 3 bytes (338,688 B a frame, 5.4 MB a batch). Enough for the first frames to be ready when the model
 # is; more bought nothing on 2 cores, where the encoder, not decoding, sets the pace, and slowed the imports it

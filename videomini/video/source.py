@@ -1,5 +1,5 @@
-"""Opening a video with PyAV and reading its stream's clock: the pieces every PyAV reader shares (files here;
-live sources open URLs with options through the same `open_container`).
+"""Opening a video file with PyAV and reading its stream's clock: the pieces every PyAV file reader shares (live
+sources open their URLs and devices in videomini/live/sources.py).
 
 Times are seconds from the video stream's first presentation time (`stream_origin`); rotation is degrees
 clockwise (the legacy `rotate` tag, else the display matrix, which PyAV reports counter-clockwise).
@@ -7,7 +7,6 @@ clockwise (the legacy `rotate` tag, else the display matrix, which PyAV reports 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,13 @@ def check_path(path: str | Path) -> Path:
     return p
 
 
-def open_container(source: str | Path, options: Mapping[str, str] | None = None,
-                   timeout_s: float | None = None) -> Any:
-    """An open PyAV container that holds a video stream, or a one-line `VideoError`.
-
-    `source` is a file path or a URL FFmpeg reads (rtsp://, udp://, an HLS playlist, pipe:); `options` go to the
-    demuxer (e.g. {"rtsp_transport": "tcp"}) and `timeout_s` bounds opening and each read, so a dead stream
-    raises instead of hanging.
-    """
+def open_container(source: str | Path) -> Any:
+    """An open PyAV container that holds a video stream, or a one-line `VideoError` naming the file."""
     import av
 
     name = str(source)
     try:
-        container = av.open(name, metadata_errors="ignore", options=dict(options or {}), timeout=timeout_s)
+        container = av.open(name, metadata_errors="ignore")
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
         if "moov atom not found" in str(e) or Path(name).suffix.lower() in (".mp4", ".mov", ".m4v"):

@@ -1,4 +1,4 @@
-"""The sampling rule, shared by every backend and by live sources: which decoded frame answers which target time.
+"""The sampling rule, shared by every file backend: which decoded frame answers which target time.
 
 For each target time t_k = start + k / fps (t_k < `end_s`), the answer is the frame on screen at t_k: the last
 frame whose presentation time is <= t_k, reported with its own time (not t_k). A frame that stays on screen over
@@ -15,7 +15,6 @@ import numpy as np
 FALLBACK_FPS = 25.0  # a stream that declares no frame rate: frames last 1/25 s (PAL), as FFmpeg assumes
 END_SLACK_FRAMES, END_SLACK_MIN_S = 2, 0.05  # decoding that stops earlier than this before the end "ends early"
 EPS_S = 1e-6  # a frame at pts is on screen at t when pts <= t + EPS_S (absorbs float time-base rounding)
-DECODE_MODES = ("exact", "fast")  # every frame decoded, the rule exact | frames nobody samples skipped (PyAV)
 
 
 class Warn(str):
@@ -81,7 +80,7 @@ def plan(pts_s: np.ndarray, end_s: float, wanted: Iterable[float]) -> Iterator[t
 
 class OnScreen:
     """The rule applied one decoded frame at a time, for readers that learn frame times as they decode (PyAV
-    files and live streams).
+    files; live streams keep their own rule in videomini/live/sources.py).
 
     `offer(pts_s, frame, duration_s)` each decoded frame in presentation order; it returns the samples the new
     frame completes: the previously held frame, once per target it covered, as (image, its own time). The image
