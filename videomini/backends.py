@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["QUANTIZATION_PACKAGES", "defer", "deferred", "enable"]
+__all__ = ["QUANTIZATION_PACKAGES", "defer", "enable"]
 
 # What transformers probes and imports eagerly when installed: HQQ (--kv-cache int8), quanto through optimum
 # (--kv-cache int4), torchao (--quantize int8 on the CPU), bitsandbytes (--quantize on CUDA).
@@ -36,11 +36,6 @@ def defer() -> None:
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]  # find_spec -> None, import -> ImportError
             _deferred.add(name)
-
-
-def deferred() -> bool:
-    """Whether the quantization libraries are hidden now."""
-    return bool(_deferred)
 
 
 def enable() -> None:

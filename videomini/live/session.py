@@ -141,11 +141,10 @@ class LiveSession:
         self._alerts: queue.Queue[dict] = queue.Queue()
         self._llm = threading.Lock()  # one generation at a time (the answering path hooks the LLM's layers)
         self._progress = threading.Condition()
-        self.encoded, self.latest_s, self.encode_s = 0, None, 0.0
+        self.encoded, self.latest_s = 0, None
         self._next_alert_s: float | None = None  # the stream time of the next standing-question check
         self._piece: Piece | None = None
         self.pieces = 0  # pieces started so far
-        self.started_monotonic = time.monotonic()
         self._threads = [threading.Thread(target=self._decode, name="videomini-live-decode", daemon=True),
                          threading.Thread(target=self._encode, name="videomini-live-encode", daemon=True)]
         for thread in self._threads:
@@ -198,12 +197,10 @@ class LiveSession:
             self._event("ended", {"frames": self.encoded, "error": self.error})
 
     def _encode_batch(self, frames: list[SampledFrame]) -> None:
-        started = time.perf_counter()
         pixels = np.stack([f.pixels for f in frames])
         times = np.array([f.stream_s for f in frames], dtype=np.float64)
         encoded = self.vm.encoder.encode(pixels, times)
         self.memory.append(encoded.frame_tokens, encoded.clip_embeddings, times, pixels)
-        self.encode_s += time.perf_counter() - started
         with self._progress:
             self.encoded += len(frames)
             self.latest_s = float(times[-1])
@@ -367,12 +364,11 @@ class LiveSession:
 
     def status(self) -> dict:
         """Frames seen, lag behind live, memory: what `watch` and the server report."""
-        seqs, times = self.memory.snapshot()
         latest = self.latest_s
         live_s = self.timeline.now_s() if self.spec.live else self.reader.end_s
         return {"source": self.spec.url, "started_utc": self.timeline.wall_iso(0.0),
                 "frames_decoded": self.reader.decoded, "frames_encoded": self.encoded,
-                "frames_dropped": self.buffer.dropped, "frames_retained": len(seqs),
+                "frames_dropped": self.buffer.dropped, "frames_retained": len(self.memory),
                 "frames_in_ram": self.memory.recent_count,
                 "stream_s": None if latest is None else round(latest, 3),
                 "latest_wall_utc": None if latest is None else self.timeline.wall_iso(latest),

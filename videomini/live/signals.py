@@ -21,7 +21,6 @@ LIVE_SIGNALS = ("speech", "ocr")
 WHISPER_RATE = 16000  # samples per second (faster-whisper's feature extractor)
 BACKLOG_CHUNKS = 4  # chunks waiting for a model; beyond this the oldest is dropped
 
-SegmentsFn = Callable[[list[TextSegment]], None]
 
 
 def check_signals(kinds: tuple[str, ...]) -> tuple[str, ...]:
@@ -47,12 +46,11 @@ def quietest_cut(audio: np.ndarray, window_s: float = 0.05, search_fraction: flo
 
 class LiveSignals:
     """Transcribes audio chunks and reads text off frames on one worker thread; `segments()` gives what is
-    retained, `on_segments` hears each new batch (a library piece collects them)."""
+    retained (a library piece collects them once `wait_until` says they are extracted)."""
 
     def __init__(self, kinds: tuple[str, ...], retain_s: float, chunk_s: float = 5.0, ocr_every_s: float = 2.0,
-                 on_segments: SegmentsFn | None = None, on_error: Callable[[str], None] | None = None):
+                 on_error: Callable[[str], None] | None = None):
         self.kinds, self.retain_s, self.chunk_s, self.ocr_every_s = check_signals(kinds), retain_s, chunk_s, ocr_every_s
-        self.on_segments = on_segments or (lambda segments: None)
         self.on_error = on_error or (lambda message: None)
         self._jobs: queue.Queue[tuple | None] = queue.Queue()
         self._pending = 0
@@ -157,7 +155,6 @@ class LiveSignals:
                     newest = max(s.end_s for s in self._segments)
                     while self._segments and newest - self._segments[0].end_s > self.retain_s:
                         self._segments.popleft()
-                self.on_segments(found)
 
     @staticmethod
     def _speech(start_s: float, audio: np.ndarray) -> list[TextSegment]:
@@ -188,11 +185,6 @@ class LiveSignals:
         with self._done:
             self._done_until[job[0]] = max(self._done_until[job[0]], end_s)
             self._done.notify_all()
-
-    def extracted_until(self) -> float:
-        """Stream time up to which every signal has been extracted (speech counts once the source gave sound)."""
-        with self._done:
-            return self._extracted_until()
 
     def _extracted_until(self) -> float:
         if self._closed:
