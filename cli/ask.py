@@ -11,9 +11,9 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import absolute_model, checked_ask, fail
+from videomini.cli.common import checked_ask, fail
 from videomini.cli.main import app
-from videomini.config import FPS, MAX_NEW_TOKENS, TOP_K
+from videomini.config import FPS, MAX_NEW_TOKENS, TOP_K, absolute_model_id
 
 
 def evidence_table(answer, title: str = "evidence"):
@@ -78,7 +78,7 @@ def ask(
         fail("give a video (or image) and a question: videomini ask VIDEO QUESTION")
     if library is None and not Path(targets[0]).exists():
         fail(f"{targets[0]}: no such file")
-    targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model(model)
+    targets[-1], model = checked_ask(targets[-1], fps, max_frames, top_k, max_new_tokens), absolute_model_id(model)
     config = AskConfig(model_id=model, device=device, dtype=dtype, quantize=quantize, kv_cache=kv_cache, fps=fps,
                        sampling=sampling, decode=decode, max_frames=max_frames, max_new_tokens=max_new_tokens,
                        fusion=fusion, top_k=top_k, signals=tuple(s.strip() for s in signals.split(",") if s.strip()),

@@ -42,13 +42,6 @@ class CommandGroup(TyperGroup):
             report(e)
 
 
-def absolute_model(model: str | None) -> str | None:
-    """--model as the run records it: a local checkpoint folder made absolute, a hub id as given."""
-    from videomini.config import absolute_model_id
-
-    return absolute_model_id(model)
-
-
 def checked_ask(question: str, fps: float, max_frames: int | None, top_k: int,
                 max_new_tokens: int) -> str:
     """`ask`'s question and numbers within videomini/limits.py, before any model loads; the question stripped."""

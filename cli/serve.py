@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from videomini.cli.common import absolute_model, fail
+from videomini.cli.common import fail
 from videomini.cli.main import app
+from videomini.config import absolute_model_id
 
 
 @app.command()
@@ -42,7 +43,7 @@ def serve(
 
     if library is not None and not (library / "catalog.sqlite").is_file():
         fail(f"{library}: not a videomini library (index into it first: videomini index VIDEOS --library {library})")
-    config = ServeConfig(library=library, model=absolute_model(model), device=device, dtype=dtype, token=token,
+    config = ServeConfig(library=library, model=absolute_model_id(model), device=device, dtype=dtype, token=token,
                          allow_dirs=list(allow_dir), max_waiting=queue, max_body_bytes=max_upload_mb << 20,
                          allow_hosts=list(allow_host), max_new_tokens=max_new_tokens)
     run(config, host=host, port=port, no_auth=no_auth,
