@@ -134,7 +134,7 @@ class VideoMini:
         started = min(started, frames.started_at or started)  # decoding may have begun before the model loaded
         try:
             input_ids = encode_question(self.tokenizer, question, context).to(self.model.device)
-            info = probe(path)
+            info = frames.info or probe(path)  # sample_frames probed it already
             budget = self.frame_budget(input_ids.shape[1], config.max_new_tokens)
         except BaseException:
             frames.close()

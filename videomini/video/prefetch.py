@@ -37,6 +37,7 @@ class FrameBatches:
         self._inline: Iterator[Any] | None = None
         self._closed = False
         self.made_for: tuple | None = None  # what the stream was made for (path, fps, sampling, decode), if said
+        self.info: Any = None  # the file's VideoInfo, probed when the stream was made (sample_frames)
         self.started_at: float | None = None  # time.perf_counter() when decoding started
         self.first_frame_at: float | None = None  # ... when the decoder delivered its first frame
         self.first_batch_at: float | None = None  # ... when the consumer got the first batch

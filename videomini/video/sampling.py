@@ -115,7 +115,9 @@ def sample_frames(
         start = float(start_s or 0.0)
         make = lambda: _frame_items(p, info, name, fps_targets(start, fps, end_s, max_frames), max_side,  # noqa: E731
                                     batch_size, decode=decode, size=size, interval_s=1.0 / fps)
-    return FrameBatches(make, batch_size=batch_size, prefetch=prefetch)
+    batches = FrameBatches(make, batch_size=batch_size, prefetch=prefetch)
+    batches.info = info  # its reader need not probe the file again
+    return batches
 
 
 def decode_ahead(path: str | Path, fps: float = FPS, sampling: str = "fps", decode: str = "exact",
