@@ -373,7 +373,7 @@ class LibraryStore(StoreIndex):
                 k: manifest.get(k) for k in ("generation", "factory", "nprobe", "n_vectors", "text_n_vectors",
                                              "n_parts", "n_deleted", "text_n_deleted")},
             "signals": catalog["signals"],
-            "index_current": self.index_is_current(verify=False),  # a missing manifest counts there
+            "index_current": manifest is not None and self.index_is_current(verify=False),  # None: damaged or missing
             "problems": self.quick_problems(),
         }
 
